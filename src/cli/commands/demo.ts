@@ -1,0 +1,64 @@
+import type { Command } from 'commander';
+import { parseDuration } from '../../config/duration.js';
+import { startDemoServer } from '../../demo/index.js';
+import { UsageError } from '../../lib/errors.js';
+
+function parseRate(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n < 0 || n > 1)
+    throw new UsageError(`--error-rate: "${value}" must be a number from 0 to 1`);
+  return n;
+}
+
+function parseNonNegativeInt(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 0) throw new UsageError(`${flag}: "${value}" must be a whole number >= 0`);
+    return n;
+  };
+}
+
+export function registerDemoCommands(program: Command): void {
+  program
+    .command('demo-server')
+    .description('serve the demo shop API (load target for examples, tests and the drill)')
+    .option(
+      '-p, --port <port>',
+      'port to listen on (0 picks a free one; default $PORT or 8080)',
+      parseNonNegativeInt('--port'),
+    )
+    .option('--host <host>', 'address to bind', '127.0.0.1')
+    .option('--error-rate <0..1>', 'share of /api requests answered with HTTP 500', parseRate, 0)
+    .option('--latency-ms <n>', 'extra latency added to every /api request', parseNonNegativeInt('--latency-ms'), 0)
+    .option('--stall-every <duration>', 'every this long, the whole server stops answering...', (v) =>
+      parseDuration(v, '--stall-every'),
+    )
+    .option('--stall-for <duration>', '...for this long', (v) => parseDuration(v, '--stall-for'))
+    .option('--label <label>', 'returned in the x-served-by header and in /health', process.env.BULWARK_LABEL ?? 'demo')
+    .action(async (opts) => {
+      if ((opts.stallEvery === undefined) !== (opts.stallFor === undefined)) {
+        throw new UsageError('--stall-every and --stall-for go together');
+      }
+      if (opts.stallEvery !== undefined && opts.stallFor >= opts.stallEvery) {
+        throw new UsageError('--stall-for must be shorter than --stall-every');
+      }
+      const port = opts.port ?? (process.env.PORT ? parseNonNegativeInt('PORT')(process.env.PORT) : 8080);
+      const server = await startDemoServer({
+        port,
+        host: opts.host,
+        errorRate: opts.errorRate,
+        latencyMs: opts.latencyMs,
+        stallEveryMs: opts.stallEvery,
+        stallForMs: opts.stallFor,
+        label: opts.label,
+      });
+      console.log(`listening on ${server.url}`);
+      await new Promise<void>((resolve) => {
+        const stop = () => {
+          server.close().then(resolve);
+        };
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
+    });
+}

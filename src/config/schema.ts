@@ -1,0 +1,16 @@
+import { z } from 'zod';
+
+/**
+ * The whole bulwark.config.ts schema, one section per capability. Each capability owns its section's
+ * schema in its own file here (config/<capability>.ts) and adds one line below; types are z.infer of
+ * these schemas, never written twice. Unknown top-level keys are an error.
+ */
+export const configSchema = z
+  .object({
+    backup: z.unknown().optional(),
+    cluster: z.unknown().optional(),
+    deploy: z.unknown().optional(),
+  })
+  .strict();
+
+export type BulwarkConfig = z.infer<typeof configSchema>;

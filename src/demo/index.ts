@@ -1,0 +1,1 @@
+export { type DemoServer, type DemoServerOptions, startDemoServer } from './server.js';
