@@ -1,0 +1,251 @@
+import type { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+  UploadPartCommand,
+} from '@aws-sdk/client-s3';
+import { BackupError } from '../errors.js';
+import { MAX_PARTS, partSizeFor } from './parts.js';
+import type { S3Options, StorageDriver, StoredObject } from './types.js';
+
+/**
+ * S3-compatible repository (`s3://bucket/prefix`): AWS S3, MinIO, R2, s3rver. Credentials come from
+ * the SDK's usual chain (AWS_ACCESS_KEY_ID/..., AWS_PROFILE, instance roles); they never appear in the
+ * URI. Streams are uploaded with our own multipart loop so the part size can grow (see parts.ts) and
+ * at most `concurrency` parts are held in memory.
+ */
+export class S3Storage implements StorageDriver {
+  readonly description: string;
+  private client: S3Client;
+  private prefix: string;
+
+  constructor(
+    readonly bucket: string,
+    prefix: string,
+    private options: S3Options = {},
+  ) {
+    this.prefix = prefix.replace(/^\/+|\/+$/g, '');
+    if (this.prefix) this.prefix += '/';
+    this.description = `s3://${bucket}/${this.prefix}`;
+    // archive_command starts us once per WAL segment: the SDK's once-per-process Node-version notice
+    // would fill PostgreSQL's log, so it is off unless the user set the variable themselves
+    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+    this.client = new S3Client({
+      region: options.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+      ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+      forcePathStyle: options.forcePathStyle ?? Boolean(options.endpoint),
+      // the SDK retries throttling and 5xx itself; 5 attempts ride out a restarting MinIO
+      maxAttempts: 5,
+    });
+  }
+
+  private k(key: string): string {
+    return this.prefix + key;
+  }
+
+  private fail(op: string, key: string, err: unknown): never {
+    if (err instanceof BackupError) throw err;
+    const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+    if (e.name === 'NoSuchKey' || e.name === 'NotFound' || e.$metadata?.httpStatusCode === 404)
+      throw new BackupError('BULWARK_E_NOT_FOUND', `${key} not found in ${this.description}`);
+    throw new BackupError(
+      'BULWARK_E_STORAGE',
+      `S3 ${op} ${this.description}${key} failed: ${e.name ?? ''} ${e.message ?? ''}`.trim(),
+      {
+        cause: err,
+      },
+    );
+  }
+
+  private sseParams() {
+    const o = this.options;
+    return {
+      ...(o.sse ? { ServerSideEncryption: o.sse } : {}),
+      ...(o.sse === 'aws:kms' && o.kmsKeyId ? { SSEKMSKeyId: o.kmsKeyId } : {}),
+    } as const;
+  }
+
+  async put(key: string, body: Readable | Buffer | string): Promise<{ size: number }> {
+    if (typeof body === 'string' || Buffer.isBuffer(body)) {
+      const buf = Buffer.from(body);
+      try {
+        await this.client.send(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: this.k(key),
+            Body: buf,
+            ContentLength: buf.length,
+            ...this.sseParams(),
+          }),
+        );
+      } catch (err) {
+        this.fail('put', key, err);
+      }
+      return { size: buf.length };
+    }
+    return this.putStream(key, body);
+  }
+
+  private async putStream(key: string, body: Readable): Promise<{ size: number }> {
+    const concurrency = Math.max(1, this.options.concurrency ?? 2);
+    let partNo = 1;
+    let want = partSizeFor(1);
+    let chunks: Buffer[] = [];
+    let have = 0;
+    let total = 0;
+    let uploadId: string | undefined;
+    const parts: { PartNumber: number; ETag: string }[] = [];
+    const inflight = new Set<Promise<void>>();
+    let failure: unknown;
+
+    const startUpload = async () => {
+      const r = await this.client.send(
+        new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: this.k(key), ...this.sseParams() }),
+      );
+      uploadId = r.UploadId;
+    };
+    const sendPart = (n: number, data: Buffer) => {
+      const p = (async () => {
+        const r = await this.client.send(
+          new UploadPartCommand({
+            Bucket: this.bucket,
+            Key: this.k(key),
+            UploadId: uploadId,
+            PartNumber: n,
+            Body: data,
+            ContentLength: data.length,
+          }),
+        );
+        parts.push({ PartNumber: n, ETag: r.ETag! });
+      })().catch((err) => {
+        failure ??= err;
+      });
+      const tracked = p.finally(() => inflight.delete(tracked));
+      inflight.add(tracked);
+    };
+    const flushPart = async (data: Buffer) => {
+      if (!uploadId) await startUpload();
+      if (partNo > MAX_PARTS) throw new Error(`object exceeds ${MAX_PARTS} parts`);
+      sendPart(partNo, data);
+      partNo++;
+      want = partNo <= MAX_PARTS ? partSizeFor(partNo) : want;
+      while (inflight.size >= concurrency) await Promise.race(inflight);
+      if (failure) throw failure;
+    };
+
+    try {
+      for await (const c of body as AsyncIterable<Buffer>) {
+        let chunk = Buffer.isBuffer(c) ? c : Buffer.from(c);
+        total += chunk.length;
+        while (have + chunk.length >= want) {
+          const take = want - have;
+          chunks.push(chunk.subarray(0, take));
+          chunk = chunk.subarray(take);
+          const data = Buffer.concat(chunks);
+          chunks = [];
+          have = 0;
+          await flushPart(data);
+        }
+        if (chunk.length) {
+          chunks.push(chunk);
+          have += chunk.length;
+        }
+      }
+      const rest = Buffer.concat(chunks);
+      if (!uploadId) {
+        // small object: one PUT, no multipart bookkeeping
+        await this.client.send(
+          new PutObjectCommand({
+            Bucket: this.bucket,
+            Key: this.k(key),
+            Body: rest,
+            ContentLength: rest.length,
+            ...this.sseParams(),
+          }),
+        );
+        return { size: total };
+      }
+      if (rest.length) await flushPart(rest);
+      await Promise.all(inflight);
+      if (failure) throw failure;
+      parts.sort((a, b) => a.PartNumber - b.PartNumber);
+      await this.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: this.k(key),
+          UploadId: uploadId,
+          MultipartUpload: { Parts: parts },
+        }),
+      );
+      return { size: total };
+    } catch (err) {
+      await Promise.allSettled(inflight);
+      if (uploadId)
+        await this.client
+          .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.k(key), UploadId: uploadId }))
+          .catch(() => {});
+      this.fail('put', key, err);
+    }
+  }
+
+  async get(key: string): Promise<Readable> {
+    try {
+      const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.k(key) }));
+      return r.Body as Readable;
+    } catch (err) {
+      this.fail('get', key, err);
+    }
+  }
+
+  async head(key: string): Promise<{ size: number } | undefined> {
+    try {
+      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.k(key) }));
+      return { size: r.ContentLength ?? 0 };
+    } catch (err) {
+      const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
+      if (e.name === 'NotFound' || e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404) return undefined;
+      this.fail('head', key, err);
+    }
+  }
+
+  async list(prefix: string): Promise<StoredObject[]> {
+    const out: StoredObject[] = [];
+    let token: string | undefined;
+    try {
+      do {
+        const r = await this.client.send(
+          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.k(prefix), ContinuationToken: token }),
+        );
+        for (const o of r.Contents ?? []) out.push({ key: o.Key!.slice(this.prefix.length), size: o.Size ?? 0 });
+        token = r.IsTruncated ? r.NextContinuationToken : undefined;
+      } while (token);
+    } catch (err) {
+      this.fail('list', prefix, err);
+    }
+    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  }
+
+  async delete(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      try {
+        const r = await this.client.send(
+          new DeleteObjectsCommand({
+            Bucket: this.bucket,
+            Delete: { Objects: batch.map((k) => ({ Key: this.k(k) })), Quiet: true },
+          }),
+        );
+        if (r.Errors?.length) throw new Error(r.Errors.map((e) => `${e.Key}: ${e.Message}`).join('; '));
+      } catch (err) {
+        this.fail('delete', batch[0] ?? '', err);
+      }
+    }
+  }
+}
