@@ -1,1 +1,12 @@
-export {};
+/** `bulwark/backup`: repositories, logical and physical backups, WAL archive, restore and PITR. */
+import './errors.js';
+
+export * from './codec.js';
+export { BackupError, BackupErrorCodes } from './errors.js';
+export * from './logical.js';
+export * from './manifest.js';
+export * from './pg.js';
+export * from './progress.js';
+export * from './repository.js';
+export * from './storage/index.js';
+export * from './wal-names.js';

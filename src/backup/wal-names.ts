@@ -1,0 +1,38 @@
+/**
+ * WAL file names and LSN arithmetic (PostgreSQL's XLogFileName / XLByteToSeg), pure so they are
+ * unit-tested without a server. Default 16 MiB segments.
+ */
+export const WAL_SEGMENT_SIZE = 16 * 1024 * 1024;
+
+export function parseLsn(lsn: string): bigint {
+  const m = /^([0-9A-Fa-f]{1,8})\/([0-9A-Fa-f]{1,8})$/.exec(lsn.trim());
+  if (!m) throw new RangeError(`"${lsn}" is not an LSN (like 0/16B3748)`);
+  return (BigInt(`0x${m[1]}`) << 32n) | BigInt(`0x${m[2]}`);
+}
+
+export function formatLsn(v: bigint): string {
+  return `${(v >> 32n).toString(16).toUpperCase()}/${(v & 0xffffffffn).toString(16).toUpperCase()}`;
+}
+
+/** Name of the WAL segment holding `lsn` on `timeline`. */
+export function walFileName(timeline: number, lsn: string | bigint, segSize = WAL_SEGMENT_SIZE): string {
+  const v = typeof lsn === 'bigint' ? lsn : parseLsn(lsn);
+  const segNo = v / BigInt(segSize);
+  const perId = 0x100000000n / BigInt(segSize);
+  const hex = (n: bigint | number) => n.toString(16).toUpperCase().padStart(8, '0');
+  return hex(timeline) + hex(segNo / perId) + hex(segNo % perId);
+}
+
+export function isSegmentName(name: string): boolean {
+  return /^[0-9A-F]{24}$/.test(name);
+}
+
+/** Position of a segment in the WAL stream, ignoring the timeline (for ranges). */
+export function segmentNumber(name: string, segSize = WAL_SEGMENT_SIZE): bigint {
+  const perId = 0x100000000n / BigInt(segSize);
+  return BigInt(`0x${name.slice(8, 16)}`) * perId + BigInt(`0x${name.slice(16, 24)}`);
+}
+
+export function segmentTimeline(name: string): number {
+  return Number.parseInt(name.slice(0, 8), 16);
+}
