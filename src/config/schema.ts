@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { deployConfigSchema } from './deploy.js';
 
 /**
  * The whole bulwark.config.ts schema, one section per capability. Each capability owns its section's
@@ -9,7 +10,7 @@ export const configSchema = z
   .object({
     backup: z.unknown().optional(),
     cluster: z.unknown().optional(),
-    deploy: z.unknown().optional(),
+    deploy: deployConfigSchema.optional(),
   })
   .strict();
 

@@ -1,0 +1,111 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Router } from '../../src/deploy/index.js';
+import { keepAliveTraffic, servedBy, sleep, startUpstreams } from './helpers.js';
+
+export interface RouterUnderTest {
+  router: Router;
+  frontendUrl: string;
+  /** How many backends one slot can hold (HAProxy: pre-declared server lines). */
+  maxPerSlot: number;
+  cleanup(): Promise<void>;
+}
+
+/**
+ * The contract every router driver keeps (src/deploy/types.ts, Router). Runs against real upstreams
+ * (two demo servers labelled blue and green) and real traffic through the driver's frontend.
+ */
+export function routerConformance(name: string, make: () => Promise<RouterUnderTest>): void {
+  describe(`router conformance: ${name}`, () => {
+    let t: RouterUnderTest;
+    let up: Awaited<ReturnType<typeof startUpstreams>>;
+    const backend = (slot: 'blue' | 'green') => ({ id: `${slot}-1`, url: up[slot].url });
+
+    beforeAll(async () => {
+      up = await startUpstreams();
+      t = await make();
+      await t.router.setBackends('blue', [backend('blue')]);
+      await t.router.setWeights({ blue: 100, green: 0 });
+    });
+    afterAll(async () => {
+      await t?.cleanup();
+      await up?.close();
+    });
+
+    it('sends all traffic to the only slot with weight', async () => {
+      expect(await servedBy(t.frontendUrl, 20)).toEqual({ blue: 20 });
+      const st = await t.router.state();
+      expect(st.slots.blue.weight).toBe(100);
+      expect(st.slots.green.weight).toBe(0);
+    });
+
+    it('refuses traffic to a slot with no ready backend (make-before-break), and traffic stays put', async () => {
+      await expect(t.router.setWeights({ blue: 0, green: 100 })).rejects.toMatchObject({
+        code: 'BULWARK_E_DEPLOY_UNSAFE',
+      });
+      await expect(t.router.setWeights({ blue: 50, green: 40 })).rejects.toMatchObject({
+        code: 'BULWARK_E_DEPLOY_UNSAFE',
+      });
+      await expect(t.router.setBackends('blue', [])).rejects.toMatchObject({ code: 'BULWARK_E_DEPLOY_UNSAFE' });
+      expect(await servedBy(t.frontendUrl, 10)).toEqual({ blue: 10 });
+    });
+
+    it('confirms a slot serving only when the router can reach it', async () => {
+      expect(await t.router.confirmServing('green')).toBe(false);
+      await t.router.setBackends('green', [{ id: 'green-dead', url: 'http://127.0.0.1:9' }]);
+      expect(await t.router.confirmServing('green')).toBe(false);
+      await t.router.setBackends('green', [backend('green')]);
+      expect(await t.router.confirmServing('green')).toBe(true);
+      // registering the idle slot's instances moves no traffic
+      expect(await servedBy(t.frontendUrl, 10)).toEqual({ blue: 10 });
+    });
+
+    it('switches blue -> green under keep-alive load with zero failed requests', async () => {
+      let release!: () => void;
+      const stop = new Promise<void>((r) => {
+        release = r;
+      });
+      const traffic = keepAliveTraffic(t.frontendUrl, stop);
+      await sleep(300);
+      await t.router.setWeights({ blue: 0, green: 100 });
+      await sleep(300);
+      release();
+      const tally = await traffic;
+      expect(tally.failures).toEqual([]);
+      expect(tally.bySlot.blue).toBeGreaterThan(0);
+      expect(tally.bySlot.green).toBeGreaterThan(0);
+      expect(await servedBy(t.frontendUrl, 10)).toEqual({ green: 10 });
+    });
+
+    it('splits traffic by weight', async () => {
+      await t.router.setWeights({ blue: 70, green: 30 });
+      const st = await t.router.state();
+      expect(st.slots.green.weight).toBe(30);
+      const seen = await servedBy(t.frontendUrl, 400);
+      expect((seen.blue ?? 0) + (seen.green ?? 0)).toBe(400);
+      // 30 % +- a wide margin: round-robin drivers are exact, random ones are within it with p > 1 - 1e-9
+      expect(seen.green).toBeGreaterThan(60);
+      expect(seen.green).toBeLessThan(180);
+    });
+
+    it('drains a slot that lost its traffic, then reports zero in flight', async () => {
+      await t.router.setWeights({ blue: 100, green: 0 });
+      expect(await t.router.drain('green', 10_000)).toBe(true);
+      const st = await t.router.state();
+      expect(st.slots.green.backends.reduce((n, b) => n + (b.inFlight ?? 0), 0)).toBe(0);
+    });
+
+    it('counts each slot’s requests in a window', async () => {
+      await sleep(1020 - (Date.now() % 1000)); // windows have whole-second resolution: start in a fresh second
+      const since = Date.now();
+      await t.router.window('blue', since); // drivers with cumulative counters take their baseline here
+      await t.router.window('green', since);
+      await sleep(20);
+      await servedBy(t.frontendUrl, 30);
+      const w = await t.router.window('blue', since);
+      expect(w).toBeDefined();
+      expect(w!.requests).toBeGreaterThanOrEqual(30);
+      expect(w!.errors).toBe(0);
+      expect((await t.router.window('green', since))!.requests).toBe(0);
+    });
+  });
+}

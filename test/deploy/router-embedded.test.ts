@@ -1,0 +1,78 @@
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { EmbeddedRouter } from '../../src/deploy/index.js';
+import { EmbeddedRouterClient, startEmbeddedRouter } from '../../src/deploy/index.js';
+import { servedBy, startUpstreams } from './helpers.js';
+import { routerConformance } from './router-conformance.js';
+
+// The embedded router driven through its admin API, as `bulwark deploy` drives `bulwark deploy router`.
+routerConformance('embedded (admin API client)', async () => {
+  const router = await startEmbeddedRouter({ port: 0, admin: { port: 0, token: 'conformance-token' } });
+  return {
+    router: new EmbeddedRouterClient(router.adminUrl!, 'conformance-token', router.url),
+    frontendUrl: router.url,
+    maxPerSlot: 64,
+    cleanup: () => router.close(),
+  };
+});
+
+describe('embedded router specifics', () => {
+  let router: EmbeddedRouter;
+  let up: Awaited<ReturnType<typeof startUpstreams>>;
+  beforeAll(async () => {
+    up = await startUpstreams();
+    router = await startEmbeddedRouter({
+      port: 0,
+      admin: { port: 0, token: 'secret-token' },
+      sticky: { header: 'x-user' },
+    });
+    await router.setBackends('blue', [{ id: 'b', url: up.blue.url }]);
+    await router.setBackends('green', [{ id: 'g', url: up.green.url }]);
+    await router.setWeights({ blue: 80, green: 20 });
+  });
+  afterAll(async () => {
+    await router?.close();
+    await up?.close();
+  });
+
+  it('rejects admin calls without the token', async () => {
+    const r = await request(`${router.adminUrl}/v1/state`);
+    expect(r.statusCode).toBe(401);
+    await r.body.dump();
+    const wrong = new EmbeddedRouterClient(router.adminUrl!, 'wrong-token');
+    await expect(wrong.state()).rejects.toThrow(/admin token/);
+  });
+
+  it('keeps a sticky user on one slot, and canary users stay on the canary as its weight grows', async () => {
+    const users = Array.from({ length: 60 }, (_, i) => `user-${i}`);
+    const slotOf = async (u: string) => Object.keys(await servedBy(router.url, 3, { 'x-user': u }));
+    const first = new Map<string, string[]>();
+    for (const u of users) {
+      const seen = await slotOf(u);
+      expect(seen).toHaveLength(1); // three requests, one slot
+      first.set(u, seen);
+    }
+    await router.setWeights({ blue: 50, green: 50 });
+    for (const u of users) if (first.get(u)![0] === 'green') expect(await slotOf(u)).toEqual(['green']);
+  });
+
+  it('records per-slot latency percentiles from HDR histograms', async () => {
+    const since = Date.now() - 60_000;
+    const w = await router.window('blue', since);
+    expect(w.requests).toBeGreaterThan(0);
+    expect(w.latencyMs.p99).toBeGreaterThan(0);
+    expect(w.latencyMs.p99!).toBeLessThanOrEqual(w.latencyMs.max!);
+    expect(w.latencyMs.p50!).toBeLessThanOrEqual(w.latencyMs.p99!);
+  });
+
+  it('answers 502 and counts an error when a slot backend is unreachable', async () => {
+    await router.setBackends('green', [{ id: 'dead', url: 'http://127.0.0.1:9' }]);
+    await router.setWeights({ blue: 0, green: 100 });
+    const since = Date.now();
+    const r = await request(`${router.url}/api/products`);
+    await r.body.dump();
+    expect(r.statusCode).toBe(502);
+    expect((await router.window('green', since)).errors).toBeGreaterThanOrEqual(1);
+    await router.setBackends('green', [{ id: 'g', url: up.green.url }]);
+  });
+});
