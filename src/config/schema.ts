@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { backupConfigSchema } from './backup.js';
 import { deployConfigSchema } from './deploy.js';
 
 /**
@@ -8,7 +9,7 @@ import { deployConfigSchema } from './deploy.js';
  */
 export const configSchema = z
   .object({
-    backup: z.unknown().optional(),
+    backup: backupConfigSchema.optional(),
     cluster: z.unknown().optional(),
     deploy: deployConfigSchema.optional(),
   })
