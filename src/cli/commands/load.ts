@@ -1,4 +1,124 @@
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
+import { UsageError } from '../../lib/errors.js';
+import { writeHtmlReport } from '../../load/reporters/html.js';
+import { formatSummary, liveView } from '../../load/reporters/terminal.js';
+import { type LoadResult, type RunLoadOptions, runLoad } from '../../load/runner.js';
 
-/** `bulwark load` and `bulwark worker`: wired in by the load-testing capability. */
-export function registerLoadCommands(_program: Command): void {}
+export function intArg(flag: string, min = 0) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag}: "${value}" must be a whole number >= ${min}`);
+    return n;
+  };
+}
+
+function numberArg(flag: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${flag}: "${value}" must be a number > 0`);
+    return n;
+  };
+}
+
+function envArg(value: string, prior: Record<string, string> = {}): Record<string, string> {
+  const eq = value.indexOf('=');
+  if (eq <= 0) throw new UsageError(`--env: "${value}" must be KEY=VALUE`);
+  return { ...prior, [value.slice(0, eq)]: value.slice(eq + 1) };
+}
+
+function workersArg(value: string): number | 'auto' {
+  if (value === 'auto') return 'auto';
+  return intArg('--workers', 1)(value);
+}
+
+export interface LoadCliOptions {
+  host?: string;
+  users?: number;
+  spawnRate?: number;
+  duration?: string;
+  workers?: number | 'auto';
+  env?: Record<string, string>;
+  seed?: number;
+  summaryJson?: string;
+  html?: string;
+  typecheck?: boolean;
+  quiet?: boolean;
+}
+
+/**
+ * Run a load test the way the CLI does: live view on stderr, Ctrl-C for a graceful stop (twice to
+ * quit at once), summary on stdout, optional JSON and HTML reports. Returns the exit code.
+ */
+export async function runLoadFromCli(
+  scenario: RunLoadOptions['scenario'],
+  opts: LoadCliOptions,
+): Promise<{ code: number; result: LoadResult }> {
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSigint = () => {
+    interrupts++;
+    if (interrupts === 1) {
+      process.stderr.write('\nstopping gracefully (Ctrl-C again to quit now)...\n');
+      controller.abort();
+    } else process.exit(130);
+  };
+  process.on('SIGINT', onSigint);
+  process.on('SIGTERM', onSigint);
+  if (opts.env) Object.assign(process.env, opts.env);
+  const live = opts.quiet ? undefined : liveView();
+  try {
+    const result = await runLoad({
+      scenario,
+      host: opts.host,
+      users: opts.users,
+      spawnRate: opts.spawnRate,
+      duration: opts.duration,
+      workers: opts.workers,
+      env: opts.env,
+      seed: opts.seed,
+      typecheck: opts.typecheck,
+      signal: controller.signal,
+      summaryJson: opts.summaryJson ? resolve(opts.summaryJson) : undefined,
+      onProgress: live?.onProgress,
+    });
+    live?.end();
+    process.stdout.write(`${formatSummary(result.summary)}\n`);
+    if (opts.html) {
+      writeHtmlReport(resolve(opts.html), result.summary);
+      process.stdout.write(`HTML report: ${resolve(opts.html)}\n`);
+    }
+    if (opts.summaryJson) process.stdout.write(`summary JSON: ${resolve(opts.summaryJson)}\n`);
+    return { code: result.exitCode, result };
+  } finally {
+    live?.end();
+    process.off('SIGINT', onSigint);
+    process.off('SIGTERM', onSigint);
+  }
+}
+
+export function registerLoadCommands(program: Command): void {
+  program
+    .command('load')
+    .description('run a TypeScript/JavaScript load-test scenario (exit 99 when a threshold is crossed)')
+    .argument('<scenario>', 'scenario file (anywhere on disk; it may import from "bulwark")')
+    .option('--host <url>', "replace the scenario's host")
+    .option('-u, --users <n>', "Locust style: run N users (replaces the scenario's load)", intArg('--users'))
+    .option(
+      '-r, --spawn-rate <n>',
+      'users started per second with --users (default: all at once)',
+      numberArg('--spawn-rate'),
+    )
+    .option('-d, --duration <duration>', 'run time with --users (default 30s), or of a constant-vus/arrival-rate load')
+    .option('-w, --workers <n|auto>', 'worker threads (merged exactly; default 1)', workersArg)
+    .option('-e, --env <KEY=VALUE>', 'environment variable for the scenario (repeatable)', envArg)
+    .option('--seed <n>', 'seed vu.random for a repeatable run', intArg('--seed'))
+    .option('--summary-json <file>', 'write the summary as JSON (schema version 1)')
+    .option('--html <file>', 'write a self-contained HTML report')
+    .option('--no-typecheck', 'skip type-checking a TypeScript scenario')
+    .option('-q, --quiet', 'no live progress')
+    .action(async (file: string, opts: LoadCliOptions) => {
+      const { code } = await runLoadFromCli(file, opts);
+      process.exitCode = code;
+    });
+}

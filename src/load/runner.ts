@@ -1,0 +1,222 @@
+import { writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { parseDuration } from '../config/duration.js';
+import { BulwarkError, UsageError } from '../lib/errors.js';
+import { Aggregate } from './aggregate.js';
+import type { ScenarioDefinition } from './api.js';
+import { Engine, type EngineOptions } from './engine.js';
+import { type LoadOverrides, type Plan, planLoad } from './executors/plan.js';
+import { lineOf, loadScenarioFile } from './loader.js';
+import { declaredMetrics } from './metrics/custom.js';
+import type { FlushMessage } from './recorder.js';
+import { buildSummary, type Summary } from './summary.js';
+import { evaluateThresholds, parseThresholds, type Threshold } from './thresholds.js';
+
+export interface RunLoadOptions extends LoadOverrides {
+  /** A scenario file path (any folder), or a scenario({...}) object for library use. */
+  scenario: string | ScenarioDefinition;
+  /** Replaces the scenario's host. */
+  host?: string;
+  /** Worker threads (default 1; 'auto' = one per core). Needs a scenario file. */
+  workers?: number | 'auto';
+  /** Extra environment variables for vu.env (k6's -e KEY=VALUE). */
+  env?: Record<string, string>;
+  /** Seed for vu.random: repeatable runs. */
+  seed?: number;
+  /** Type-check TypeScript scenarios before running (default true). */
+  typecheck?: boolean;
+  /** Graceful stop (Ctrl-C): running iterations finish within gracefulStop, then the summary is built. */
+  signal?: AbortSignal;
+  /** Called about once a second with the aggregate so far (the live view). */
+  onProgress?: (progress: Progress) => void;
+  /** Write the summary JSON here. */
+  summaryJson?: string;
+}
+
+export interface Progress {
+  elapsedMs: number;
+  totalMs: number;
+  aggregate: Aggregate;
+}
+
+export interface LoadResult {
+  summary: Summary;
+  thresholdsPassed: boolean;
+  /** 0, or 99 when a threshold was crossed. */
+  exitCode: number;
+  plan: Plan;
+}
+
+interface Prepared {
+  definition: ScenarioDefinition;
+  file?: string;
+  bundlePath?: string;
+  cleanup(): void;
+  plan: Plan;
+  thresholds: Threshold[];
+  baseUrl: string | undefined;
+  defaultTimeoutMs: number;
+}
+
+function where(file: string | undefined, key: string, literal?: string): string {
+  if (!file) return key;
+  const line = literal === undefined ? undefined : lineOf(file, literal);
+  return `${file}${line ? `:${line}` : ''}: ${key}`;
+}
+
+/** Everything that can be wrong with a scenario is found here, before any load (exit 2). */
+export async function prepareLoad(o: RunLoadOptions): Promise<Prepared> {
+  const loaded =
+    typeof o.scenario === 'string'
+      ? await loadScenarioFile(o.scenario, { typecheck: o.typecheck })
+      : { definition: o.scenario, file: undefined, bundlePath: undefined, cleanup() {} };
+  const { definition, file } = loaded;
+  try {
+    const load = definition.load;
+    let plan: Plan;
+    try {
+      plan = planLoad(load, o, 'load');
+    } catch (err) {
+      if (err instanceof UsageError && file) {
+        const literal = /"([^"]+)"/.exec(err.message)?.[1];
+        throw new UsageError(`${where(file, err.message, literal)}`, err.code);
+      }
+      throw err;
+    }
+    const types = new Map(declaredMetrics());
+    let thresholds: Threshold[];
+    try {
+      thresholds = parseThresholds(definition.thresholds, types);
+    } catch (err) {
+      if (err instanceof UsageError && file) {
+        const literal = /cannot parse "([^"]+)"/.exec(err.message)?.[1] ?? /\["([^"]+)"\]/.exec(err.message)?.[1];
+        throw new UsageError(where(file, err.message, literal), err.code);
+      }
+      throw err;
+    }
+    const baseUrl = o.host ?? definition.host;
+    if (baseUrl !== undefined && !/^https?:\/\/[^/]/.test(baseUrl))
+      throw new UsageError(`--host: "${baseUrl}" is not an http(s) URL`);
+    const defaultTimeoutMs =
+      definition.timeout === undefined ? 60_000 : parseDuration(definition.timeout, where(file, 'timeout'));
+    return { ...loaded, plan, thresholds, baseUrl, defaultTimeoutMs };
+  } catch (err) {
+    loaded.cleanup();
+    throw err;
+  }
+}
+
+function workerCount(o: RunLoadOptions, prepared: Prepared): number {
+  const n = o.workers === 'auto' ? availableParallelism() : (o.workers ?? 1);
+  if (!Number.isInteger(n) || n < 1)
+    throw new UsageError(`--workers: ${o.workers} must be a whole number >= 1 or "auto"`);
+  if (n > 1 && !prepared.bundlePath) throw new UsageError('workers > 1 needs a scenario file (worker threads load it)');
+  return n;
+}
+
+interface RunningEngine {
+  stop(): void;
+  done: Promise<void>;
+}
+
+function startInThread(opts: EngineOptions): RunningEngine {
+  const engine = new Engine(opts);
+  return { stop: () => engine.requestStop(), done: engine.run() };
+}
+
+function startWorker(
+  bundlePath: string,
+  opts: Omit<EngineOptions, 'scenario' | 'onFlush'>,
+  onFlush: (m: FlushMessage) => void,
+): RunningEngine {
+  const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: { ...opts, bundlePath } });
+  const done = new Promise<void>((resolve, reject) => {
+    worker.on('message', (m: { type: string; message?: any }) => {
+      if (m.type === 'flush') onFlush(m.message);
+      else if (m.type === 'done') resolve();
+      else if (m.type === 'error') reject(new BulwarkError('BULWARK_E_INTERNAL', `worker failed: ${m.message}`));
+    });
+    worker.on('error', reject);
+    worker.on('exit', (code) =>
+      code === 0 ? resolve() : reject(new BulwarkError('BULWARK_E_INTERNAL', `worker exited with ${code}`)),
+    );
+  });
+  return { stop: () => worker.postMessage({ type: 'stop' }), done: done.finally(() => worker.terminate()) };
+}
+
+/**
+ * Run a load test: validate everything, run setup(), start the engines (this thread, or N worker
+ * threads each with a share of the VUs/arrivals), merge their metrics exactly, evaluate thresholds
+ * every second (abortOnFail stops the run), then teardown() and build the summary.
+ */
+export async function runLoad(o: RunLoadOptions): Promise<LoadResult> {
+  const prepared = await prepareLoad(o);
+  try {
+    return await execute(o, prepared);
+  } finally {
+    prepared.cleanup();
+  }
+}
+
+async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
+  const n = workerCount(o, p);
+  const env = { ...process.env, ...o.env };
+  const setupData = p.definition.setup ? await p.definition.setup() : undefined;
+  const agg = new Aggregate();
+  let aborted = false;
+  const engines: RunningEngine[] = [];
+  const stopAll = () => {
+    aborted = true;
+    for (const e of engines) e.stop();
+  };
+  const base: Omit<EngineOptions, 'scenario' | 'onFlush' | 'workerIndex'> = {
+    scenarioFile: p.file,
+    plan: p.plan,
+    workerCount: n,
+    baseUrl: p.baseUrl,
+    env,
+    setupData,
+    seed: o.seed,
+    defaultTimeoutMs: p.defaultTimeoutMs,
+    tags: p.definition.tags,
+  };
+  const abortedThresholds = new Set<number>();
+  const evaluateLive = () => {
+    const elapsed = agg.elapsedMs();
+    const results = evaluateThresholds(p.thresholds, agg.store, elapsed / 1000);
+    results.forEach((r, i) => {
+      const t = p.thresholds[i]!;
+      if (!r.ok && t.abortOnFail && elapsed >= t.delayAbortEvalMs && !abortedThresholds.has(i)) {
+        abortedThresholds.add(i);
+        stopAll();
+      }
+    });
+  };
+  const onAbort = () => stopAll();
+  o.signal?.addEventListener('abort', onAbort, { once: true });
+  agg.startedAt = performance.now();
+  const ticker = setInterval(() => {
+    evaluateLive();
+    o.onProgress?.({ elapsedMs: agg.elapsedMs(), totalMs: p.plan.totalMs, aggregate: agg });
+  }, 1000);
+  try {
+    for (let w = 0; w < n; w++) {
+      const opts = { ...base, workerIndex: w };
+      if (n === 1) engines.push(startInThread({ ...opts, scenario: p.definition, onFlush: (m) => agg.add(w, m) }));
+      else engines.push(startWorker(p.bundlePath!, opts, (m) => agg.add(w, m)));
+    }
+    if (o.signal?.aborted) stopAll();
+    await Promise.all(engines.map((e) => e.done));
+  } finally {
+    clearInterval(ticker);
+    o.signal?.removeEventListener('abort', onAbort);
+  }
+  const durationSeconds = agg.elapsedMs() / 1000;
+  if (p.definition.teardown) await p.definition.teardown(setupData);
+  const thresholdResults = evaluateThresholds(p.thresholds, agg.store, durationSeconds);
+  const summary = buildSummary(agg, durationSeconds, thresholdResults, aborted);
+  if (o.summaryJson) writeFileSync(o.summaryJson, `${JSON.stringify(summary, null, 2)}\n`);
+  const thresholdsPassed = thresholdResults.every((r) => r.ok);
+  return { summary, thresholdsPassed, exitCode: thresholdsPassed ? 0 : 99, plan: p.plan };
+}
