@@ -1,0 +1,226 @@
+import { request } from 'undici';
+import { DeployError } from './errors.js';
+import type { Router, Slot, SlotWindow } from './types.js';
+
+export type Verdict = 'pass' | 'fail' | 'inconclusive';
+
+export interface AnalysisRules {
+  /** Fewer requests than this in the window: never pass on it (inconclusive, unless errors already decide). */
+  minRequests: number;
+  maxErrorRate: number;
+  maxP99Ms?: number;
+  maxP95Ms?: number;
+  vsStable?: { maxErrorRateIncrease: number; maxP99Ratio: number; p99SlackMs: number };
+}
+
+export interface CheckResult {
+  name: string;
+  /** `unavailable`: the source has no such measurement (e.g. HAProxy keeps no percentiles); it neither passes nor fails. */
+  outcome: 'ok' | 'fail' | 'unavailable' | 'insufficient';
+  observed?: number;
+  limit?: number;
+  detail: string;
+}
+
+export interface Judgement {
+  verdict: Verdict;
+  /** One sentence saying what was decided and why (printed and stored). */
+  reason: string;
+  evidence: { candidate: SlotWindow; stable?: SlotWindow; checks: CheckResult[] };
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+const ms = (x: number) => `${x.toFixed(1)} ms`;
+
+/**
+ * Decide from measurements alone (pure: unit-tested without servers). Three outcomes: `fail` as soon
+ * as the evidence is damning, even on few samples (errors so many that no amount of further success
+ * up to minRequests could bring the rate under the limit); `inconclusive` when there is too little
+ * traffic to say (the caller pauses, it never promotes on silence); `pass` otherwise.
+ */
+export function judge(input: { candidate: SlotWindow; stable?: SlotWindow; rules: AnalysisRules }): Judgement {
+  const { candidate: c, stable: s, rules } = input;
+  const checks: CheckResult[] = [];
+  const enough = c.requests >= rules.minRequests;
+  const errorRate = c.requests > 0 ? c.errors / c.requests : 0;
+
+  // Error rate against the absolute limit.
+  const certainFail = c.errors > rules.maxErrorRate * Math.max(rules.minRequests, c.requests);
+  if (certainFail)
+    checks.push({
+      name: 'error rate',
+      outcome: 'fail',
+      observed: errorRate,
+      limit: rules.maxErrorRate,
+      detail: `${c.errors} errors in ${c.requests} requests (${pct(errorRate)}) > ${pct(rules.maxErrorRate)}`,
+    });
+  else if (!enough)
+    checks.push({
+      name: 'error rate',
+      outcome: 'insufficient',
+      observed: errorRate,
+      limit: rules.maxErrorRate,
+      detail: `${c.requests} requests < ${rules.minRequests} needed`,
+    });
+  else
+    checks.push({
+      name: 'error rate',
+      outcome: 'ok',
+      observed: errorRate,
+      limit: rules.maxErrorRate,
+      detail: `${pct(errorRate)} <= ${pct(rules.maxErrorRate)} over ${c.requests} requests`,
+    });
+
+  const latency = (name: 'p99' | 'p95', limit: number | undefined) => {
+    if (limit === undefined) return;
+    const v = c.latencyMs[name];
+    if (v === undefined) {
+      // An upper bound still decides: if even the slowest request was under the limit, so was p99.
+      const max = c.latencyMs.max;
+      if (max !== undefined && max <= limit && enough)
+        checks.push({ name, outcome: 'ok', observed: max, limit, detail: `max ${ms(max)} <= ${ms(limit)}` });
+      else checks.push({ name, outcome: 'unavailable', limit, detail: `${name} latency not measured by this source` });
+      return;
+    }
+    if (!enough) checks.push({ name, outcome: 'insufficient', observed: v, limit, detail: `too few requests` });
+    else
+      checks.push({
+        name,
+        outcome: v <= limit ? 'ok' : 'fail',
+        observed: v,
+        limit,
+        detail: `${name} ${ms(v)} ${v <= limit ? '<=' : '>'} ${ms(limit)}`,
+      });
+  };
+  latency('p99', rules.maxP99Ms);
+  latency('p95', rules.maxP95Ms);
+
+  // Versus the stable slot over the same window: only when the stable slot saw enough traffic itself.
+  if (rules.vsStable && s) {
+    const v = rules.vsStable;
+    if (s.requests < rules.minRequests)
+      checks.push({
+        name: 'vs stable',
+        outcome: 'unavailable',
+        detail: `stable slot had ${s.requests} requests (< ${rules.minRequests}): no comparison`,
+      });
+    else if (enough) {
+      const stableRate = s.errors / s.requests;
+      const limit = stableRate + v.maxErrorRateIncrease;
+      checks.push({
+        name: 'error rate vs stable',
+        outcome: errorRate <= limit ? 'ok' : 'fail',
+        observed: errorRate,
+        limit,
+        detail: `${pct(errorRate)} vs stable ${pct(stableRate)} (+${pct(v.maxErrorRateIncrease)} allowed)`,
+      });
+      const cp = c.latencyMs.p99;
+      const sp = s.latencyMs.p99;
+      if (cp !== undefined && sp !== undefined) {
+        const lim = Math.max(sp * v.maxP99Ratio, sp + v.p99SlackMs);
+        checks.push({
+          name: 'p99 vs stable',
+          outcome: cp <= lim ? 'ok' : 'fail',
+          observed: cp,
+          limit: lim,
+          detail: `p99 ${ms(cp)} vs stable ${ms(sp)} (limit ${ms(lim)})`,
+        });
+      }
+    }
+  }
+
+  const failed = checks.filter((x) => x.outcome === 'fail');
+  const evidence = { candidate: c, stable: s, checks };
+  if (failed.length > 0)
+    return { verdict: 'fail', reason: `failed: ${failed.map((f) => f.detail).join('; ')}`, evidence };
+  if (!enough)
+    return {
+      verdict: 'inconclusive',
+      reason: `inconclusive: ${c.requests} requests in the window, ${rules.minRequests} needed to decide`,
+      evidence,
+    };
+  return {
+    verdict: 'pass',
+    reason: `passed: ${checks
+      .filter((x) => x.outcome === 'ok')
+      .map((x) => x.detail)
+      .join('; ')}`,
+    evidence,
+  };
+}
+
+/** Where analysis windows come from. */
+export interface MetricsSource {
+  window(slot: Slot, sinceMs: number, context: { version: string }): Promise<SlotWindow | undefined>;
+}
+
+/** The router's own measurements (embedded: HDR histograms; HAProxy: counters and averages). */
+export function routerSource(router: Router): MetricsSource {
+  return { window: (slot, since) => router.window(slot, since) };
+}
+
+export interface PrometheusSourceOptions {
+  url: string;
+  /** PromQL with {slot}, {version} and {window} substituted; each must return a single number. */
+  queries: { requests: string; errors: string; p99Ms?: string; p95Ms?: string };
+}
+
+/** Run one instant query and return its single number (undefined on an empty result). */
+export async function promQuery(baseUrl: string, query: string): Promise<number | undefined> {
+  const url = new URL('/api/v1/query', baseUrl);
+  url.searchParams.set('query', query);
+  let body: {
+    status?: string;
+    error?: string;
+    data?: { resultType: string; result: unknown };
+  };
+  try {
+    const r = await request(url, { headersTimeout: 10_000, bodyTimeout: 10_000 });
+    body = (await r.body.json()) as typeof body;
+  } catch (err) {
+    throw new DeployError('BULWARK_E_DEPLOY_FAILED', `Prometheus ${baseUrl}: ${(err as Error).message}`);
+  }
+  if (body.status !== 'success')
+    throw new DeployError(
+      'BULWARK_E_DEPLOY_FAILED',
+      `Prometheus rejected "${query}": ${body.error ?? 'unknown error'}`,
+    );
+  const { resultType, result } = body.data!;
+  let raw: string | undefined;
+  if (resultType === 'scalar') raw = (result as [number, string])[1];
+  else if (resultType === 'vector') {
+    const v = result as Array<{ value: [number, string] }>;
+    if (v.length > 1)
+      throw new DeployError(
+        'BULWARK_E_DEPLOY_FAILED',
+        `Prometheus query "${query}" returned ${v.length} series, need one (use sum())`,
+      );
+    raw = v[0]?.value[1];
+  }
+  if (raw === undefined) return undefined;
+  const n = Number(raw);
+  return Number.isFinite(n) ? n : undefined; // NaN: e.g. a rate over no samples = no data
+}
+
+/** Analysis windows from a Prometheus HTTP API (Prometheus, Thanos, Mimir, VictoriaMetrics). */
+export function prometheusSource(options: PrometheusSourceOptions): MetricsSource {
+  return {
+    async window(slot, sinceMs, ctx) {
+      const seconds = Math.max(1, Math.ceil((Date.now() - sinceMs) / 1000));
+      const fill = (q: string) =>
+        q.replaceAll('{slot}', slot).replaceAll('{version}', ctx.version).replaceAll('{window}', `${seconds}s`);
+      const [requests, errors, p99, p95] = await Promise.all([
+        promQuery(options.url, fill(options.queries.requests)),
+        promQuery(options.url, fill(options.queries.errors)),
+        options.queries.p99Ms ? promQuery(options.url, fill(options.queries.p99Ms)) : undefined,
+        options.queries.p95Ms ? promQuery(options.url, fill(options.queries.p95Ms)) : undefined,
+      ]);
+      if (requests === undefined) return { requests: 0, errors: 0, latencyMs: {} };
+      return {
+        requests: Math.round(requests),
+        errors: Math.round(errors ?? 0),
+        latencyMs: { ...(p99 === undefined ? {} : { p99 }), ...(p95 === undefined ? {} : { p95 }) },
+      };
+    },
+  };
+}

@@ -1,0 +1,80 @@
+import { describe, expect, it } from 'vitest';
+import { type AnalysisRules, judge } from '../../src/deploy/analysis.js';
+
+const rules: AnalysisRules = { minRequests: 100, maxErrorRate: 0.01, maxP99Ms: 500 };
+const win = (requests: number, errors: number, p99?: number, extra: Record<string, number> = {}) => ({
+  requests,
+  errors,
+  latencyMs: p99 === undefined ? { ...extra } : { p50: p99 / 4, p99, max: p99 * 1.2, ...extra },
+});
+
+describe('judge (pure analysis)', () => {
+  it('passes a healthy slot with enough traffic and says why', () => {
+    const j = judge({ candidate: win(1000, 2, 120), rules });
+    expect(j.verdict).toBe('pass');
+    expect(j.reason).toMatch(/0\.20% <= 1\.00%/);
+    expect(j.evidence.checks.map((c) => c.outcome)).toEqual(['ok', 'ok']);
+  });
+
+  it('is inconclusive with too few requests, instead of passing on silence (the Flagger complaint)', () => {
+    expect(judge({ candidate: win(0, 0), rules }).verdict).toBe('inconclusive');
+    const j = judge({ candidate: win(40, 0, 100), rules });
+    expect(j.verdict).toBe('inconclusive');
+    expect(j.reason).toMatch(/40 requests.*100 needed/);
+  });
+
+  it('fails early on few requests when the errors alone already break the limit', () => {
+    // 5 errors: even if the next 60 requests all succeeded, 5/100 > 1 %
+    const j = judge({ candidate: win(40, 5, 100), rules });
+    expect(j.verdict).toBe('fail');
+    expect(j.evidence.checks[0]).toMatchObject({ name: 'error rate', outcome: 'fail' });
+  });
+
+  it('fails on error rate and on p99 latency over the thresholds', () => {
+    expect(judge({ candidate: win(1000, 50, 100), rules }).verdict).toBe('fail');
+    const slow = judge({ candidate: win(1000, 0, 900), rules });
+    expect(slow.verdict).toBe('fail');
+    expect(slow.reason).toMatch(/p99 900\.0 ms > 500\.0 ms/);
+  });
+
+  it('compares with the stable slot over the same window', () => {
+    const vs = {
+      ...rules,
+      maxP99Ms: undefined,
+      vsStable: { maxErrorRateIncrease: 0.01, maxP99Ratio: 1.5, p99SlackMs: 20 },
+    };
+    // both slow alike: pass; candidate twice as slow: fail
+    expect(judge({ candidate: win(1000, 0, 300), stable: win(1000, 0, 280), rules: vs }).verdict).toBe('pass');
+    const j = judge({ candidate: win(1000, 0, 600), stable: win(1000, 0, 280), rules: vs });
+    expect(j.verdict).toBe('fail');
+    expect(j.reason).toMatch(/vs stable 280\.0 ms/);
+    // stable itself erroring at 3 %: candidate at 3.5 % is within +1 %
+    const errs = { ...vs, maxErrorRate: 0.05 };
+    expect(judge({ candidate: win(1000, 35, 100), stable: win(1000, 30, 100), rules: errs }).verdict).toBe('pass');
+    expect(judge({ candidate: win(1000, 45, 100), stable: win(1000, 30, 100), rules: errs }).verdict).toBe('fail');
+  });
+
+  it('ignores latency noise below the slack when the stable slot is very fast', () => {
+    const vs = {
+      ...rules,
+      maxP99Ms: undefined,
+      vsStable: { maxErrorRateIncrease: 0.01, maxP99Ratio: 1.5, p99SlackMs: 20 },
+    };
+    expect(judge({ candidate: win(1000, 0, 6), stable: win(1000, 0, 2), rules: vs }).verdict).toBe('pass');
+  });
+
+  it('does not compare with a stable slot that saw too little traffic', () => {
+    const vs = { ...rules, vsStable: { maxErrorRateIncrease: 0, maxP99Ratio: 1, p99SlackMs: 0 } };
+    const j = judge({ candidate: win(1000, 5, 100), stable: win(3, 0, 1), rules: vs });
+    expect(j.verdict).toBe('pass');
+    expect(j.evidence.checks.find((c) => c.name === 'vs stable')?.outcome).toBe('unavailable');
+  });
+
+  it('marks p99 unavailable when the source keeps only averages (HAProxy), decided by max when it can be', () => {
+    const avgOnly = judge({ candidate: { requests: 1000, errors: 0, latencyMs: { avg: 20 } }, rules });
+    expect(avgOnly.verdict).toBe('pass');
+    expect(avgOnly.evidence.checks.find((c) => c.name === 'p99')?.outcome).toBe('unavailable');
+    const byMax = judge({ candidate: { requests: 1000, errors: 0, latencyMs: { max: 300 } }, rules });
+    expect(byMax.evidence.checks.find((c) => c.name === 'p99')?.outcome).toBe('ok');
+  });
+});
