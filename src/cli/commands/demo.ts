@@ -1,7 +1,11 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../../config/duration.js';
 import { startDemoServer } from '../../demo/index.js';
+import { distDir } from '../../lib/bundle.js';
 import { UsageError } from '../../lib/errors.js';
+import { intArg, runLoadFromCli } from './load.js';
 
 function parseRate(value: string): number {
   const n = Number(value);
@@ -19,6 +23,36 @@ function parseNonNegativeInt(flag: string) {
 }
 
 export function registerDemoCommands(program: Command): void {
+  program
+    .command('demo')
+    .description(
+      'the main job on embedded defaults: start the demo shop API and load-test it with examples/shop.ts (~20 s)',
+    )
+    .option('--html <file>', 'where to write the HTML report', 'bulwark-demo-report.html')
+    .option('--summary-json <file>', 'also write the summary as JSON')
+    .option('-u, --users <n>', "replace the example's load with N users for --duration", intArg('--users'))
+    .option('-d, --duration <duration>', 'run time with --users')
+    .option('-q, --quiet', 'no live progress')
+    .action(async (opts) => {
+      const scenario = join(distDir, '..', 'examples', 'shop.ts');
+      if (!existsSync(scenario)) throw new UsageError(`${scenario}: the packaged example is missing`);
+      const server = await startDemoServer({ port: 0 });
+      console.log(`demo shop API listening on ${server.url}; running ${scenario}`);
+      try {
+        const { code } = await runLoadFromCli(scenario, {
+          host: server.url,
+          html: opts.html,
+          summaryJson: opts.summaryJson,
+          users: opts.users,
+          duration: opts.duration,
+          quiet: opts.quiet,
+        });
+        process.exitCode = code;
+      } finally {
+        await server.close();
+      }
+    });
+
   program
     .command('demo-server')
     .description('serve the demo shop API (load target for examples, tests and the drill)')
