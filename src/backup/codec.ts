@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs';
 import { Duplex, PassThrough, Readable, Transform } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import { createGunzip, createGzip } from 'node:zlib';
-import { Decrypter, Encrypter, identityToRecipient } from 'age-encryption';
 import { BackupError } from './errors.js';
 
 export type Compression = 'zstd' | 'gzip' | 'none';
@@ -147,6 +146,8 @@ function requireKey(key: KeyMaterial | undefined, what: string): KeyMaterial {
 
 export async function encryptStream(input: Readable, key: KeyMaterial | undefined): Promise<Readable> {
   const k = requireKey(key, 'encryption');
+  // loaded on first use: ~60 ms of start-up that unencrypted `wal push` must not pay
+  const { Encrypter, identityToRecipient } = await import('age-encryption');
   const e = new Encrypter();
   if (k.passphrase) e.setPassphrase(k.passphrase);
   else e.addRecipient(k.recipient ?? (await identityToRecipient(k.identity!)));
@@ -158,6 +159,7 @@ export async function decryptStream(input: Readable, key: KeyMaterial | undefine
   const k = requireKey(key, `decrypting ${name}`);
   if (!k.passphrase && !k.identity)
     throw new BackupError('BULWARK_E_ENCRYPTION', `decrypting ${name} needs the age identity, not only the recipient`);
+  const { Decrypter } = await import('age-encryption');
   const d = new Decrypter();
   if (k.passphrase) d.addPassphrase(k.passphrase);
   else d.addIdentity(k.identity!);

@@ -1,4 +1,4 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { parse } from 'pg-connection-string';
 
 /**
@@ -30,7 +30,8 @@ export function pgEnv(target: PgTarget, base: NodeJS.ProcessEnv = process.env): 
 /** A client for `target`, optionally on another database of the same server. */
 export async function connect(target: PgTarget, database?: string): Promise<pg.Client> {
   const env = pgEnv(target);
-  const client = new pg.Client({
+  const { default: pgLib } = await import('pg');
+  const client = new pgLib.Client({
     host: env.PGHOST,
     port: env.PGPORT ? Number(env.PGPORT) : undefined,
     user: env.PGUSER,

@@ -1,16 +1,4 @@
 import type { Readable } from 'node:stream';
-import {
-  AbortMultipartUploadCommand,
-  CompleteMultipartUploadCommand,
-  CreateMultipartUploadCommand,
-  DeleteObjectsCommand,
-  GetObjectCommand,
-  HeadObjectCommand,
-  ListObjectsV2Command,
-  PutObjectCommand,
-  S3Client,
-  UploadPartCommand,
-} from '@aws-sdk/client-s3';
 import { BackupError } from '../errors.js';
 import { MAX_PARTS, partSizeFor } from './parts.js';
 import type { S3Options, StorageDriver, StoredObject } from './types.js';
@@ -23,7 +11,9 @@ import type { S3Options, StorageDriver, StoredObject } from './types.js';
  */
 export class S3Storage implements StorageDriver {
   readonly description: string;
-  private client: S3Client;
+  private sdk:
+    | Promise<{ s3: typeof import('@aws-sdk/client-s3'); client: import('@aws-sdk/client-s3').S3Client }>
+    | undefined;
   private prefix: string;
 
   constructor(
@@ -37,13 +27,26 @@ export class S3Storage implements StorageDriver {
     // archive_command starts us once per WAL segment: the SDK's once-per-process Node-version notice
     // would fill PostgreSQL's log, so it is off unless the user set the variable themselves
     process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-    this.client = new S3Client({
-      region: options.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
-      ...(options.endpoint ? { endpoint: options.endpoint } : {}),
-      forcePathStyle: options.forcePathStyle ?? Boolean(options.endpoint),
-      // the SDK retries throttling and 5xx itself; 5 attempts ride out a restarting MinIO
-      maxAttempts: 5,
-    });
+  }
+
+  /** The SDK is loaded on first use: it costs ~80 ms of start-up that `wal push` on a file:// repo must not pay. */
+  private load() {
+    this.sdk ??= import('@aws-sdk/client-s3').then((s3) => ({
+      s3,
+      client: new s3.S3Client({
+        region: this.options.region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? 'us-east-1',
+        ...(this.options.endpoint ? { endpoint: this.options.endpoint } : {}),
+        forcePathStyle: this.options.forcePathStyle ?? Boolean(this.options.endpoint),
+        // the SDK retries throttling and 5xx itself; 5 attempts ride out a restarting MinIO
+        maxAttempts: 5,
+      }),
+    }));
+    return this.sdk;
+  }
+
+  private async send(make: (s3: typeof import('@aws-sdk/client-s3')) => any): Promise<any> {
+    const { s3, client } = await this.load();
+    return client.send(make(s3));
   }
 
   private k(key: string): string {
@@ -76,14 +79,15 @@ export class S3Storage implements StorageDriver {
     if (typeof body === 'string' || Buffer.isBuffer(body)) {
       const buf = Buffer.from(body);
       try {
-        await this.client.send(
-          new PutObjectCommand({
-            Bucket: this.bucket,
-            Key: this.k(key),
-            Body: buf,
-            ContentLength: buf.length,
-            ...this.sseParams(),
-          }),
+        await this.send(
+          (s3) =>
+            new s3.PutObjectCommand({
+              Bucket: this.bucket,
+              Key: this.k(key),
+              Body: buf,
+              ContentLength: buf.length,
+              ...this.sseParams(),
+            }),
         );
       } catch (err) {
         this.fail('put', key, err);
@@ -106,22 +110,23 @@ export class S3Storage implements StorageDriver {
     let failure: unknown;
 
     const startUpload = async () => {
-      const r = await this.client.send(
-        new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: this.k(key), ...this.sseParams() }),
+      const r = await this.send(
+        (s3) => new s3.CreateMultipartUploadCommand({ Bucket: this.bucket, Key: this.k(key), ...this.sseParams() }),
       );
       uploadId = r.UploadId;
     };
     const sendPart = (n: number, data: Buffer) => {
       const p = (async () => {
-        const r = await this.client.send(
-          new UploadPartCommand({
-            Bucket: this.bucket,
-            Key: this.k(key),
-            UploadId: uploadId,
-            PartNumber: n,
-            Body: data,
-            ContentLength: data.length,
-          }),
+        const r = await this.send(
+          (s3) =>
+            new s3.UploadPartCommand({
+              Bucket: this.bucket,
+              Key: this.k(key),
+              UploadId: uploadId,
+              PartNumber: n,
+              Body: data,
+              ContentLength: data.length,
+            }),
         );
         parts.push({ PartNumber: n, ETag: r.ETag! });
       })().catch((err) => {
@@ -161,14 +166,15 @@ export class S3Storage implements StorageDriver {
       const rest = Buffer.concat(chunks);
       if (!uploadId) {
         // small object: one PUT, no multipart bookkeeping
-        await this.client.send(
-          new PutObjectCommand({
-            Bucket: this.bucket,
-            Key: this.k(key),
-            Body: rest,
-            ContentLength: rest.length,
-            ...this.sseParams(),
-          }),
+        await this.send(
+          (s3) =>
+            new s3.PutObjectCommand({
+              Bucket: this.bucket,
+              Key: this.k(key),
+              Body: rest,
+              ContentLength: rest.length,
+              ...this.sseParams(),
+            }),
         );
         return { size: total };
       }
@@ -176,28 +182,29 @@ export class S3Storage implements StorageDriver {
       await Promise.all(inflight);
       if (failure) throw failure;
       parts.sort((a, b) => a.PartNumber - b.PartNumber);
-      await this.client.send(
-        new CompleteMultipartUploadCommand({
-          Bucket: this.bucket,
-          Key: this.k(key),
-          UploadId: uploadId,
-          MultipartUpload: { Parts: parts },
-        }),
+      await this.send(
+        (s3) =>
+          new s3.CompleteMultipartUploadCommand({
+            Bucket: this.bucket,
+            Key: this.k(key),
+            UploadId: uploadId,
+            MultipartUpload: { Parts: parts },
+          }),
       );
       return { size: total };
     } catch (err) {
       await Promise.allSettled(inflight);
       if (uploadId)
-        await this.client
-          .send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.k(key), UploadId: uploadId }))
-          .catch(() => {});
+        await this.send(
+          (s3) => new s3.AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.k(key), UploadId: uploadId }),
+        ).catch(() => {});
       this.fail('put', key, err);
     }
   }
 
   async get(key: string): Promise<Readable> {
     try {
-      const r = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.k(key) }));
+      const r = await this.send((s3) => new s3.GetObjectCommand({ Bucket: this.bucket, Key: this.k(key) }));
       return r.Body as Readable;
     } catch (err) {
       this.fail('get', key, err);
@@ -206,7 +213,7 @@ export class S3Storage implements StorageDriver {
 
   async head(key: string): Promise<{ size: number } | undefined> {
     try {
-      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.k(key) }));
+      const r = await this.send((s3) => new s3.HeadObjectCommand({ Bucket: this.bucket, Key: this.k(key) }));
       return { size: r.ContentLength ?? 0 };
     } catch (err) {
       const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
@@ -220,8 +227,9 @@ export class S3Storage implements StorageDriver {
     let token: string | undefined;
     try {
       do {
-        const r = await this.client.send(
-          new ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.k(prefix), ContinuationToken: token }),
+        const r = await this.send(
+          (s3) =>
+            new s3.ListObjectsV2Command({ Bucket: this.bucket, Prefix: this.k(prefix), ContinuationToken: token }),
         );
         for (const o of r.Contents ?? []) out.push({ key: o.Key!.slice(this.prefix.length), size: o.Size ?? 0 });
         token = r.IsTruncated ? r.NextContinuationToken : undefined;
@@ -236,13 +244,14 @@ export class S3Storage implements StorageDriver {
     for (let i = 0; i < keys.length; i += 1000) {
       const batch = keys.slice(i, i + 1000);
       try {
-        const r = await this.client.send(
-          new DeleteObjectsCommand({
-            Bucket: this.bucket,
-            Delete: { Objects: batch.map((k) => ({ Key: this.k(k) })), Quiet: true },
-          }),
+        const r = await this.send(
+          (s3) =>
+            new s3.DeleteObjectsCommand({
+              Bucket: this.bucket,
+              Delete: { Objects: batch.map((k) => ({ Key: this.k(k) })), Quiet: true },
+            }),
         );
-        if (r.Errors?.length) throw new Error(r.Errors.map((e) => `${e.Key}: ${e.Message}`).join('; '));
+        if (r.Errors?.length) throw new Error(r.Errors.map((e: { Key?: string; Message?: string }) => `${e.Key}: ${e.Message}`).join('; '));
       } catch (err) {
         this.fail('delete', batch[0] ?? '', err);
       }

@@ -1,4 +1,434 @@
+import { realpathSync } from 'node:fs';
 import type { Command } from 'commander';
+import type { BackupConfig } from '../../config/backup.js';
+import { parseDuration } from '../../config/duration.js';
+import { loadConfig } from '../../config/index.js';
+import { UsageError } from '../../lib/errors.js';
+import { createLogger } from '../../lib/log.js';
 
-/** Commands of the backup capability; filled in by its issue. */
-export function registerBackupCommands(_program: Command): void {}
+/**
+ * `bulwark backup|wal|restore|schedule`. Where things come from (issue 3, "How commands find things"):
+ * repository = --repo, else BULWARK_REPO, else backup.repo in bulwark.config.ts (--config FILE);
+ * database = --pg URL, else libpq's PG* variables, else backup.pg in the config. The config file is read
+ * only when a flag or variable leaves something open, or --config is given, so `wal push` (once per WAL
+ * segment) does not pay for bundling it.
+ */
+
+interface CommonOpts {
+  repo?: string;
+  pg?: string;
+  config?: string;
+  logFormat?: 'text' | 'json';
+  compress?: 'zstd' | 'gzip' | 'none';
+  compressLevel?: number;
+  encrypt?: boolean;
+}
+
+const PG_VARS = ['PGHOST', 'PGPORT', 'PGUSER', 'PGDATABASE', 'PGSERVICE', 'PGHOSTADDR'];
+
+function intArg(flag: string, min = 0) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new UsageError(`${flag}: "${value}" must be a whole number >= ${min}`);
+    return n;
+  };
+}
+
+function compressionArg(v: string): 'zstd' | 'gzip' | 'none' {
+  if (v !== 'zstd' && v !== 'gzip' && v !== 'none')
+    throw new UsageError(`--compress: "${v}" must be zstd, gzip or none`);
+  return v;
+}
+
+function withCommon(cmd: Command, what: { pg?: boolean; encoding?: boolean } = {}): Command {
+  cmd
+    .option('--repo <uri>', 'repository: file:///path or s3://bucket/prefix (default $BULWARK_REPO, then config)')
+    .option('--config <file>', 'bulwark.config.ts to read (default ./bulwark.config.ts when needed)')
+    .option('--log-format <format>', 'text or json (structured logs on stderr)', (v) => {
+      if (v !== 'text' && v !== 'json') throw new UsageError(`--log-format: "${v}" must be text or json`);
+      return v;
+    });
+  if (what.pg) cmd.option('--pg <url>', 'PostgreSQL connection URL (default libpq PG* variables, then config)');
+  if (what.encoding)
+    cmd
+      .option('--compress <algo>', 'zstd, gzip or none (default zstd, or config)', compressionArg)
+      .option('--compress-level <n>', 'compression level (zstd 1-19, gzip 1-9)', intArg('--compress-level', 0))
+      .option('--encrypt', 'encrypt with age (key from BULWARK_ENCRYPTION_KEY_FILE or _PASSPHRASE)');
+  return cmd;
+}
+
+interface Ctx {
+  repoUri: string;
+  cfg: BackupConfig;
+  repo: import('../../backup/index.js').Repository;
+  pg: import('../../backup/index.js').PgTarget;
+  encoding: import('../../backup/index.js').Encoding;
+  say: (line: string) => void;
+  log: ReturnType<typeof createLogger> | undefined;
+  progress: import('../../backup/index.js').ProgressListener;
+}
+
+async function context(o: CommonOpts): Promise<Ctx> {
+  const b = await import('../../backup/index.js');
+  const hasPgEnv = PG_VARS.some((v) => process.env[v]);
+  const needConfig = o.config !== undefined || (!o.repo && !process.env.BULWARK_REPO) || (!o.pg && !hasPgEnv);
+  const loaded = needConfig ? await loadConfig(o.config) : undefined;
+  const cfg: BackupConfig = (loaded?.config.backup as BackupConfig | undefined) ?? {};
+  const repoUri = o.repo ?? process.env.BULWARK_REPO ?? cfg.repo;
+  if (!repoUri)
+    throw new UsageError(
+      'no backup repository: pass --repo file:///path or s3://bucket/prefix, set BULWARK_REPO, or set backup.repo in bulwark.config.ts',
+      'BULWARK_E_REPO',
+    );
+  const storage = b.openStorage(repoUri, cfg.s3 ?? {});
+  // the key is read lazily by the codec; reading it here would fail commands that do not need it
+  let key: ReturnType<typeof b.keyFromEnv>;
+  try {
+    key = b.keyFromEnv();
+  } catch (err) {
+    if (o.encrypt || cfg.encryption === 'age') throw err;
+  }
+  const repo = new b.Repository(storage, key);
+  const pg = { url: o.pg ?? (hasPgEnv ? undefined : cfg.pg) };
+  const compression = o.compress ?? cfg.compression ?? 'zstd';
+  const encoding = {
+    compression,
+    level: o.compressLevel ?? cfg.level ?? b.DEFAULT_LEVEL[compression],
+    encryption: o.encrypt || cfg.encryption === 'age' ? ('age' as const) : ('none' as const),
+  };
+  const json = o.logFormat === 'json';
+  const log = json ? createLogger({ name: 'bulwark.backup' }) : undefined;
+  const tty = process.stderr.isTTY;
+  const progress = (e: import('../../backup/index.js').ProgressEvent) => {
+    if (log) log.info({ event: 'progress', ...e }, e.phase);
+    else if (!e.done) process.stderr.write(`${tty ? '\r\x1b[K' : ''}${b.formatProgress(e)}${tty ? '' : '\n'}`);
+    else if (tty) process.stderr.write('\r\x1b[K');
+  };
+  const say = (line: string) => {
+    if (log) log.info(line);
+    else process.stderr.write(`${line}\n`);
+  };
+  return { repoUri, cfg, repo, pg, encoding, say, log, progress };
+}
+
+/** The absolute command line PostgreSQL should run to call this same bulwark (restore_command). */
+export function selfCommand(): string {
+  const q = (s: string) => `"${s.replace(/(["\\$`])/g, '\\$1')}"`;
+  return `${q(process.execPath)} ${q(realpathSync(process.argv[1]!))}`;
+}
+
+function shellQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+function fmtSize(b: typeof import('../../backup/index.js'), n: number) {
+  return b.formatBytes(n);
+}
+
+export function registerBackupCommands(program: Command): void {
+  const backup = program.command('backup').description('take, list, inspect, verify and expire PostgreSQL backups');
+
+  withCommon(
+    backup
+      .command('create')
+      .description('take a backup now: physical (whole instance, PITR base) or logical (pg_dump of one database)')
+      .option('--kind <kind>', 'physical or logical', 'physical')
+      .option('--database <name>', 'logical: database to dump (default: the connection database)')
+      .option('--label <text>', 'free text stored in the manifest'),
+    { pg: true, encoding: true },
+  ).action(async (opts) => {
+    if (opts.kind !== 'physical' && opts.kind !== 'logical')
+      throw new UsageError(`--kind: "${opts.kind}" must be physical or logical`);
+    const b = await import('../../backup/index.js');
+    const c = await context(opts);
+    c.say(`backup (${opts.kind}) to ${c.repo.description} ...`);
+    const m =
+      opts.kind === 'logical'
+        ? await b.logicalBackup({
+            repo: c.repo,
+            pg: c.pg,
+            database: opts.database,
+            encoding: c.encoding,
+            label: opts.label,
+            onProgress: c.progress,
+          })
+        : await b.physicalBackup({
+            repo: c.repo,
+            pg: c.pg,
+            encoding: c.encoding,
+            label: opts.label,
+            onProgress: c.progress,
+          });
+    const mibs = m.sizes.raw / 1048576 / (m.durationMs / 1000);
+    console.log(
+      `backup ${m.id} complete: ${fmtSize(b, m.sizes.raw)} -> ${fmtSize(b, m.sizes.stored)} (${m.encoding.compression}${m.encoding.encryption === 'age' ? '+age' : ''}) in ${(m.durationMs / 1000).toFixed(1)}s (${mibs.toFixed(0)} MiB/s)`,
+    );
+  });
+
+  withCommon(
+    backup
+      .command('list')
+      .description('complete backups in the repository, oldest first')
+      .option('--json', 'print JSON'),
+  ).action(async (opts) => {
+    const b = await import('../../backup/index.js');
+    const c = await context(opts);
+    const list = await c.repo.listBackups();
+    if (opts.json) {
+      console.log(JSON.stringify(list.map(summary), null, 2));
+      return;
+    }
+    if (!list.length) {
+      console.log(`no backups in ${c.repo.description}`);
+      return;
+    }
+    const rows = list.map((m) => [
+      m.id,
+      m.kind,
+      m.stoppedAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
+      `${(m.durationMs / 1000).toFixed(1)}s`,
+      fmtSize(b, m.sizes.raw),
+      fmtSize(b, m.sizes.stored),
+      m.kind === 'physical' ? `${m.pg.startWal}..${m.pg.stopWal}` : (m.pg.database ?? ''),
+    ]);
+    printTable(['id', 'kind', 'stopped', 'duration', 'size', 'stored', 'WAL needed / database'], rows);
+  });
+
+  withCommon(
+    backup
+      .command('info <id>')
+      .description("one backup's manifest: type, times, LSNs, sizes, checksums")
+      .option('--json', 'print JSON'),
+  ).action(async (id: string, opts) => {
+    const b = await import('../../backup/index.js');
+    const c = await context(opts);
+    const m = await c.repo.resolveBackupId(id);
+    const verify = await readVerify(c.repo, m.id);
+    if (opts.json) {
+      console.log(JSON.stringify({ ...summary(m), objects: m.objects, lastVerify: verify ?? null }, null, 2));
+      return;
+    }
+    const s = summary(m);
+    const lines: [string, string][] = [
+      ['id', m.id],
+      ['kind', m.kind + (m.label ? ` (${m.label})` : '')],
+      ['started', m.startedAt],
+      ['stopped', m.stoppedAt],
+      ['duration', `${(m.durationMs / 1000).toFixed(2)}s`],
+      ['throughput', `${s.throughputMiBps.toFixed(1)} MiB/s`],
+      ['size', `${fmtSize(b, m.sizes.raw)} (${m.sizes.raw} bytes)`],
+      [
+        'stored',
+        `${fmtSize(b, m.sizes.stored)} (${m.sizes.stored} bytes), ${m.encoding.compression}${m.encoding.level !== undefined ? ` level ${m.encoding.level}` : ''}, encryption ${m.encoding.encryption}`,
+      ],
+      ['server', `PostgreSQL ${m.pg.serverVersion ?? '?'}, system ${m.pg.systemIdentifier ?? '?'}`],
+    ];
+    if (m.kind === 'physical') {
+      lines.push(['timeline', String(m.pg.timeline)]);
+      lines.push(['LSN', `${m.pg.startLsn} .. ${m.pg.stopLsn}`]);
+      lines.push(['WAL needed', `${m.pg.startWal} .. ${m.pg.stopWal} (and every later segment for PITR)`]);
+    } else lines.push(['database', `${m.pg.database} (pg_dump ${m.pg.dumpFormat} format)`]);
+    lines.push([
+      'checksums',
+      `SHA-256 per object; last verify: ${verify ? `${verify.ok ? 'ok' : 'FAILED'} at ${verify.at}` : 'never'}`,
+    ]);
+    for (const o of m.objects) lines.push([`object`, `${o.key} ${fmtSize(b, o.storedBytes)} sha256=${o.sha256}`]);
+    for (const [k, v] of lines) console.log(`${k.padEnd(11)} ${v}`);
+  });
+
+  withCommon(
+    backup
+      .command('expire')
+      .description('delete backups no retention rule keeps, and WAL no kept backup needs')
+      .option('--keep-last <n>', 'keep the N newest backups of each kind', intArg('--keep-last', 1))
+      .option('--max-age <duration>', 'keep backups younger than this (e.g. 14d)')
+      .option(
+        '--keep-daily <n>',
+        'keep the newest backup of each of the last N days with one',
+        intArg('--keep-daily', 1),
+      )
+      .option('--keep-weekly <n>', 'same, per ISO week', intArg('--keep-weekly', 1))
+      .option('--keep-monthly <n>', 'same, per month', intArg('--keep-monthly', 1))
+      .option('--dry-run', 'print what would be deleted, delete nothing'),
+  ).action(async (opts) => {
+    const c = await context(opts);
+    const r = c.cfg.retention ?? {};
+    const flagsGiven = [opts.keepLast, opts.maxAge, opts.keepDaily, opts.keepWeekly, opts.keepMonthly].some(
+      (v) => v !== undefined,
+    );
+    const maxAge = flagsGiven ? opts.maxAge : r.maxAge;
+    const policy = flagsGiven
+      ? { keepLast: opts.keepLast, daily: opts.keepDaily, weekly: opts.keepWeekly, monthly: opts.keepMonthly }
+      : { keepLast: r.keepLast, daily: r.daily, weekly: r.weekly, monthly: r.monthly };
+    const full = { ...policy, maxAgeMs: maxAge === undefined ? undefined : parseDuration(maxAge, '--max-age') };
+    await runExpire(c, full, Boolean(opts.dryRun));
+  });
+
+  const wal = program.command('wal').description('WAL archive: archive_command and restore_command for PostgreSQL');
+  withCommon(
+    wal
+      .command('push <path>')
+      .description(
+        "archive one WAL file (archive_command = 'bulwark wal push %p --repo ...'); exits non-zero unless stored and verified",
+      ),
+    { encoding: true },
+  ).action(async (path: string, opts) => {
+    const b = await import('../../backup/index.js');
+    const c = await context({ ...opts, pg: 'unused' });
+    const t0 = Date.now();
+    const r = await b.walPush(c.repo, path, c.encoding);
+    if (c.log) c.log.info({ event: 'wal-push', segment: path, result: r, ms: Date.now() - t0 }, 'wal push');
+  });
+  withCommon(
+    wal
+      .command('fetch <name> <dest>')
+      .description("restore one WAL file (restore_command = 'bulwark wal fetch %f %p --repo ...')"),
+  ).action(async (name: string, dest: string, opts) => {
+    const b = await import('../../backup/index.js');
+    const c = await context({ ...opts, pg: 'unused' });
+    await b.walFetch(c.repo, name, dest);
+  });
+
+  withCommon(
+    program
+      .command('restore')
+      .description(
+        'restore a physical backup into a data folder (with point-in-time recovery), or a logical one into a database',
+      )
+      .option('--pgdata <dir>', 'physical: data folder to create (must be empty unless --force)')
+      .option('--backup <id>', 'backup to restore (default: the newest one that fits the target)', 'latest')
+      .option('--to-time <timestamp>', 'recover up to this time (ISO 8601, e.g. 2026-01-02T03:04:05Z)')
+      .option('--to-lsn <lsn>', 'recover up to this WAL position')
+      .option('--to-xid <xid>', 'recover up to and including this transaction')
+      .option('--to-latest', 'recover every archived transaction (the default)')
+      .option('--start', 'start the server, wait until recovery reached the target and it was promoted')
+      .option('--port <n>', 'port for the restored server (written to postgresql.auto.conf)', intArg('--port', 1))
+      .option('--archive-mode <mode>', 'preserve (the restored server keeps archiving) or off', 'preserve')
+      .option('--timeout <duration>', 'how long --start waits for recovery', '30m')
+      .option('--database <name>', 'logical: target database (default: the dumped one)')
+      .option('--jobs <n>', 'logical: pg_restore -j', intArg('--jobs', 1), 2)
+      .option('--force', 'overwrite a non-empty data folder / an existing database'),
+    { pg: true },
+  ).action(async (opts) => {
+    const b = await import('../../backup/index.js');
+    const targets = ['toTime', 'toLsn', 'toXid', 'toLatest'].filter((k) => opts[k] !== undefined);
+    if (targets.length > 1) throw new UsageError('give at most one of --to-time, --to-lsn, --to-xid, --to-latest');
+    if (opts.archiveMode !== 'preserve' && opts.archiveMode !== 'off')
+      throw new UsageError(`--archive-mode: "${opts.archiveMode}" must be preserve or off`);
+    const c = await context(opts);
+    const m = await c.repo.resolveBackupId(opts.backup);
+    const logical = opts.backup !== 'latest' ? m.kind === 'logical' : !opts.pgdata;
+    if (logical) {
+      if (opts.pgdata || targets.length)
+        throw new UsageError('--pgdata and --to-* apply to physical backups; this restore is logical');
+      const r = await b.logicalRestore({
+        repo: c.repo,
+        pg: c.pg,
+        backup: opts.backup,
+        database: opts.database,
+        force: opts.force,
+        jobs: opts.jobs,
+        onProgress: c.progress,
+      });
+      console.log(
+        `restored ${r.backup.id} into database ${r.database}${r.created ? ' (created)' : ' (existing, --force)'} in ${(r.durationMs / 1000).toFixed(1)}s`,
+      );
+      return;
+    }
+    let target: import('../../backup/index.js').RecoveryTarget = { kind: 'latest' };
+    if (opts.toTime) {
+      const t = new Date(opts.toTime);
+      if (Number.isNaN(t.getTime()))
+        throw new UsageError(`--to-time: "${opts.toTime}" is not a timestamp (use ISO 8601)`);
+      target = { kind: 'time', time: opts.toTime };
+    } else if (opts.toLsn) {
+      if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(opts.toLsn))
+        throw new UsageError(`--to-lsn: "${opts.toLsn}" is not an LSN like 0/16B3748`);
+      target = { kind: 'lsn', lsn: opts.toLsn.toUpperCase() };
+    } else if (opts.toXid) {
+      if (!/^\d+$/.test(opts.toXid)) throw new UsageError(`--to-xid: "${opts.toXid}" is not a transaction id`);
+      target = { kind: 'xid', xid: opts.toXid };
+    }
+    const { resolve } = await import('node:path');
+    const restoreCommand = `${selfCommand()} wal fetch "%f" "%p" --repo ${shellQuote(c.repoUri)}`;
+    const r = await b.physicalRestore({
+      repo: c.repo,
+      pgdata: resolve(opts.pgdata),
+      backup: opts.backup,
+      target,
+      restoreCommand,
+      force: opts.force,
+      start: opts.start,
+      port: opts.port,
+      archiveMode: opts.archiveMode,
+      timeoutMs: parseDuration(opts.timeout, '--timeout'),
+      onProgress: c.progress,
+      log: c.say,
+    });
+    console.log(`restored ${r.backup.id} into ${r.pgdata} in ${(r.restoreMs / 1000).toFixed(1)}s (${r.reason})`);
+    if (r.started)
+      console.log(
+        `recovery finished in ${(r.started.recoveryMs / 1000).toFixed(1)}s (total ${(r.started.totalMs / 1000).toFixed(1)}s): ${r.started.stoppedAt ?? r.started.redoDone ?? 'end of archive'}${r.started.timeline ? `; new timeline ${r.started.timeline}` : ''}`,
+      );
+    else console.log(`start it with: pg_ctl -D ${r.pgdata} start   (recovery.signal and restore_command are in place)`);
+  });
+}
+
+export function summary(m: import('../../backup/index.js').BackupManifest) {
+  return {
+    id: m.id,
+    kind: m.kind,
+    label: m.label,
+    startedAt: m.startedAt,
+    stoppedAt: m.stoppedAt,
+    durationMs: m.durationMs,
+    throughputMiBps: m.durationMs > 0 ? m.sizes.raw / 1048576 / (m.durationMs / 1000) : 0,
+    sizeBytes: m.sizes.raw,
+    storedBytes: m.sizes.stored,
+    compression: m.encoding.compression,
+    encryption: m.encoding.encryption,
+    timeline: m.pg.timeline,
+    startLsn: m.pg.startLsn,
+    stopLsn: m.pg.stopLsn,
+    walNeeded: m.kind === 'physical' ? { from: m.pg.startWal, to: m.pg.stopWal } : undefined,
+    database: m.pg.database,
+  };
+}
+
+async function readVerify(repo: import('../../backup/index.js').Repository, id: string) {
+  try {
+    const chunks: Buffer[] = [];
+    for await (const c of await repo.storage.get(`backups/${id}/verify.json`)) chunks.push(c as Buffer);
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as { ok: boolean; at: string };
+  } catch {
+    return undefined;
+  }
+}
+
+async function runExpire(c: Ctx, policy: import('../../backup/index.js').RetentionPolicy, dryRun: boolean) {
+  const b = await import('../../backup/index.js');
+  if (!b.hasRule(policy))
+    throw new UsageError(
+      'backup expire: no retention rule: pass --keep-last, --max-age or --keep-daily/weekly/monthly, or set backup.retention',
+    );
+  const plan = b.planExpire(await c.repo.listBackups(), await c.repo.listWal(), policy);
+  const verb = dryRun ? 'would delete' : 'deleted';
+  for (const k of plan.keep) console.log(`keep    ${k.id}  (${k.reasons.join('; ')})`);
+  for (const e of plan.expire) {
+    if (!dryRun) await c.repo.deleteBackup(e.id);
+    console.log(`${dryRun ? 'expire' : 'expired'} ${e.id}  (${e.kind}, ended ${e.stoppedAt})`);
+  }
+  if (!dryRun && plan.walExpire.length) await c.repo.storage.delete(plan.walExpire.map((w) => w.key));
+  console.log(`${verb} ${plan.expire.length} backup(s) and ${plan.walExpire.length} WAL file(s); ${plan.walReason}`);
+}
+
+function printTable(head: string[], rows: string[][]) {
+  const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(w[i]!))
+      .join('  ')
+      .trimEnd();
+  console.log(line(head));
+  for (const r of rows) console.log(line(r));
+}

@@ -1,0 +1,189 @@
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { chown, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { asUserCommand, isRoot, run } from '../lib/child.js';
+import { POSTGRES_USER, pgBin } from '../lib/postgres.js';
+import { BackupError } from './errors.js';
+import type { BackupManifest } from './manifest.js';
+import { chooseBackup, type RecoveryTarget, recoverySettings } from './pitr.js';
+import { type ProgressListener, ProgressMeter } from './progress.js';
+import type { Repository } from './repository.js';
+
+export interface PhysicalRestoreOptions {
+  repo: Repository;
+  pgdata: string;
+  backup?: string;
+  target: RecoveryTarget;
+  /** The command PostgreSQL runs to fetch WAL, e.g. `'/usr/bin/bulwark' wal fetch %f %p --repo s3://...`. */
+  restoreCommand: string;
+  force?: boolean;
+  /** Start the server, wait until recovery reached its target and the server was promoted. */
+  start?: boolean;
+  action?: 'promote' | 'pause' | 'shutdown';
+  /** 'off' for a throw-away copy that must not archive into the repository. */
+  archiveMode?: 'off' | 'preserve';
+  port?: number;
+  /** How long --start waits for recovery (ms). */
+  timeoutMs?: number;
+  onProgress?: ProgressListener;
+  log?: (msg: string) => void;
+}
+
+export interface PhysicalRestoreResult {
+  backup: BackupManifest;
+  reason: string;
+  pgdata: string;
+  restoreMs: number;
+  /** --start only */
+  started?: {
+    recoveryMs: number;
+    totalMs: number;
+    /** PostgreSQL's own words: "recovery stopping before commit of transaction 745, time ..." */
+    stoppedAt?: string;
+    redoDone?: string;
+    timeline?: number;
+    logFile: string;
+  };
+}
+
+const owner = async (): Promise<{ uid: number; gid: number } | undefined> => {
+  if (!isRoot()) return undefined;
+  const r = await run('id', ['-u', POSTGRES_USER]);
+  const g = await run('id', ['-g', POSTGRES_USER]);
+  return { uid: Number(r.stdout.trim()), gid: Number(g.stdout.trim()) };
+};
+
+async function prepareDataDir(pgdata: string, force: boolean): Promise<void> {
+  if (existsSync(pgdata)) {
+    const st = await stat(pgdata);
+    if (!st.isDirectory()) throw new BackupError('BULWARK_E_TARGET_EXISTS', `${pgdata} exists and is not a folder`);
+    const entries = await readdir(pgdata);
+    if (entries.length) {
+      if (!force)
+        throw new BackupError(
+          'BULWARK_E_TARGET_EXISTS',
+          `${pgdata} is not empty; pass --force to replace its contents`,
+        );
+      if (entries.includes('postmaster.pid'))
+        throw new BackupError(
+          'BULWARK_E_TARGET_EXISTS',
+          `${pgdata} holds postmaster.pid: stop that server first (even with --force)`,
+        );
+      for (const e of entries) await rm(join(pgdata, e), { recursive: true, force: true });
+    }
+  } else await mkdir(pgdata, { recursive: true, mode: 0o700 });
+  const o = await owner();
+  if (o) await chown(pgdata, o.uid, o.gid);
+  await run('chmod', ['0700', pgdata]);
+}
+
+function asPg(command: string, args: string[]) {
+  const [cmd, argv] = asUserCommand(POSTGRES_USER, command, args);
+  return spawn(cmd, argv, { stdio: ['pipe', 'ignore', 'pipe'] });
+}
+
+async function appendAsPg(file: string, text: string): Promise<void> {
+  await run('sh', ['-c', 'cat >> "$1"', 'sh', file], { asUser: POSTGRES_USER, input: text });
+}
+
+/**
+ * Physical restore and point-in-time recovery: pick the base backup for the target, stream it
+ * (verified, decrypted, decompressed) into tar running as the postgres user, write recovery.signal and
+ * the recovery settings. With `start`, start the server and wait until it left recovery.
+ */
+export async function physicalRestore(o: PhysicalRestoreOptions): Promise<PhysicalRestoreResult> {
+  const t0 = Date.now();
+  const picked = chooseBackup(await o.repo.listBackups(), o.target, o.backup);
+  if ('error' in picked) throw new BackupError('BULWARK_E_RESTORE', picked.error);
+  const m = picked.backup;
+  o.log?.(`restore: ${picked.reason}`);
+  await prepareDataDir(o.pgdata, Boolean(o.force));
+  const entry = m.objects.find((e) => e.name === 'base.tar');
+  if (!entry) throw new BackupError('BULWARK_E_RESTORE', `backup ${m.id} has no base.tar object`);
+  const meter = new ProgressMeter('restore', m.sizes.stored, o.onProgress);
+  const tar = asPg('tar', ['-x', '-f', '-', '-C', o.pgdata]);
+  let tarErr = '';
+  tar.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    tarErr = (tarErr + d).slice(-2000);
+  });
+  const tarDone = new Promise<number>((resolve) => tar.on('close', (c) => resolve(c ?? 1)));
+  try {
+    await pipeline(await o.repo.readObject(m, entry, meter.add), tar.stdin!);
+  } catch (err) {
+    tar.kill('SIGKILL');
+    await tarDone;
+    // never leave a half-restored folder that looks like a data directory
+    for (const e of await readdir(o.pgdata)) await rm(join(o.pgdata, e), { recursive: true, force: true });
+    throw err instanceof BackupError
+      ? err
+      : new BackupError('BULWARK_E_RESTORE', `restore of ${m.id} failed: ${(err as Error).message}`, { cause: err });
+  }
+  const code = await tarDone;
+  if (code !== 0) throw new BackupError('BULWARK_E_RESTORE', `tar exited with ${code}: ${tarErr.trim()}`);
+  meter.finish();
+  await appendAsPg(
+    join(o.pgdata, 'postgresql.auto.conf'),
+    recoverySettings({
+      restoreCommand: o.restoreCommand,
+      target: o.target,
+      action: o.action ?? 'promote',
+      archiveMode: o.archiveMode,
+      port: o.port,
+    }),
+  );
+  await run('touch', [join(o.pgdata, 'recovery.signal')], { asUser: POSTGRES_USER });
+  await rm(join(o.pgdata, 'backup_manifest'), { force: true });
+  const restoreMs = Date.now() - t0;
+  const result: PhysicalRestoreResult = { backup: m, reason: picked.reason, pgdata: o.pgdata, restoreMs };
+  if (!o.start) return result;
+
+  const logFile = join(o.pgdata, 'bulwark-recovery.log');
+  const t1 = Date.now();
+  await run(pgBin('pg_ctl'), ['-D', o.pgdata, '-l', logFile, '-W', 'start'], { asUser: POSTGRES_USER });
+  const deadline = Date.now() + (o.timeoutMs ?? 30 * 60_000);
+  for (;;) {
+    const log = await readFile(logFile, 'utf8').catch(() => '');
+    const state = await controlState(o.pgdata);
+    if (state === 'in production' && /database system is ready to accept connections/.test(log)) {
+      result.started = {
+        recoveryMs: Date.now() - t1,
+        totalMs: Date.now() - t0,
+        stoppedAt: /recovery stopping [^\n]*/.exec(log)?.[0],
+        redoDone: /redo done at [^\n]*/.exec(log)?.[0],
+        timeline: /selected new timeline ID: (\d+)/.exec(log)
+          ? Number(/selected new timeline ID: (\d+)/.exec(log)![1])
+          : undefined,
+        logFile,
+      };
+      return result;
+    }
+    const fatal = /(FATAL|PANIC): [^\n]*/.exec(log);
+    if (fatal && !(await running(o.pgdata))) {
+      throw new BackupError('BULWARK_E_RESTORE', `recovery failed: ${fatal[0]} (log: ${logFile})`);
+    }
+    if (/recovery has paused/.test(log) && (o.action ?? 'promote') === 'pause') {
+      result.started = {
+        recoveryMs: Date.now() - t1,
+        totalMs: Date.now() - t0,
+        stoppedAt: /recovery stopping [^\n]*/.exec(log)?.[0],
+        logFile,
+      };
+      return result;
+    }
+    if (Date.now() > deadline)
+      throw new BackupError('BULWARK_E_RESTORE', `recovery did not finish within the timeout (log: ${logFile})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function controlState(pgdata: string): Promise<string | undefined> {
+  const r = await run(pgBin('pg_controldata'), [pgdata], { check: false, asUser: POSTGRES_USER });
+  return /Database cluster state:\s+(.*)/.exec(r.stdout)?.[1]?.trim();
+}
+
+async function running(pgdata: string): Promise<boolean> {
+  const r = await run(pgBin('pg_ctl'), ['-D', pgdata, 'status'], { check: false, asUser: POSTGRES_USER });
+  return r.code === 0;
+}
