@@ -1,0 +1,46 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type DemoServer, startDemoServer } from '../../src/demo/index.js';
+import { runCli } from '../harness/cli.js';
+
+let dir: string;
+let server: DemoServer;
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'bulwark-sigint-'));
+  server = await startDemoServer({ port: 0 });
+});
+afterAll(async () => {
+  await server.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('Ctrl-C', () => {
+  it('stops gracefully and still prints and writes the summary', async () => {
+    const file = join(dir, 'long.ts');
+    writeFileSync(
+      file,
+      `import { scenario, user, constant } from 'bulwark';
+export default scenario({
+  users: [user('Slow', { wait: constant(0.05), tasks: [async (vu) => void (await vu.http.get('/api/products'))] })],
+  load: { vus: 3, duration: '10m' },
+});
+`,
+    );
+    const out = join(dir, 'long.json');
+    const r = await runCli(['load', file, '--host', server.url, '--summary-json', out], {
+      onSpawn: (child) => {
+        // Interrupt once the run is under way (its first progress line is on stderr only on a TTY, so wait).
+        setTimeout(() => child.kill('SIGINT'), 4000);
+      },
+    });
+    expect(r.stderr).toMatch(/stopping gracefully/);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/stopped early/);
+    const s = JSON.parse(readFileSync(out, 'utf8'));
+    expect(s.aborted).toBe(true);
+    expect(s.totals.requests).toBeGreaterThan(10);
+    expect(s.durationSeconds).toBeLessThan(60);
+  });
+});
