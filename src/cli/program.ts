@@ -21,6 +21,8 @@ export function buildProgram(): Command {
     .version(packageVersion(), '-V, --version')
     .option('--verbose', 'print stack traces and debug logs')
     .showHelpAfterError('(run with --help for usage)')
+    // Program options only before the subcommand, so `bulwark deploy shop --version v2` reaches deploy.
+    .enablePositionalOptions()
     .exitOverride();
   registerLoadCommands(program);
   registerDemoCommands(program);
@@ -30,7 +32,11 @@ export function buildProgram(): Command {
   // Subcommands inherit exitOverride so a bad flag anywhere maps to exit code 2, not commander's 1.
   const applyOverride = (cmd: Command) => {
     cmd.exitOverride();
-    for (const sub of cmd.commands) applyOverride(sub);
+    for (const sub of cmd.commands) {
+      // --verbose is accepted after any subcommand too (runCli reads it from argv).
+      if (!sub.options.some((o) => o.long === '--verbose')) sub.option('--verbose', 'print stack traces and debug logs');
+      applyOverride(sub);
+    }
   };
   applyOverride(program);
   return program;
