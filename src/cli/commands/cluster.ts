@@ -82,4 +82,90 @@ export function registerClusterCommands(program: Command): void {
       const status = await clusterStatus(opts.dir);
       process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatusTable(status.nodes));
     });
+
+  cluster
+    .command('monitor')
+    .description('watch the cluster and fail over when the primary is lost (runs until stopped)')
+    .requiredOption('--dir <dir>', 'cluster folder')
+    .option('--name <name>', 'monitor name (default host-pid)')
+    .option('--interval <duration>', 'probe interval', '1s')
+    .option('--probe-timeout <duration>', 'a probe slower than this counts as failed', '1s')
+    .option('--failures <n>', 'consecutive failed probes before the primary is declared lost', parseIntOption('--failures'), 3)
+    .option('--max-lag-on-failover <size>', 'async mode: never promote a replica further behind than this', '16MB')
+    .option('--http-host <host>', 'status endpoint address', '127.0.0.1')
+    .option('--http-port <port>', 'status endpoint port (0 = any free port)', parseIntOption('--http-port'), 0)
+    .option('--webhook <url>', 'POST a JSON alert here on every failover, switchover, fencing, rejoin (repeatable)', collect)
+    .option('--etcd <urls>', 'coordinate several monitors through etcd (comma-separated client URLs)')
+    .option('--scope <name>', 'etcd key prefix /bulwark/<scope>/ (default: the cluster name)')
+    .option('--lease-ttl <seconds>', 'etcd leader lease TTL', parseIntOption('--lease-ttl'), 5)
+    .option('--no-rejoin', 'leave fenced old primaries down instead of rewinding them as replicas')
+    .action(async (opts) => {
+      const { parseDuration, parseSize } = await import('../../config/index.js');
+      const { ClusterMonitor, EtcdDcs, readSpec } = await import('../../cluster/index.js');
+      const spec = readSpec(opts.dir);
+      for (const w of opts.webhook ?? []) {
+        try {
+          new URL(w);
+        } catch {
+          throw new UsageError(`--webhook: not a URL: ${w}`);
+        }
+      }
+      if (opts.failures < 1) throw new UsageError('--failures must be at least 1');
+      const monitor = new ClusterMonitor({
+        dir: opts.dir,
+        name: opts.name,
+        intervalMs: parseDuration(opts.interval, '--interval'),
+        probeTimeoutMs: parseDuration(opts.probeTimeout, '--probe-timeout'),
+        failureThreshold: opts.failures,
+        maxLagOnFailover: parseSize(opts.maxLagOnFailover, '--max-lag-on-failover'),
+        rejoin: opts.rejoin,
+        http: { host: opts.httpHost, port: opts.httpPort },
+        webhooks: opts.webhook,
+        dcs: opts.etcd
+          ? (info) =>
+              new EtcdDcs({
+                hosts: String(opts.etcd).split(',').map((h: string) => h.trim()),
+                cluster: opts.scope ?? spec.name,
+                ttl: opts.leaseTtl,
+                ...info,
+              })
+          : undefined,
+      });
+      await monitor.start();
+      process.stdout.write(`monitor ${monitor.name} ${monitor.httpUrl}\n`);
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+      await monitor.stop();
+    });
+
+  cluster
+    .command('switchover')
+    .description('planned, zero-loss role change to a replica (asks the running monitor if there is one)')
+    .requiredOption('--dir <dir>', 'cluster folder')
+    .requiredOption('--to <node>', 'replica to promote')
+    .option('--json', 'print the history entry as JSON')
+    .action(async (opts) => {
+      const { requestSwitchover } = await import('../../cluster/index.js');
+      const entry = await requestSwitchover(opts.dir, opts.to, (l) => process.stderr.write(`${l}\n`));
+      process.stdout.write(
+        opts.json
+          ? `${JSON.stringify(entry)}\n`
+          : `switchover ${entry.from} -> ${entry.to} done: write gap ${entry.promoteMs} ms (term ${entry.term})\n`,
+      );
+    });
+
+  cluster
+    .command('history')
+    .description('past failovers and switchovers with their durations')
+    .requiredOption('--dir <dir>', 'cluster folder')
+    .option('--json', 'print JSON')
+    .action(async (opts) => {
+      const { formatHistory, readHistory, readSpec } = await import('../../cluster/index.js');
+      readSpec(opts.dir);
+      const h = readHistory(opts.dir);
+      process.stdout.write(opts.json ? `${JSON.stringify({ history: h }, null, 2)}\n` : formatHistory(h));
+    });
 }

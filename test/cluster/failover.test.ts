@@ -1,0 +1,234 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ClusterMonitor, createClusterPool, readHistory, requestSwitchover } from '../../src/cluster/index.js';
+import type { ClusterPool } from '../../src/cluster/pool.js';
+import { freePort } from '../../src/lib/net.js';
+import {
+  createTestCluster,
+  primaryOf,
+  queryNode,
+  quietLogger,
+  signalNode,
+  startWriter,
+  type TestCluster,
+  waitFor,
+  waitHealthy,
+} from './helpers.js';
+
+// One asynchronous cluster (primary + 2 replicas) for the whole file; each test leaves it healthy.
+let c: TestCluster;
+let pool: ClusterPool;
+let monitor: ClusterMonitor | undefined;
+
+beforeAll(async () => {
+  c = await createTestCluster();
+  pool = createClusterPool({ nodes: c.spec.nodes.map((n) => c.url(n.name)), refreshIntervalMillis: 200, writeTimeoutMillis: 30_000 });
+  await pool.query('CREATE TABLE t (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())');
+});
+
+afterAll(async () => {
+  await monitor?.stop().catch(() => {});
+  await pool?.end();
+  await c?.destroy();
+});
+
+const portOf = (name: string) => c.spec.nodes.find((n) => n.name === name)!.port;
+
+async function startMonitor(): Promise<ClusterMonitor> {
+  const m = new ClusterMonitor({
+    dir: c.dir,
+    name: 'test-monitor',
+    intervalMs: 500,
+    failureThreshold: 3,
+    http: { port: await freePort({ below: 32768 }) },
+    logger: quietLogger(),
+  });
+  await m.start();
+  return m;
+}
+
+describe('routing pool on a real cluster', () => {
+  it('sends writes to the primary and spreads reads over the replicas', async () => {
+    await waitFor('both replicas eligible', async () => pool.topology().replicas.filter((r) => r.eligible).length === 2);
+    const w = await pool.query('SELECT inet_server_port() AS port, pg_is_in_recovery() AS r');
+    expect(w.rows[0]).toEqual({ port: portOf('node1'), r: false });
+    const ports = new Set<number>();
+    for (let i = 0; i < 10; i++) {
+      const r = await pool.read.query('SELECT inet_server_port() AS port, pg_is_in_recovery() AS r');
+      expect(r.rows[0].r).toBe(true);
+      ports.add(r.rows[0].port);
+      const r2 = await pool.query('SELECT inet_server_port() AS port', [], { readOnly: true });
+      ports.add(r2.rows[0].port);
+    }
+    expect([...ports].sort()).toEqual([portOf('node2'), portOf('node3')].sort());
+  });
+
+  it('gives no reads to a replica lagging past maxLagBytes, and falls back to the primary when none qualify', async () => {
+    const lagPool = createClusterPool({ nodes: c.spec.nodes.map((n) => c.url(n.name)), maxLagBytes: 64 * 1024, refreshIntervalMillis: 200 });
+    try {
+      await queryNode(c.url('node3'), 'SELECT pg_wal_replay_pause()');
+      await pool.query("INSERT INTO t(id) SELECT g FROM generate_series(100000, 102000) g");
+      await pool.query('DELETE FROM t WHERE id >= 100000');
+      await waitFor('node3 ineligible', async () => {
+        await lagPool.refresh();
+        const r = lagPool.topology().replicas;
+        return r.find((x) => x.name.endsWith(`:${portOf('node3')}`))?.eligible === false &&
+          r.find((x) => x.name.endsWith(`:${portOf('node2')}`))?.eligible === true;
+      });
+      for (let i = 0; i < 8; i++) {
+        const r = await lagPool.read.query('SELECT inet_server_port() AS port');
+        expect(r.rows[0].port).toBe(portOf('node2'));
+      }
+      // Both replicas behind: reads fall back to the primary.
+      await queryNode(c.url('node2'), 'SELECT pg_wal_replay_pause()');
+      await pool.query("INSERT INTO t(id) SELECT g FROM generate_series(100000, 102000) g");
+      await pool.query('DELETE FROM t WHERE id >= 100000');
+      const fallbacks: string[] = [];
+      lagPool.on('fallback', (e) => fallbacks.push(e.reason));
+      await waitFor('no replica eligible', async () => {
+        await lagPool.refresh();
+        return lagPool.topology().replicas.every((x) => !x.eligible);
+      });
+      const r = await lagPool.read.query('SELECT inet_server_port() AS port');
+      expect(r.rows[0].port).toBe(portOf('node1'));
+      expect(fallbacks).toContain('no replica within lag bounds');
+      const metrics = await lagPool.metrics.getSingleMetricAsString('bulwark_pool_read_fallbacks_total');
+      expect(metrics).toMatch(/reason="no replica within lag bounds"} [1-9]/);
+    } finally {
+      await queryNode(c.url('node2'), 'SELECT pg_wal_replay_resume()');
+      await queryNode(c.url('node3'), 'SELECT pg_wal_replay_resume()');
+      await lagPool.end();
+    }
+  });
+
+  it('read-your-writes: a read after a write sees it, waiting for the replica or using the primary', async () => {
+    const ryw = createClusterPool({ nodes: c.spec.nodes.map((n) => c.url(n.name)), readYourWrites: { timeoutMillis: 300 } });
+    try {
+      await waitFor('replicas known', async () => ryw.topology().replicas.filter((r) => r.eligible).length === 2);
+      for (let i = 0; i < 5; i++) {
+        await ryw.query('INSERT INTO t(id) VALUES ($1)', [200000 + i]);
+        const r = await ryw.read.query('SELECT count(*)::int AS n FROM t WHERE id = $1', [200000 + i]);
+        expect(r.rows[0].n).toBe(1);
+      }
+      // Replay paused everywhere: the replicas can never catch up, so the read goes to the primary.
+      await queryNode(c.url('node2'), 'SELECT pg_wal_replay_pause()');
+      await queryNode(c.url('node3'), 'SELECT pg_wal_replay_pause()');
+      await ryw.query('INSERT INTO t(id) VALUES (200010)');
+      const r = await ryw.read.query('SELECT count(*)::int AS n, pg_is_in_recovery() AS rec FROM t WHERE id = 200010');
+      expect(r.rows[0]).toEqual({ n: 1, rec: false });
+    } finally {
+      await queryNode(c.url('node2'), 'SELECT pg_wal_replay_resume()');
+      await queryNode(c.url('node3'), 'SELECT pg_wal_replay_resume()');
+      await ryw.query('DELETE FROM t WHERE id >= 200000');
+      await ryw.end();
+    }
+  });
+});
+
+describe('monitor on a real cluster', () => {
+  it('kill -9 of the primary under a steady write load: one new primary, the client writes again, the old primary rejoins', async () => {
+    monitor = await startMonitor();
+    const old = await waitHealthy(c.dir);
+    const writer = startWriter(pool, 't');
+    await waitFor('writes flowing', async () => writer.acked.length > 50);
+    const before = writer.acked.length;
+    const killedAt = Date.now();
+    signalNode(c.dir, old, 'SIGKILL');
+    // The same pool, no restart: writes resume on the new primary.
+    await waitFor('writes after the failover', async () => writer.acked.length > before + 50 && writer.lastAckAt > killedAt);
+    await writer.stop();
+    const history = readHistory(c.dir);
+    expect(history.filter((h) => h.kind === 'failover')).toHaveLength(1);
+    const fo = history.find((h) => h.kind === 'failover')!;
+    expect(fo.from).toBe(old);
+    expect(fo.to).not.toBe(old);
+    expect(await primaryOf(c.dir)).toEqual([fo.to]);
+    expect(writer.failed).toEqual([]);
+    const newPrimary = await waitHealthy(c.dir, 90_000); // old primary rewound and streaming again
+    expect(newPrimary).toBe(fo.to);
+    const r = await queryNode(c.url(old), 'SELECT pg_is_in_recovery() AS r');
+    expect(r.rows[0].r).toBe(true);
+  });
+
+  it('a freeze shorter than the detection window causes no failover', async () => {
+    const primary = await waitHealthy(c.dir);
+    const failovers = readHistory(c.dir).length;
+    signalNode(c.dir, primary, 'SIGSTOP');
+    await new Promise((r) => setTimeout(r, 700)); // 3 probes at 500 ms need > 1 s of silence
+    signalNode(c.dir, primary, 'SIGCONT');
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(readHistory(c.dir)).toHaveLength(failovers);
+    expect(await primaryOf(c.dir)).toEqual([primary]);
+  });
+
+  it('a primary frozen past the window is replaced and, resumed, never accepts a write and rejoins as a replica', async () => {
+    const frozen = await waitHealthy(c.dir);
+    const n = readHistory(c.dir).filter((h) => h.kind === 'failover').length;
+    const pids = signalNode(c.dir, frozen, 'SIGSTOP');
+    try {
+      await waitFor('a failover away from the frozen primary', async () =>
+        readHistory(c.dir).filter((h) => h.kind === 'failover').length === n + 1,
+      );
+    } finally {
+      for (const pid of pids) {
+        try {
+          process.kill(pid, 'SIGCONT');
+        } catch {
+          // fenced (killed) already
+        }
+      }
+    }
+    const fo = readHistory(c.dir).filter((h) => h.kind === 'failover').at(-1)!;
+    expect(fo.from).toBe(frozen);
+    // The old primary must refuse writes from now on: refused connection, or read-only.
+    for (let i = 0; i < 20; i++) {
+      const attempt = await queryNode(c.url(frozen), 'INSERT INTO t(id) VALUES (-1)').then(
+        () => 'accepted',
+        (err) => err.code ?? err.message,
+      );
+      expect(attempt).not.toBe('accepted');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(await waitHealthy(c.dir, 90_000)).toBe(fo.to);
+    const r = await queryNode(c.url(frozen), 'SELECT pg_is_in_recovery() AS r, (SELECT count(*)::int FROM t WHERE id = -1) AS bad');
+    expect(r.rows[0]).toEqual({ r: true, bad: 0 });
+  });
+
+  it('switchover --to NODE through the monitor loses no acknowledged write', async () => {
+    const from = await waitHealthy(c.dir);
+    const to = c.spec.nodes.map((x) => x.name).find((x) => x !== from)!;
+    await pool.query('TRUNCATE t');
+    const writer = startWriter(pool, 't');
+    await waitFor('writes flowing', async () => writer.acked.length > 50);
+    const entry = await requestSwitchover(c.dir, to);
+    const after = writer.acked.length;
+    await waitFor('writes after the switchover', async () => writer.acked.length > after + 50);
+    await writer.stop();
+    expect(entry).toMatchObject({ kind: 'switchover', from, to });
+    expect(await primaryOf(c.dir)).toEqual([to]);
+    const ids = new Set((await queryNode(c.url(to), 'SELECT id FROM t')).rows.map((r) => r.id));
+    expect(writer.acked.filter((id) => !ids.has(id))).toEqual([]);
+    expect(writer.failed).toEqual([]);
+    expect(await waitHealthy(c.dir, 60_000)).toBe(to);
+  });
+
+  it('serves /primary, /replica and /health for load balancers and pools', async () => {
+    const primary = await waitHealthy(c.dir);
+    await waitFor('monitor sees the primary', async () => (await fetch(`${monitor!.httpUrl}/primary`)).status === 200);
+    const p = (await (await fetch(`${monitor!.httpUrl}/primary`)).json()) as any;
+    expect(p.name).toBe(primary);
+    expect((await fetch(`${monitor!.httpUrl}/primary/${primary}`)).status).toBe(200);
+    const replica = c.spec.nodes.map((x) => x.name).find((x) => x !== primary)!;
+    expect((await fetch(`${monitor!.httpUrl}/primary/${replica}`)).status).toBe(503);
+    await waitFor('replica streaming in monitor view', async () => (await fetch(`${monitor!.httpUrl}/replica/${replica}`)).status === 200);
+    const h = (await (await fetch(`${monitor!.httpUrl}/health`)).json()) as any;
+    expect(h).toMatchObject({ status: 'ok', primary, leader: true });
+    // A pool that follows the monitor instead of probing.
+    const mp = createClusterPool({ monitor: monitor!.httpUrl!, user: 'postgres', database: 'postgres' });
+    try {
+      const r = await mp.query('SELECT inet_server_port() AS port');
+      expect(r.rows[0].port).toBe(portOf(primary));
+    } finally {
+      await mp.end();
+    }
+  });
+});
