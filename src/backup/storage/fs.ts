@@ -32,15 +32,31 @@ export class FsStorage implements StorageDriver {
     return join(this.root, ...key.split('/'));
   }
 
+  /**
+   * The owner new files get when we run as root: the repository folder's owner, or, when the folder
+   * does not exist yet, its nearest existing parent's (so `backup create` run as root in a folder
+   * the postgres user owns leaves a repository archive_command can still write to).
+   */
   private async ownerOf(): Promise<{ uid: number; gid: number } | undefined> {
     if (this.owner !== null) return this.owner;
     if (!isRoot()) {
       this.owner = undefined;
       return undefined;
     }
-    await mkdir(this.root, { recursive: true });
-    const st = await stat(this.root);
-    this.owner = st.uid === 0 ? undefined : { uid: st.uid, gid: st.gid };
+    let dir = this.root;
+    for (;;) {
+      const st = await stat(dir).catch(() => undefined);
+      if (st) {
+        this.owner = st.uid === 0 ? undefined : { uid: st.uid, gid: st.gid };
+        break;
+      }
+      const up = dirname(dir);
+      if (up === dir) {
+        this.owner = undefined;
+        break;
+      }
+      dir = up;
+    }
     return this.owner;
   }
 

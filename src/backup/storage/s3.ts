@@ -251,7 +251,8 @@ export class S3Storage implements StorageDriver {
               Delete: { Objects: batch.map((k) => ({ Key: this.k(k) })), Quiet: true },
             }),
         );
-        if (r.Errors?.length) throw new Error(r.Errors.map((e: { Key?: string; Message?: string }) => `${e.Key}: ${e.Message}`).join('; '));
+        if (r.Errors?.length)
+          throw new Error(r.Errors.map((e: { Key?: string; Message?: string }) => `${e.Key}: ${e.Message}`).join('; '));
       } catch (err) {
         this.fail('delete', batch[0] ?? '', err);
       }

@@ -1,0 +1,195 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { openStorage, physicalBackup, Repository } from '../../src/backup/index.js';
+import type { StorageDriver } from '../../src/backup/storage/index.js';
+import { run } from '../../src/lib/child.js';
+import { POSTGRES_USER, pgBin } from '../../src/lib/postgres.js';
+import { type GlobalInstall, installGlobally } from '../harness/global-install.js';
+import { makePostgresOwnedTempDir, startTestPostgres, type TestPostgres } from '../harness/postgres.js';
+import { startTestS3, type TestS3 } from '../harness/s3.js';
+import { bulwark, switchAndArchive } from './cli-helpers.js';
+
+// End to end, as a user runs it: the packed package installed globally, PostgreSQL's archiver calling
+// `bulwark wal push %p` as the postgres user, `bulwark restore` laying out a data folder whose
+// restore_command calls `bulwark wal fetch`. Once per storage driver.
+let install: GlobalInstall;
+let s3: TestS3;
+let work: string;
+
+beforeAll(async () => {
+  [install, s3] = await Promise.all([Promise.resolve().then(installGlobally), startTestS3()]);
+  work = makePostgresOwnedTempDir('bulwark-phys-');
+}, 240_000);
+afterAll(async () => {
+  await s3?.stop();
+  install?.remove();
+});
+
+const drivers = [
+  { name: 'fs', uri: () => `file://${join(work, 'repo')}` },
+  { name: 's3', uri: () => s3.repoUri('physical/cluster1') },
+];
+
+describe.each(drivers)('physical backup, WAL archive and PITR ($name driver)', (d) => {
+  let pg: TestPostgres;
+  let uri: string;
+  const restored: TestPostgres[] = [];
+  const stopDirs: string[] = [];
+
+  beforeAll(async () => {
+    uri = d.uri();
+    pg = await startTestPostgres({
+      settings: {
+        wal_level: 'replica',
+        archive_mode: 'on',
+        archive_command: `'"${install.bin}" wal push "%p" --repo ''${uri}'''`,
+        max_wal_senders: 5,
+      },
+    });
+    await pg.query(
+      'create table marker(id serial primary key, note text not null, at timestamptz default clock_timestamp())',
+    );
+    await pg.query(`create table filler as select g as id, md5(g::text) as v from generate_series(1, 20000) g`);
+  });
+  afterAll(async () => {
+    for (const dir of stopDirs)
+      await run(pgBin('pg_ctl'), ['-D', dir, '-m', 'immediate', 'stop'], { asUser: POSTGRES_USER, check: false });
+    await pg?.destroy();
+    for (const r of restored) await r.destroy();
+  });
+
+  async function restoredQuery(dir: string, port: number, sql: string) {
+    const { default: pgLib } = await import('pg');
+    const c = new pgLib.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+    await c.connect();
+    try {
+      return (await c.query(sql)).rows;
+    } finally {
+      await c.end();
+      expect(dir).toBeTruthy();
+    }
+  }
+
+  it('backup create, then PITR to a timestamp keeps the row committed before it and not the one after', async () => {
+    const b = await bulwark(install.bin, ['backup', 'create', '--repo', uri, '--pg', pg.url]);
+    expect(b.stderr + b.stdout).toMatch(/backup \d{8}T\d{9}Z-P complete/);
+    expect(b.code).toBe(0);
+    await pg.query(`insert into marker(note) values ('before')`);
+    const t = (await pg.query<{ t: string }>('select clock_timestamp()::text as t'))[0]!.t;
+    await pg.query(`insert into marker(note) values ('after')`);
+    await switchAndArchive(pg);
+
+    const list = await bulwark(install.bin, ['backup', 'list', '--json', '--repo', uri]);
+    expect(list.code).toBe(0);
+    const backups = JSON.parse(list.stdout);
+    expect(backups).toHaveLength(1);
+    expect(backups[0].walNeeded.from).toMatch(/^[0-9A-F]{24}$/);
+
+    const dir = join(work, `pitr-${d.name}`);
+    const { freePort } = await import('../../src/lib/net.js');
+    const port = await freePort({ below: 32768 });
+    stopDirs.push(dir);
+    const r = await bulwark(install.bin, [
+      'restore',
+      '--repo',
+      uri,
+      '--pgdata',
+      dir,
+      '--to-time',
+      t,
+      '--start',
+      '--port',
+      String(port),
+      '--archive-mode',
+      'off',
+    ]);
+    expect(r.stderr).toBe(r.stderr); // keep stderr in the failure output below
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/recovery finished in .*recovery stopping before commit/);
+    const rows = await restoredQuery(dir, port, 'select note from marker order by id');
+    expect(rows.map((x) => x.note)).toEqual(['before']);
+    const [{ n }] = await restoredQuery(dir, port, 'select count(*)::int as n from filler');
+    expect(n).toBe(20000);
+    const again = await bulwark(install.bin, ['restore', '--repo', uri, '--pgdata', dir, '--to-time', t]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/not empty; pass --force/);
+  });
+
+  it('--to-latest loses no committed transaction', async () => {
+    await pg.query(`insert into marker(note) select 'bulk ' || g from generate_series(1, 500) g`);
+    await pg.query('update filler set v = upper(v) where id % 7 = 0');
+    await pg.query(`insert into marker(note) values ('last')`);
+    await switchAndArchive(pg);
+    const [want] = await pg.query(
+      "select count(*)::int as n, max(id) as m, (select sum(length(v)) from filler where v ~ '[A-F]')::text as f from marker",
+    );
+    const dir = join(work, `latest-${d.name}`);
+    const { freePort } = await import('../../src/lib/net.js');
+    const port = await freePort({ below: 32768 });
+    stopDirs.push(dir);
+    const r = await bulwark(install.bin, [
+      'restore',
+      '--repo',
+      uri,
+      '--pgdata',
+      dir,
+      '--to-latest',
+      '--start',
+      '--port',
+      String(port),
+      '--archive-mode',
+      'off',
+    ]);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const [got] = await restoredQuery(
+      dir,
+      port,
+      "select count(*)::int as n, max(id) as m, (select sum(length(v)) from filler where v ~ '[A-F]')::text as f from marker",
+    );
+    expect(got).toEqual(want);
+  });
+
+  it('wal push is idempotent, refuses different content for an archived name, and exits non-zero on failure', async () => {
+    const seg = join(work, `000000010000000000000099-${d.name}`);
+    const name = '0000000100000000000000A9';
+    const file = join(work, name);
+    writeFileSync(file, Buffer.alloc(16 * 1024 * 1024, 7));
+    expect((await bulwark(install.bin, ['wal', 'push', file, '--repo', uri])).code).toBe(0);
+    expect((await bulwark(install.bin, ['wal', 'push', file, '--repo', uri])).code).toBe(0);
+    writeFileSync(file, Buffer.alloc(16 * 1024 * 1024, 8));
+    const clash = await bulwark(install.bin, ['wal', 'push', file, '--repo', uri]);
+    expect(clash.code).toBe(1);
+    expect(clash.stderr).toMatch(/already holds 0000000100000000000000A9 with different content/);
+    const fetched = join(work, `fetched-${d.name}`);
+    expect((await bulwark(install.bin, ['wal', 'fetch', name, fetched, '--repo', uri])).code).toBe(0);
+    expect(readFileSync(fetched).equals(Buffer.alloc(16 * 1024 * 1024, 7))).toBe(true);
+    const missing = await bulwark(install.bin, ['wal', 'fetch', '0000000100000000000000FE', fetched, '--repo', uri]);
+    expect(missing.code).toBe(1);
+    expect((await bulwark(install.bin, ['wal', 'push', `${seg}-missing`, '--repo', uri])).code).toBe(1);
+    const noRepo = await bulwark(install.bin, ['wal', 'push', file], { BULWARK_REPO: undefined });
+    expect(noRepo.code).toBe(2);
+  });
+
+  it('an interrupted backup (data stored, manifest never written) is not listed', async () => {
+    const storage = openStorage(uri);
+    // the crash happens exactly where it would hurt most: every data object stored, manifest not yet
+    const crashing: StorageDriver = Object.create(storage);
+    crashing.put = async (key, body) => {
+      if (key.endsWith('manifest.json')) throw new Error('simulated crash before the manifest');
+      return storage.put(key, body);
+    };
+    const before = (await new Repository(storage).listBackups()).length;
+    await expect(
+      physicalBackup({
+        repo: new Repository(crashing),
+        pg: { url: pg.url },
+        encoding: { compression: 'zstd', encryption: 'none' },
+      }),
+    ).rejects.toThrow(/simulated crash/);
+    const objects = await storage.list('backups/');
+    expect(objects.some((o) => o.key.endsWith('base.tar.zst'))).toBe(true);
+    const list = await bulwark(install.bin, ['backup', 'list', '--json', '--repo', uri]);
+    expect(JSON.parse(list.stdout)).toHaveLength(before);
+  });
+});
