@@ -132,3 +132,24 @@ export async function queryNode(url: string, text: string, values?: unknown[]): 
     await c.end().catch(() => {});
   }
 }
+
+/** Poll the cluster in the background and remember any moment two nodes accepted writes at once. */
+export function watchSplitBrain(dir: string) {
+  const seen: string[][] = [];
+  let stop = false;
+  const done = (async () => {
+    while (!stop) {
+      const p = await primaryOf(dir).catch(() => []);
+      if (p.length > 1) seen.push(p);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  })();
+  return {
+    seen,
+    async stop() {
+      stop = true;
+      await done;
+      return seen;
+    },
+  };
+}

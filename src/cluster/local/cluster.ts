@@ -311,13 +311,8 @@ export function postmasterPid(dataDir: string): number | null {
   const pidFile = join(dataDir, 'postmaster.pid');
   if (!existsSync(pidFile)) return null;
   const pid = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
-  if (!pid) return null;
-  try {
-    process.kill(pid, 0);
-    return pid;
-  } catch {
-    return null;
-  }
+  // A killed postmaster can linger as a zombie when nothing reaps it: that is not running.
+  return pid && alive(pid) ? pid : null;
 }
 
 /** The postmaster and every process it forked (backends, walsenders, ...). */

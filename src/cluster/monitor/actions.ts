@@ -113,8 +113,13 @@ export async function rejoin(
   const data = paths.dataDir(node);
   await killNode(c.dir, n);
   markStandby(data);
+  // Processes verified dead above; a stale lock file would make pg_rewind's single-user crash recovery refuse.
+  rmSync(join(data, 'postmaster.pid'), { force: true });
   guard();
   await ensureSlots(c, primary);
+  // A promoted node records its new timeline in pg_control only at its next checkpoint; without one,
+  // pg_rewind sees both on the old timeline, says "no rewind required", and the node can never follow.
+  await sql(c.dir, c.spec, p, ['CHECKPOINT'], 60_000);
   const env = { ...process.env, PGPASSFILE: paths.pgpass };
   const source = `host=${c.spec.host} port=${p.port} user=postgres dbname=postgres`;
   // pg_rewind first runs crash recovery in single-user mode, which refuses to start with
