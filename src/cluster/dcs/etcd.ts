@@ -78,8 +78,10 @@ export class EtcdDcs implements Dcs {
 
   isLeader(): boolean {
     if (!this.held) return false;
-    // 1 s margin: a successor can only take the key after the lease expired on etcd's clock.
-    if (Date.now() - this.lastRenewal > this.ttl * 1000 - 1000) {
+    // Stand down before the lease can expire on etcd's clock (a successor may take the key then);
+    // keepalives come every ttl/3, so the margin leaves room for one late renewal.
+    const margin = Math.min(1000, this.ttl * 250);
+    if (Date.now() - this.lastRenewal > this.ttl * 1000 - margin) {
       this.drop();
       return false;
     }

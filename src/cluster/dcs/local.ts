@@ -31,7 +31,7 @@ export class LocalDcs implements Dcs {
       return this.held;
     }
     const cur = this.readLock();
-    if (cur && cur.pid !== process.pid && pidAlive(cur.pid)) return false;
+    if (cur && cur.token !== this.me.token && pidAlive(cur.pid)) return false;
     if (cur) rmSync(this.lock, { force: true });
     try {
       writeFileSync(this.lock, JSON.stringify({ ...this.me, pid: process.pid }), { flag: 'wx' });
