@@ -9,5 +9,5 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 if [ ! -f dist/cli/main.js ] || [ -n "$(find src -newer dist/cli/main.js -print -quit)" ]; then
   echo "bootstrap: building dist/" >&2
-  npx tsc -p tsconfig.build.json
+  npm run build --silent
 fi

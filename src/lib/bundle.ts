@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import * as esbuild from 'esbuild';
+import type * as esbuild from 'esbuild';
 
 /** The folder of the running bulwark package's compiled entry points (dist/). */
 export const distDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -29,9 +29,11 @@ export class BundleFailure extends Error {
  */
 export async function bundleUserFile(entry: string): Promise<{ code: string }> {
   const absEntry = resolve(entry);
+  // Loaded on demand: a command that bundles nothing should not pay esbuild's memory.
+  const { build } = await import('esbuild');
   let result: esbuild.BuildResult<{ write: false }>;
   try {
-    result = await esbuild.build({
+    result = await build({
       entryPoints: [absEntry],
       bundle: true,
       write: false,

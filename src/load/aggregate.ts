@@ -1,4 +1,4 @@
-import { decodeHistogram, type Histogram, newHistogram, percentileMs } from './metrics/histogram.js';
+import { type Histogram, newHistogram, percentileMs } from './metrics/histogram.js';
 import { MetricsStore } from './metrics/store.js';
 import type { ErrorRow, FlushMessage } from './recorder.js';
 
@@ -66,7 +66,7 @@ export class Aggregate {
     }
     b.requests += msg.interval.requests;
     b.failures += msg.interval.failures;
-    if (msg.interval.hist) b.hist.add(decodeHistogram(msg.interval.hist));
+    if (msg.interval.hist) b.hist.addEncoded(msg.interval.hist);
     b.vusByWorker.set(worker, msg.vus);
     this.closeBuckets(second - 2);
   }

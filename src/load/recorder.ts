@@ -17,7 +17,7 @@ export interface IntervalDelta {
   requests: number;
   failures: number;
   iterations: number;
-  hist?: string;
+  hist?: number[];
 }
 
 export interface FlushMessage {

@@ -2,7 +2,6 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { parseDuration } from '../../config/duration.js';
-import { startDemoServer } from '../../demo/index.js';
 import { distDir } from '../../lib/bundle.js';
 import { UsageError } from '../../lib/errors.js';
 import { intArg, runLoadFromCli } from './load.js';
@@ -36,6 +35,7 @@ export function registerDemoCommands(program: Command): void {
     .action(async (opts) => {
       const scenario = join(distDir, '..', 'examples', 'shop.ts');
       if (!existsSync(scenario)) throw new UsageError(`${scenario}: the packaged example is missing`);
+      const { startDemoServer } = await import('../../demo/index.js');
       const server = await startDemoServer({ port: 0 });
       console.log(`demo shop API listening on ${server.url}; running ${scenario}`);
       try {
@@ -76,6 +76,7 @@ export function registerDemoCommands(program: Command): void {
       if (opts.stallEvery !== undefined && opts.stallFor >= opts.stallEvery) {
         throw new UsageError('--stall-for must be shorter than --stall-every');
       }
+      const { startDemoServer } = await import('../../demo/index.js');
       const port = opts.port ?? (process.env.PORT ? parseNonNegativeInt('PORT')(process.env.PORT) : 8080);
       const server = await startDemoServer({
         port,

@@ -1,9 +1,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../../lib/errors.js';
-import { writeHtmlReport } from '../../load/reporters/html.js';
-import { formatSummary, liveView } from '../../load/reporters/terminal.js';
-import { type LoadResult, type RunLoadOptions, runLoad } from '../../load/runner.js';
+import type { LoadResult, RunLoadOptions } from '../../load/runner.js';
 
 export function intArg(flag: string, min = 0) {
   return (value: string): number => {
@@ -66,6 +64,12 @@ export async function runLoadFromCli(
   process.on('SIGINT', onSigint);
   process.on('SIGTERM', onSigint);
   if (opts.env) Object.assign(process.env, opts.env);
+  // Loaded here, not at the top: every other command would pay the load engine's memory otherwise.
+  const [{ runLoad }, { formatSummary, liveView }, { writeHtmlReport }] = await Promise.all([
+    import('../../load/runner.js'),
+    import('../../load/reporters/terminal.js'),
+    import('../../load/reporters/html.js'),
+  ]);
   const live = opts.quiet ? undefined : liveView();
   try {
     const result = await runLoad({

@@ -1,4 +1,4 @@
-import { decodeHistogram, encodeHistogram, type Histogram, newHistogram, percentileMs, recordMs } from './histogram.js';
+import { encodeHistogram, type Histogram, newHistogram, percentileMs, recordMs } from './histogram.js';
 
 export type MetricType = 'counter' | 'rate' | 'trend' | 'gauge';
 export type Tags = Readonly<Record<string, string>>;
@@ -69,7 +69,7 @@ export interface SeriesDelta {
   passes: number;
   fails: number;
   value: number;
-  hist?: string;
+  hist?: number[];
 }
 
 export function tagKey(metric: string, tags: Tags): string {
@@ -184,7 +184,7 @@ export class MetricsStore {
       s.passes += d.passes;
       s.fails += d.fails;
       if (d.type === 'gauge') s.value = d.value;
-      if (d.hist && s.hist) s.hist.add(decodeHistogram(d.hist));
+      if (d.hist && s.hist) s.hist.addEncoded(d.hist);
       s.dirty = true;
     }
   }
