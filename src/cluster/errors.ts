@@ -19,7 +19,10 @@ export const ClusterErrorCodes = {
     exit: ExitCode.failure,
     doc: 'switchover refused or aborted (target not streaming, did not catch up, monitor not leader)',
   },
-  BULWARK_E_CLUSTER_MONITOR: { exit: ExitCode.failure, doc: 'the monitor could not start (port busy, etcd unreachable)' },
+  BULWARK_E_CLUSTER_MONITOR: {
+    exit: ExitCode.failure,
+    doc: 'the monitor could not start (port busy, etcd unreachable)',
+  },
 } as const;
 registerErrorCodes(ClusterErrorCodes);
 
@@ -27,7 +30,8 @@ export type ClusterErrorCode = keyof typeof ClusterErrorCodes;
 
 export class ClusterError extends BulwarkError {
   constructor(code: ClusterErrorCode, message: string, options?: { cause?: unknown }) {
-    super(code, message, options);
+    // the base class only knows the shared codes' exit codes
+    super(code, message, { ...options, exitCode: ClusterErrorCodes[code].exit });
     this.name = 'ClusterError';
   }
 }

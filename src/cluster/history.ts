@@ -57,6 +57,10 @@ export function formatHistory(entries: HistoryEntry[]): string {
   ]);
   const header = ['WHEN', 'KIND', 'CHANGE', 'TERM', 'DURATION', 'PROMOTE', 'BY'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   return `${[line(header), ...rows.map(line)].join('\n')}\n`;
 }

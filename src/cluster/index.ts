@@ -2,7 +2,12 @@
  * bulwark/cluster: local clusters, node probing, the failover monitor and the routing pool.
  * Importing this module registers the capability's error codes.
  */
+
+export { EtcdDcs, type EtcdDcsOptions } from './dcs/etcd.js';
+export type { Dcs, LeaderInfo } from './dcs/index.js';
+export { LocalDcs } from './dcs/local.js';
 export { AmbiguousCommitError, ClusterError, ClusterErrorCodes } from './errors.js';
+export { formatHistory, type HistoryEntry, readHistory } from './history.js';
 export {
   type ClusterState,
   destroyCluster,
@@ -14,15 +19,18 @@ export {
 } from './local/cluster.js';
 export { clusterPaths, type LocalClusterSpec, type LocalNodeSpec, readSpec } from './local/layout.js';
 export { compareLsn, formatLsn, lsnDiff, parseLsn } from './lsn.js';
-export { type NodeObservation, type NodeStatus, type ProbeTarget, probeAll, probeNode, summarize } from './probe.js';
-export { clusterStatus, formatStatusTable, localTargets } from './status.js';
-export { type Action, type Decision, initialState, type MonitorState, type TickConfig, tick } from './monitor/tick.js';
-export { afterPromotion } from './monitor/tick.js';
 export { ClusterMonitor, type MonitorOptions, type Topology } from './monitor/monitor.js';
 export { switchover } from './monitor/switchover.js';
-export { formatHistory, type HistoryEntry, readHistory } from './history.js';
-export type { Dcs, LeaderInfo } from './dcs/index.js';
-export { LocalDcs } from './dcs/local.js';
-export { EtcdDcs, type EtcdDcsOptions } from './dcs/etcd.js';
-export { requestSwitchover } from './switchover-client.js';
+export {
+  type Action,
+  afterPromotion,
+  type Decision,
+  initialState,
+  type MonitorState,
+  type TickConfig,
+  tick,
+} from './monitor/tick.js';
 export { ClusterPool, type ClusterPoolOptions, createClusterPool, type QueryOptions } from './pool.js';
+export { type NodeObservation, type NodeStatus, type ProbeTarget, probeAll, probeNode, summarize } from './probe.js';
+export { clusterStatus, formatStatusTable, localTargets } from './status.js';
+export { requestSwitchover } from './switchover-client.js';

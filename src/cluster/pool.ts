@@ -87,7 +87,9 @@ export class ClusterPool extends EventEmitter {
   private ended = false;
   private rr = 0;
   private _lastWriteLsn: string | null = null;
-  private readonly opts: Required<Pick<ClusterPoolOptions, 'maxLagSeconds' | 'refreshIntervalMillis' | 'writeTimeoutMillis'>> &
+  private readonly opts: Required<
+    Pick<ClusterPoolOptions, 'maxLagSeconds' | 'refreshIntervalMillis' | 'writeTimeoutMillis'>
+  > &
     ClusterPoolOptions;
   private readonly m: {
     queries: Counter<'kind' | 'node' | 'role'>;
@@ -111,12 +113,39 @@ export class ClusterPool extends EventEmitter {
     this.metrics = options.registry ?? new Registry();
     const registers = [this.metrics];
     this.m = {
-      queries: new Counter({ name: 'bulwark_pool_queries_total', help: 'Queries routed, by kind (read/write) and node', labelNames: ['kind', 'node', 'role'], registers }),
-      fallbacks: new Counter({ name: 'bulwark_pool_read_fallbacks_total', help: 'Reads sent to the primary because no replica qualified', labelNames: ['reason'], registers }),
-      ambiguous: new Counter({ name: 'bulwark_pool_ambiguous_writes_total', help: 'Writes whose connection broke after sending (outcome unknown)', registers }),
-      writeWait: new Histogram({ name: 'bulwark_pool_write_wait_seconds', help: 'Time writes waited for a primary', buckets: [0.01, 0.1, 0.5, 1, 2, 5, 10, 30], registers }),
-      primaryKnown: new Gauge({ name: 'bulwark_pool_primary_known', help: '1 when the pool knows a primary', registers }),
-      eligible: new Gauge({ name: 'bulwark_pool_replicas_eligible', help: 'Replicas within the lag bounds', registers }),
+      queries: new Counter({
+        name: 'bulwark_pool_queries_total',
+        help: 'Queries routed, by kind (read/write) and node',
+        labelNames: ['kind', 'node', 'role'],
+        registers,
+      }),
+      fallbacks: new Counter({
+        name: 'bulwark_pool_read_fallbacks_total',
+        help: 'Reads sent to the primary because no replica qualified',
+        labelNames: ['reason'],
+        registers,
+      }),
+      ambiguous: new Counter({
+        name: 'bulwark_pool_ambiguous_writes_total',
+        help: 'Writes whose connection broke after sending (outcome unknown)',
+        registers,
+      }),
+      writeWait: new Histogram({
+        name: 'bulwark_pool_write_wait_seconds',
+        help: 'Time writes waited for a primary',
+        buckets: [0.01, 0.1, 0.5, 1, 2, 5, 10, 30],
+        registers,
+      }),
+      primaryKnown: new Gauge({
+        name: 'bulwark_pool_primary_known',
+        help: '1 when the pool knows a primary',
+        registers,
+      }),
+      eligible: new Gauge({
+        name: 'bulwark_pool_replicas_eligible',
+        help: 'Replicas within the lag bounds',
+        registers,
+      }),
     };
     this.read = {
       query: (text, values) => this.routeRead(text, values, {}),
@@ -142,7 +171,10 @@ export class ClusterPool extends EventEmitter {
   }
 
   /** The current view: which node is primary, which replicas qualify for reads. */
-  topology(): { primary: string | null; replicas: Array<{ name: string; lagBytes: number | null; lagSeconds: number | null; eligible: boolean }> } {
+  topology(): {
+    primary: string | null;
+    replicas: Array<{ name: string; lagBytes: number | null; lagSeconds: number | null; eligible: boolean }>;
+  } {
     return {
       primary: this.primaryKey ? (this.views.find((v) => v.key === this.primaryKey)?.name ?? this.primaryKey) : null,
       replicas: this.views
@@ -151,13 +183,20 @@ export class ClusterPool extends EventEmitter {
     };
   }
 
-  query(text: string | pg.QueryConfig, values?: unknown[] | Callback, options?: QueryOptions | Callback): Promise<pg.QueryResult>;
+  query(
+    text: string | pg.QueryConfig,
+    values?: unknown[] | Callback,
+    options?: QueryOptions | Callback,
+  ): Promise<pg.QueryResult>;
   query(text: string | pg.QueryConfig, ...rest: any[]): any {
     const cb: Callback | undefined = typeof rest[rest.length - 1] === 'function' ? rest.pop() : undefined;
     const [values, options] = rest as [unknown[] | undefined, QueryOptions | undefined];
     const p = options?.readOnly ? this.routeRead(text, values, options) : this.routeWrite(text, values);
     if (!cb) return p;
-    p.then((r) => cb(null, r), (e) => cb(e));
+    p.then(
+      (r) => cb(null, r),
+      (e) => cb(e),
+    );
     return undefined;
   }
 
@@ -272,7 +311,8 @@ export class ClusterPool extends EventEmitter {
   private eligible(v: NodeView): boolean {
     if (v.role !== 'replica' || !v.streaming) return false;
     if (v.lagSeconds === null || v.lagSeconds > this.opts.maxLagSeconds) return false;
-    if (this.opts.maxLagBytes !== undefined && (v.lagBytes === null || v.lagBytes > this.opts.maxLagBytes)) return false;
+    if (this.opts.maxLagBytes !== undefined && (v.lagBytes === null || v.lagBytes > this.opts.maxLagBytes))
+      return false;
     return true;
   }
 
@@ -283,10 +323,15 @@ export class ClusterPool extends EventEmitter {
     return [...ok.slice(start), ...ok.slice(0, start)];
   }
 
-  private async routeRead(text: string | pg.QueryConfig, values: unknown[] | undefined, options: QueryOptions): Promise<pg.QueryResult> {
+  private async routeRead(
+    text: string | pg.QueryConfig,
+    values: unknown[] | undefined,
+    options: QueryOptions,
+  ): Promise<pg.QueryResult> {
     if (!this.views.length) await this.refresh().catch(() => {});
     const minLsn = options.minLsn ?? (this.opts.readYourWrites ? this._lastWriteLsn : null);
-    const rywTimeout = typeof this.opts.readYourWrites === 'object' ? (this.opts.readYourWrites.timeoutMillis ?? 1000) : 1000;
+    const rywTimeout =
+      typeof this.opts.readYourWrites === 'object' ? (this.opts.readYourWrites.timeoutMillis ?? 1000) : 1000;
     const replicas = this.readCandidates();
     if (!replicas.length) {
       const reason = this.views.some((v) => v.role === 'replica') ? 'no replica within lag bounds' : 'no replica';
@@ -297,7 +342,7 @@ export class ClusterPool extends EventEmitter {
       let client: pg.PoolClient;
       try {
         client = await this.poolFor(key).connect();
-      } catch (err) {
+      } catch {
         this.markDown(key);
         continue;
       }
@@ -379,8 +424,17 @@ export class ClusterPool extends EventEmitter {
   // ---------------------------------------------------------------------------------- topology
 
   private baseConfig(): pg.PoolConfig {
-    const { nodes, monitor, maxLagSeconds, maxLagBytes, refreshIntervalMillis, writeTimeoutMillis, readYourWrites, registry, ...pgOpts } =
-      this.opts ?? ({} as ClusterPoolOptions);
+    const {
+      nodes,
+      monitor,
+      maxLagSeconds,
+      maxLagBytes,
+      refreshIntervalMillis,
+      writeTimeoutMillis,
+      readYourWrites,
+      registry,
+      ...pgOpts
+    } = this.opts ?? ({} as ClusterPoolOptions);
     return { connectionTimeoutMillis: 2000, ...pgOpts };
   }
 
@@ -502,7 +556,8 @@ export class ClusterPool extends EventEmitter {
       const i = key.lastIndexOf(':');
       const base = { key, name: key, host: key.slice(0, i), port: Number(key.slice(i + 1)), timeline: null };
       if (!r) return { ...base, role: 'down', lsn: null, lagBytes: null, lagSeconds: null, streaming: false };
-      if (!r.r) return { ...base, role: 'primary', lsn: r.lsn, lagBytes: 0, lagSeconds: 0, streaming: false, timeline: r.tl };
+      if (!r.r)
+        return { ...base, role: 'primary', lsn: r.lsn, lagBytes: 0, lagSeconds: 0, streaming: false, timeline: r.tl };
       const lagBytes = primaryLsn ? lsnDiff(primaryLsn, r.lsn) : null;
       // fully replayed = 0 s (an idle primary must not make a replica look stale)
       const lagSeconds = lagBytes === 0 ? 0 : r.age === null ? null : Math.max(0, r.age);

@@ -20,7 +20,12 @@ export interface NodeObservation {
   timeline?: number | null;
   syncStandbyNames?: string;
   /** Replica: its WAL receiver (pg_stat_wal_receiver); null when no receiver runs. */
-  walReceiver?: { status: string; senderHost: string | null; senderPort: number | null; lastMsgAt: number | null } | null;
+  walReceiver?: {
+    status: string;
+    senderHost: string | null;
+    senderPort: number | null;
+    lastMsgAt: number | null;
+  } | null;
   /** Primary: its connected replicas (pg_stat_replication). */
   replication?: Array<{
     name: string;

@@ -4,7 +4,12 @@ import { type NodeStatus, type ProbeTarget, probeAll, summarize } from './probe.
 
 export function localTargets(dir: string): ProbeTarget[] {
   const spec = readSpec(dir);
-  return spec.nodes.map((n) => ({ name: n.name, host: spec.host, port: n.port, connection: clientConfig(dir, spec, n) }));
+  return spec.nodes.map((n) => ({
+    name: n.name,
+    host: spec.host,
+    port: n.port,
+    connection: clientConfig(dir, spec, n),
+  }));
 }
 
 /** Status of every node of a local cluster (probed now). */
@@ -13,7 +18,19 @@ export async function clusterStatus(dir: string, timeoutMs = 2000): Promise<{ no
 }
 
 export function formatStatusTable(nodes: NodeStatus[]): string {
-  const header = ['NODE', 'ADDRESS', 'ROLE', 'TL', 'LSN', 'RECEIVED', 'REPLAYED', 'LAG BYTES', 'LAG S', 'SYNC', 'STREAMING'];
+  const header = [
+    'NODE',
+    'ADDRESS',
+    'ROLE',
+    'TL',
+    'LSN',
+    'RECEIVED',
+    'REPLAYED',
+    'LAG BYTES',
+    'LAG S',
+    'SYNC',
+    'STREAMING',
+  ];
   const rows = nodes.map((n) => [
     n.name,
     `${n.host}:${n.port}`,
@@ -28,7 +45,11 @@ export function formatStatusTable(nodes: NodeStatus[]): string {
     n.streaming === null ? '-' : n.streaming ? 'yes' : 'NO',
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
-  const line = (r: string[]) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   const out = [line(header), ...rows.map(line)];
   for (const n of nodes) if (n.error) out.push(`${n.name}: ${n.error}`);
   return `${out.join('\n')}\n`;

@@ -4,8 +4,8 @@ import { ClusterError } from './errors.js';
 import { appendHistory, type HistoryEntry } from './history.js';
 import { readState, writeState } from './local/cluster.js';
 import { clusterPaths, readSpec } from './local/layout.js';
-import { afterPromotion, initialState } from './monitor/tick.js';
 import { switchover } from './monitor/switchover.js';
+import { afterPromotion, initialState } from './monitor/tick.js';
 import { probeAll } from './probe.js';
 import { localTargets } from './status.js';
 
@@ -29,7 +29,11 @@ function liveMonitors(dir: string): Array<{ name: string; pid: number; http?: st
  * `bulwark cluster switchover --to NODE`: when a monitor runs, ask it (the leader does the work, so
  * it cannot mistake the planned shutdown for a failure); when none runs, do it here.
  */
-export async function requestSwitchover(dir: string, to: string, log: (line: string) => void = () => {}): Promise<HistoryEntry> {
+export async function requestSwitchover(
+  dir: string,
+  to: string,
+  log: (line: string) => void = () => {},
+): Promise<HistoryEntry> {
   const spec = readSpec(dir);
   const monitors = liveMonitors(dir);
   if (monitors.length) {
@@ -48,7 +52,10 @@ export async function requestSwitchover(dir: string, to: string, log: (line: str
         url = body.leader.http;
         continue;
       }
-      throw new ClusterError('BULWARK_E_CLUSTER_SWITCHOVER', `monitor refused the switchover: ${body.error ?? res.status}`);
+      throw new ClusterError(
+        'BULWARK_E_CLUSTER_SWITCHOVER',
+        `monitor refused the switchover: ${body.error ?? res.status}`,
+      );
     }
     throw new ClusterError('BULWARK_E_CLUSTER_SWITCHOVER', 'no monitor leader with an HTTP endpoint found');
   }
@@ -58,9 +65,24 @@ export async function requestSwitchover(dir: string, to: string, log: (line: str
   const from = stored?.primary && writable.some((w) => w.name === stored.primary) ? stored.primary : writable[0]?.name;
   if (!from || writable.length !== 1)
     throw new ClusterError('BULWARK_E_CLUSTER_SWITCHOVER', `expected exactly one primary, found ${writable.length}`);
-  const { entry, syncSet } = await switchover({ dir, spec }, { from, to, sync: spec.sync, term: stored?.term ?? 1, by: 'cli', log });
-  const next = afterPromotion(initialState({ ...stored, primary: from, term: stored?.term ?? 1 }), from, to, syncSet, false);
-  writeState(dir, { primary: next.primary, term: next.term, syncSet: next.syncSet, fenced: next.fenced, updatedBy: 'cli' });
+  const { entry, syncSet } = await switchover(
+    { dir, spec },
+    { from, to, sync: spec.sync, term: stored?.term ?? 1, by: 'cli', log },
+  );
+  const next = afterPromotion(
+    initialState({ ...stored, primary: from, term: stored?.term ?? 1 }),
+    from,
+    to,
+    syncSet,
+    false,
+  );
+  writeState(dir, {
+    primary: next.primary,
+    term: next.term,
+    syncSet: next.syncSet,
+    fenced: next.fenced,
+    updatedBy: 'cli',
+  });
   appendHistory(dir, entry);
   return entry;
 }

@@ -1,9 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Dcs } from '../../src/cluster/dcs/index.js';
 import { EtcdDcs } from '../../src/cluster/dcs/etcd.js';
+import type { Dcs } from '../../src/cluster/dcs/index.js';
 import { LocalDcs } from '../../src/cluster/dcs/local.js';
-import { makePostgresOwnedTempDir } from '../harness/postgres.js';
 import { startTestEtcd, type TestEtcd } from '../harness/etcd.js';
+import { makePostgresOwnedTempDir } from '../harness/postgres.js';
 import { waitFor } from './helpers.js';
 
 // One conformance suite for every DCS driver: what the monitor relies on.

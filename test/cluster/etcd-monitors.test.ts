@@ -17,7 +17,23 @@ async function startMonitor(name: string) {
   const port = await freePort({ below: 32768 });
   const proc = spawn(
     process.execPath,
-    [cli, 'cluster', 'monitor', '--dir', c.dir, '--name', name, '--etcd', etcd.url, '--lease-ttl', '2', '--interval', '500ms', '--http-port', String(port)],
+    [
+      cli,
+      'cluster',
+      'monitor',
+      '--dir',
+      c.dir,
+      '--name',
+      name,
+      '--etcd',
+      etcd.url,
+      '--lease-ttl',
+      '2',
+      '--interval',
+      '500ms',
+      '--http-port',
+      String(port),
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const log: string[] = [];
@@ -30,7 +46,11 @@ async function leaders(): Promise<string[]> {
   const out: string[] = [];
   for (const [name, m] of Object.entries(monitors)) {
     if (m.proc.exitCode !== null || m.proc.signalCode !== null) continue;
-    const h = (await (await fetch(`${m.url}/health`, { signal: AbortSignal.timeout(1000) })).json().catch(() => ({}))) as any;
+    const h = (await (
+      await fetch(`${m.url}/health`, { signal: AbortSignal.timeout(1000) })
+    )
+      .json()
+      .catch(() => ({}))) as any;
     if (h.leader) out.push(name);
   }
   return out;
@@ -98,7 +118,11 @@ describe('two monitors with etcd', () => {
     const before = readHistory(c.dir).length;
     etcd.pause();
     try {
-      await waitFor('the leader to stand down', async () => monitors[leader!]!.log.some((l) => /not the leader any more/.test(l)), 10_000);
+      await waitFor(
+        'the leader to stand down',
+        async () => monitors[leader!]!.log.some((l) => /not the leader any more/.test(l)),
+        10_000,
+      );
       signalNode(c.dir, primary, 'SIGKILL');
       await new Promise((r) => setTimeout(r, 4000)); // far past the 1.5 s detection window
       expect(readHistory(c.dir)).toHaveLength(before);

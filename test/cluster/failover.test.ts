@@ -1,5 +1,12 @@
+import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClusterMonitor, createClusterPool, readHistory, requestSwitchover } from '../../src/cluster/index.js';
+import {
+  AmbiguousCommitError,
+  ClusterMonitor,
+  createClusterPool,
+  readHistory,
+  requestSwitchover,
+} from '../../src/cluster/index.js';
 import type { ClusterPool } from '../../src/cluster/pool.js';
 import { freePort } from '../../src/lib/net.js';
 import {
@@ -12,20 +19,31 @@ import {
   type TestCluster,
   waitFor,
   waitHealthy,
+  watchSplitBrain,
 } from './helpers.js';
 
 // One asynchronous cluster (primary + 2 replicas) for the whole file; each test leaves it healthy.
 let c: TestCluster;
 let pool: ClusterPool;
 let monitor: ClusterMonitor | undefined;
+let split: ReturnType<typeof watchSplitBrain> | undefined;
+// Webhook receiver: the alerts the monitor sends.
+const alerts: any[] = [];
+let hook: Server;
 
 beforeAll(async () => {
   c = await createTestCluster();
-  pool = createClusterPool({ nodes: c.spec.nodes.map((n) => c.url(n.name)), refreshIntervalMillis: 200, writeTimeoutMillis: 30_000 });
+  pool = createClusterPool({
+    nodes: c.spec.nodes.map((n) => c.url(n.name)),
+    refreshIntervalMillis: 200,
+    writeTimeoutMillis: 30_000,
+  });
   await pool.query('CREATE TABLE t (id int PRIMARY KEY, at timestamptz DEFAULT clock_timestamp())');
 });
 
 afterAll(async () => {
+  await split?.stop();
+  hook?.close();
   await monitor?.stop().catch(() => {});
   await pool?.end();
   await c?.destroy();
@@ -34,7 +52,19 @@ afterAll(async () => {
 const portOf = (name: string) => c.spec.nodes.find((n) => n.name === name)!.port;
 
 async function startMonitor(): Promise<ClusterMonitor> {
+  const hookPort = await freePort({ below: 32768 });
+  hook = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => {
+      body += d;
+    });
+    req.on('end', () => {
+      alerts.push(JSON.parse(body));
+      res.end('ok');
+    });
+  }).listen(hookPort, '127.0.0.1');
   const m = new ClusterMonitor({
+    webhooks: [`http://127.0.0.1:${hookPort}/alerts`],
     dir: c.dir,
     name: 'test-monitor',
     intervalMs: 500,
@@ -48,7 +78,10 @@ async function startMonitor(): Promise<ClusterMonitor> {
 
 describe('routing pool on a real cluster', () => {
   it('sends writes to the primary and spreads reads over the replicas', async () => {
-    await waitFor('both replicas eligible', async () => pool.topology().replicas.filter((r) => r.eligible).length === 2);
+    await waitFor(
+      'both replicas eligible',
+      async () => pool.topology().replicas.filter((r) => r.eligible).length === 2,
+    );
     const w = await pool.query('SELECT inet_server_port() AS port, pg_is_in_recovery() AS r');
     expect(w.rows[0]).toEqual({ port: portOf('node1'), r: false });
     const ports = new Set<number>();
@@ -63,16 +96,22 @@ describe('routing pool on a real cluster', () => {
   });
 
   it('gives no reads to a replica lagging past maxLagBytes, and falls back to the primary when none qualify', async () => {
-    const lagPool = createClusterPool({ nodes: c.spec.nodes.map((n) => c.url(n.name)), maxLagBytes: 64 * 1024, refreshIntervalMillis: 200 });
+    const lagPool = createClusterPool({
+      nodes: c.spec.nodes.map((n) => c.url(n.name)),
+      maxLagBytes: 64 * 1024,
+      refreshIntervalMillis: 200,
+    });
     try {
       await queryNode(c.url('node3'), 'SELECT pg_wal_replay_pause()');
-      await pool.query("INSERT INTO t(id) SELECT g FROM generate_series(100000, 102000) g");
+      await pool.query('INSERT INTO t(id) SELECT g FROM generate_series(100000, 102000) g');
       await pool.query('DELETE FROM t WHERE id >= 100000');
       await waitFor('node3 ineligible', async () => {
         await lagPool.refresh();
         const r = lagPool.topology().replicas;
-        return r.find((x) => x.name.endsWith(`:${portOf('node3')}`))?.eligible === false &&
-          r.find((x) => x.name.endsWith(`:${portOf('node2')}`))?.eligible === true;
+        return (
+          r.find((x) => x.name.endsWith(`:${portOf('node3')}`))?.eligible === false &&
+          r.find((x) => x.name.endsWith(`:${portOf('node2')}`))?.eligible === true
+        );
       });
       for (let i = 0; i < 8; i++) {
         const r = await lagPool.read.query('SELECT inet_server_port() AS port');
@@ -80,7 +119,7 @@ describe('routing pool on a real cluster', () => {
       }
       // Both replicas behind: reads fall back to the primary.
       await queryNode(c.url('node2'), 'SELECT pg_wal_replay_pause()');
-      await pool.query("INSERT INTO t(id) SELECT g FROM generate_series(100000, 102000) g");
+      await pool.query('INSERT INTO t(id) SELECT g FROM generate_series(100000, 102000) g');
       await pool.query('DELETE FROM t WHERE id >= 100000');
       const fallbacks: string[] = [];
       lagPool.on('fallback', (e) => fallbacks.push(e.reason));
@@ -101,7 +140,10 @@ describe('routing pool on a real cluster', () => {
   });
 
   it('read-your-writes: a read after a write sees it, waiting for the replica or using the primary', async () => {
-    const ryw = createClusterPool({ nodes: c.spec.nodes.map((n) => c.url(n.name)), readYourWrites: { timeoutMillis: 300 } });
+    const ryw = createClusterPool({
+      nodes: c.spec.nodes.map((n) => c.url(n.name)),
+      readYourWrites: { timeoutMillis: 300 },
+    });
     try {
       await waitFor('replicas known', async () => ryw.topology().replicas.filter((r) => r.eligible).length === 2);
       for (let i = 0; i < 5; i++) {
@@ -124,17 +166,56 @@ describe('routing pool on a real cluster', () => {
   });
 });
 
+describe('routing pool failure contract', () => {
+  it('reports a write whose connection broke after sending as ambiguous, and does not retry it', async () => {
+    const pending = pool.query('INSERT INTO t(id) SELECT 300000 FROM pg_sleep(30)').catch((e) => e);
+    await waitFor('the write is running', async () => {
+      const r = await queryNode(
+        c.url('node1'),
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE query LIKE 'INSERT INTO t(id) SELECT 300000%'",
+      );
+      return r.rows[0].n === 1;
+    });
+    await queryNode(
+      c.url('node1'),
+      "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO t(id) SELECT 300000%'",
+    );
+    const err = await pending;
+    expect(err).toBeInstanceOf(AmbiguousCommitError);
+    expect(err.code).toBe('BULWARK_E_CLUSTER_AMBIGUOUS_COMMIT');
+    // not retried: the statement ran once and was cut, so the row is absent
+    expect((await pool.query('SELECT count(*)::int AS n FROM t WHERE id = 300000')).rows[0].n).toBe(0);
+  });
+
+  it('makes writes wait a bounded time for a primary, then fail with a clear error', async () => {
+    const replicasOnly = createClusterPool({ nodes: [c.url('node2'), c.url('node3')], writeTimeoutMillis: 600 });
+    try {
+      const err = await replicasOnly.query('INSERT INTO t(id) VALUES (1)').catch((e) => e);
+      expect(err.code).toBe('BULWARK_E_CLUSTER_NO_PRIMARY');
+      expect(err.message).toMatch(/no primary accepted writes within 600 ms/);
+      // reads still work from the replicas
+      expect((await replicasOnly.read.query('SELECT 1 AS one')).rows[0].one).toBe(1);
+    } finally {
+      await replicasOnly.end();
+    }
+  });
+});
+
 describe('monitor on a real cluster', () => {
   it('kill -9 of the primary under a steady write load: one new primary, the client writes again, the old primary rejoins', async () => {
     monitor = await startMonitor();
     const old = await waitHealthy(c.dir);
+    split = watchSplitBrain(c.dir); // runs until the end of the file: no two writable nodes, ever
     const writer = startWriter(pool, 't');
     await waitFor('writes flowing', async () => writer.acked.length > 50);
     const before = writer.acked.length;
     const killedAt = Date.now();
     signalNode(c.dir, old, 'SIGKILL');
     // The same pool, no restart: writes resume on the new primary.
-    await waitFor('writes after the failover', async () => writer.acked.length > before + 50 && writer.lastAckAt > killedAt);
+    await waitFor(
+      'writes after the failover',
+      async () => writer.acked.length > before + 50 && writer.lastAckAt > killedAt,
+    );
     await writer.stop();
     const history = readHistory(c.dir);
     expect(history.filter((h) => h.kind === 'failover')).toHaveLength(1);
@@ -147,6 +228,8 @@ describe('monitor on a real cluster', () => {
     expect(newPrimary).toBe(fo.to);
     const r = await queryNode(c.url(old), 'SELECT pg_is_in_recovery() AS r');
     expect(r.rows[0].r).toBe(true);
+    await waitFor('webhook alerts', async () => alerts.some((a) => a.event === 'rejoined'));
+    expect(alerts.find((a) => a.event === 'failover')).toMatchObject({ from: old, to: fo.to, cluster: 'bulwark' });
   });
 
   it('a freeze shorter than the detection window causes no failover', async () => {
@@ -165,8 +248,9 @@ describe('monitor on a real cluster', () => {
     const n = readHistory(c.dir).filter((h) => h.kind === 'failover').length;
     const pids = signalNode(c.dir, frozen, 'SIGSTOP');
     try {
-      await waitFor('a failover away from the frozen primary', async () =>
-        readHistory(c.dir).filter((h) => h.kind === 'failover').length === n + 1,
+      await waitFor(
+        'a failover away from the frozen primary',
+        async () => readHistory(c.dir).filter((h) => h.kind === 'failover').length === n + 1,
       );
     } finally {
       for (const pid of pids) {
@@ -177,7 +261,9 @@ describe('monitor on a real cluster', () => {
         }
       }
     }
-    const fo = readHistory(c.dir).filter((h) => h.kind === 'failover').at(-1)!;
+    const fo = readHistory(c.dir)
+      .filter((h) => h.kind === 'failover')
+      .at(-1)!;
     expect(fo.from).toBe(frozen);
     // The old primary must refuse writes from now on: refused connection, or read-only.
     for (let i = 0; i < 20; i++) {
@@ -189,7 +275,10 @@ describe('monitor on a real cluster', () => {
       await new Promise((r) => setTimeout(r, 100));
     }
     expect(await waitHealthy(c.dir, 90_000)).toBe(fo.to);
-    const r = await queryNode(c.url(frozen), 'SELECT pg_is_in_recovery() AS r, (SELECT count(*)::int FROM t WHERE id = -1) AS bad');
+    const r = await queryNode(
+      c.url(frozen),
+      'SELECT pg_is_in_recovery() AS r, (SELECT count(*)::int FROM t WHERE id = -1) AS bad',
+    );
     expect(r.rows[0]).toEqual({ r: true, bad: 0 });
   });
 
@@ -219,7 +308,10 @@ describe('monitor on a real cluster', () => {
     expect((await fetch(`${monitor!.httpUrl}/primary/${primary}`)).status).toBe(200);
     const replica = c.spec.nodes.map((x) => x.name).find((x) => x !== primary)!;
     expect((await fetch(`${monitor!.httpUrl}/primary/${replica}`)).status).toBe(503);
-    await waitFor('replica streaming in monitor view', async () => (await fetch(`${monitor!.httpUrl}/replica/${replica}`)).status === 200);
+    await waitFor(
+      'replica streaming in monitor view',
+      async () => (await fetch(`${monitor!.httpUrl}/replica/${replica}`)).status === 200,
+    );
     const h = (await (await fetch(`${monitor!.httpUrl}/health`)).json()) as any;
     expect(h).toMatchObject({ status: 'ok', primary, leader: true });
     // A pool that follows the monitor instead of probing.
@@ -227,8 +319,15 @@ describe('monitor on a real cluster', () => {
     try {
       const r = await mp.query('SELECT inet_server_port() AS port');
       expect(r.rows[0].port).toBe(portOf(primary));
+      await waitFor(
+        'replicas from the monitor',
+        async () => mp.topology().replicas.filter((x) => x.eligible).length === 2,
+      );
+      const rr = await mp.read.query('SELECT pg_is_in_recovery() AS r');
+      expect(rr.rows[0].r).toBe(true);
     } finally {
       await mp.end();
     }
+    expect(await split!.stop()).toEqual([]);
   });
 });

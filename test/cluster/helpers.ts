@@ -3,8 +3,8 @@ import pg from 'pg';
 import { pino } from 'pino';
 import { AmbiguousCommitError } from '../../src/cluster/errors.js';
 import { clusterStatus, destroyCluster, initCluster, type LocalClusterSpec } from '../../src/cluster/index.js';
-import { clusterPaths } from '../../src/cluster/local/layout.js';
 import { nodeProcesses } from '../../src/cluster/local/cluster.js';
+import { clusterPaths } from '../../src/cluster/local/layout.js';
 import type { ClusterPool } from '../../src/cluster/pool.js';
 import { makePostgresOwnedTempDir } from '../harness/postgres.js';
 
@@ -16,7 +16,9 @@ export interface TestCluster {
 }
 
 /** A real primary + `replicas` streaming replicas, tuned for tests (fsync off, small buffers). */
-export async function createTestCluster(options: { sync?: boolean; replicas?: number; auth?: 'trust' | 'scram' } = {}): Promise<TestCluster> {
+export async function createTestCluster(
+  options: { sync?: boolean; replicas?: number; auth?: 'trust' | 'scram' } = {},
+): Promise<TestCluster> {
   const root = makePostgresOwnedTempDir('bulwark-cluster-');
   const dir = join(root, 'c');
   const spec = await initCluster({
@@ -38,9 +40,14 @@ export async function createTestCluster(options: { sync?: boolean; replicas?: nu
   };
 }
 
-export const quietLogger = () => pino({ level: process.env.BULWARK_TEST_LOG ?? 'silent' }, pino.destination({ fd: 2, sync: true }));
+export const quietLogger = () =>
+  pino({ level: process.env.BULWARK_TEST_LOG ?? 'silent' }, pino.destination({ fd: 2, sync: true }));
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | null | false>,
+  timeoutMs = 60_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
@@ -50,7 +57,8 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
     } catch (err) {
       last = err;
     }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }

@@ -23,7 +23,11 @@ beforeAll(async () => {
   c = await createTestCluster({ sync: true });
   monitor = new ClusterMonitor({ dir: c.dir, name: 'sync-monitor', intervalMs: 500, logger: quietLogger() });
   await monitor.start();
-  pool = createClusterPool({ nodes: c.spec.nodes.map((n) => c.url(n.name)), refreshIntervalMillis: 200, writeTimeoutMillis: 30_000 });
+  pool = createClusterPool({
+    nodes: c.spec.nodes.map((n) => c.url(n.name)),
+    refreshIntervalMillis: 200,
+    writeTimeoutMillis: 30_000,
+  });
   await pool.query('CREATE TABLE t (id int PRIMARY KEY)');
 });
 
@@ -36,7 +40,10 @@ afterAll(async () => {
 describe('synchronous mode', () => {
   it('sets synchronous_standby_names so that commits wait for a replica', async () => {
     const primary = await waitHealthy(c.dir);
-    const r = await queryNode(c.url(primary), "SELECT current_setting('synchronous_standby_names') AS s, (SELECT count(*)::int FROM pg_stat_replication WHERE sync_state IN ('sync','quorum')) AS n");
+    const r = await queryNode(
+      c.url(primary),
+      "SELECT current_setting('synchronous_standby_names') AS s, (SELECT count(*)::int FROM pg_stat_replication WHERE sync_state IN ('sync','quorum')) AS n",
+    );
     expect(r.rows[0].s).toBe('ANY 1 ("node2", "node3")');
     expect(r.rows[0].n).toBeGreaterThanOrEqual(1);
   });
@@ -45,7 +52,10 @@ describe('synchronous mode', () => {
     it(`kill -9 of the primary under a no-sleep writer loses no acknowledged write (round ${round})`, async () => {
       const old = await waitHealthy(c.dir, 90_000);
       await waitFor('sync set in place', async () => {
-        const r = await queryNode(c.url(old), "SELECT count(*)::int AS n FROM pg_stat_replication WHERE sync_state IN ('sync','quorum')");
+        const r = await queryNode(
+          c.url(old),
+          "SELECT count(*)::int AS n FROM pg_stat_replication WHERE sync_state IN ('sync','quorum')",
+        );
         return r.rows[0].n >= 1;
       });
       await pool.query('TRUNCATE t');
@@ -58,7 +68,9 @@ describe('synchronous mode', () => {
       await waitFor('failover', async () => readHistory(c.dir).filter((h) => h.kind === 'failover').length === n + 1);
       await waitFor('writes on the new primary', async () => writer.acked.length > before + 100);
       await writer.stop();
-      const fo = readHistory(c.dir).filter((h) => h.kind === 'failover').at(-1)!;
+      const fo = readHistory(c.dir)
+        .filter((h) => h.kind === 'failover')
+        .at(-1)!;
       const ids = new Set((await queryNode(c.url(fo.to), 'SELECT id FROM t')).rows.map((r) => r.id));
       const lost = writer.acked.filter((id) => !ids.has(id));
       expect({ acked: writer.acked.length > 400, lost }).toEqual({ acked: true, lost: [] });

@@ -15,7 +15,15 @@ const port = { node1: 15001, node2: 15002, node3: 15003 } as const;
 type Name = keyof typeof port;
 
 function primary(name: Name, lsn = '0/5000000', sync = ''): NodeObservation {
-  return { name, host: '127.0.0.1', port: port[name], reachable: true, inRecovery: false, currentLsn: lsn, syncStandbyNames: sync };
+  return {
+    name,
+    host: '127.0.0.1',
+    port: port[name],
+    reachable: true,
+    inRecovery: false,
+    currentLsn: lsn,
+    syncStandbyNames: sync,
+  };
 }
 function replica(name: Name, from: Name | null, receiveLsn = '0/5000000'): NodeObservation {
   return {
@@ -122,7 +130,12 @@ describe('monitor tick()', () => {
 
   it('async: refuses a candidate too far behind the last primary position seen', () => {
     const lost = [down('node1'), replica('node2', null, '0/1000000'), replica('node3', null, '0/1000000')];
-    const ds = run(start(), [[primary('node1', '0/9000000'), replica('node2', 'node1'), replica('node3', 'node1')], lost, lost, lost]);
+    const ds = run(start(), [
+      [primary('node1', '0/9000000'), replica('node2', 'node1'), replica('node3', 'node1')],
+      lost,
+      lost,
+      lost,
+    ]);
     expect(ds[3]!.action.type).toBe('none');
     expect(ds[3]!.reason).toMatch(/bytes behind/);
   });
@@ -140,9 +153,19 @@ describe('monitor tick()', () => {
     const cfg = { ...config, sync: true };
     const d = tick(initialState({ primary: 'node1' }), healthy(), cfg, 0);
     expect(d.action).toEqual({ type: 'set-sync', node: 'node1', names: ['node2', 'node3'] });
-    const d2 = tick(initialState({ primary: 'node1' }), [primary('node1'), replica('node2', null), down('node3')], cfg, 0);
+    const d2 = tick(
+      initialState({ primary: 'node1' }),
+      [primary('node1'), replica('node2', null), down('node3')],
+      cfg,
+      0,
+    );
     expect(d2.action).toEqual({ type: 'set-sync', node: 'node1', names: ['node2', 'node3'] });
-    const ok = tick(d.state, [primary('node1', '0/1', 'ANY 1 ("node2", "node3")'), replica('node2', 'node1'), replica('node3', 'node1')], cfg, 0);
+    const ok = tick(
+      d.state,
+      [primary('node1', '0/1', 'ANY 1 ("node2", "node3")'), replica('node2', 'node1'), replica('node3', 'node1')],
+      cfg,
+      0,
+    );
     expect(ok.action.type).toBe('none');
   });
 
@@ -167,7 +190,10 @@ describe('monitor tick()', () => {
 
   it('re-points a replica that does not stream from the primary, then rewinds it if that did not help', () => {
     const obs = [primary('node2'), replica('node1', 'node2'), replica('node3', 'node1')];
-    const actions = run(initialState({ primary: 'node2' }), Array.from({ length: 10 }, () => obs)).map((d) => d.action);
+    const actions = run(
+      initialState({ primary: 'node2' }),
+      Array.from({ length: 10 }, () => obs),
+    ).map((d) => d.action);
     expect(actions[2]).toEqual({ type: 'repoint', node: 'node3' });
     expect(actions[9]).toEqual({ type: 'rejoin', node: 'node3' });
     expect(actions.filter((a) => a.type !== 'none')).toHaveLength(2);

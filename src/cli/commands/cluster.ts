@@ -52,7 +52,9 @@ export function registerClusterCommands(program: Command): void {
         onProgress: (line) => process.stderr.write(`${line}\n`),
       });
       for (const n of spec.nodes)
-        process.stdout.write(`${n.name} ${n.name === 'node1' ? 'primary' : 'replica'} postgresql://postgres@${spec.host}:${n.port}/postgres\n`);
+        process.stdout.write(
+          `${n.name} ${n.name === 'node1' ? 'primary' : 'replica'} postgresql://postgres@${spec.host}:${n.port}/postgres\n`,
+        );
     });
 
   for (const [name, description] of [
@@ -90,11 +92,20 @@ export function registerClusterCommands(program: Command): void {
     .option('--name <name>', 'monitor name (default host-pid)')
     .option('--interval <duration>', 'probe interval', '1s')
     .option('--probe-timeout <duration>', 'a probe slower than this counts as failed', '1s')
-    .option('--failures <n>', 'consecutive failed probes before the primary is declared lost', parseIntOption('--failures'), 3)
+    .option(
+      '--failures <n>',
+      'consecutive failed probes before the primary is declared lost',
+      parseIntOption('--failures'),
+      3,
+    )
     .option('--max-lag-on-failover <size>', 'async mode: never promote a replica further behind than this', '16MB')
     .option('--http-host <host>', 'status endpoint address', '127.0.0.1')
     .option('--http-port <port>', 'status endpoint port (0 = any free port)', parseIntOption('--http-port'), 0)
-    .option('--webhook <url>', 'POST a JSON alert here on every failover, switchover, fencing, rejoin (repeatable)', collect)
+    .option(
+      '--webhook <url>',
+      'POST a JSON alert here on every failover, switchover, fencing, rejoin (repeatable)',
+      collect,
+    )
     .option('--etcd <urls>', 'coordinate several monitors through etcd (comma-separated client URLs)')
     .option('--scope <name>', 'etcd key prefix /bulwark/<scope>/ (default: the cluster name)')
     .option('--lease-ttl <seconds>', 'etcd leader lease TTL', parseIntOption('--lease-ttl'), 5)
@@ -124,7 +135,9 @@ export function registerClusterCommands(program: Command): void {
         dcs: opts.etcd
           ? (info) =>
               new EtcdDcs({
-                hosts: String(opts.etcd).split(',').map((h: string) => h.trim()),
+                hosts: String(opts.etcd)
+                  .split(',')
+                  .map((h: string) => h.trim()),
                 cluster: opts.scope ?? spec.name,
                 ttl: opts.leaseTtl,
                 ...info,

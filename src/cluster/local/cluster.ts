@@ -113,7 +113,10 @@ export async function initCluster(options: InitOptions): Promise<LocalClusterSpe
     throw new ClusterError('BULWARK_E_CLUSTER_DIR', `--replicas must be 0..9, got ${options.replicas}`);
   const p = clusterPaths(options.dir);
   if (existsSync(p.spec))
-    throw new ClusterError('BULWARK_E_CLUSTER_DIR', `${p.dir} already holds a cluster (cluster.json): destroy it first`);
+    throw new ClusterError(
+      'BULWARK_E_CLUSTER_DIR',
+      `${p.dir} already holds a cluster (cluster.json): destroy it first`,
+    );
   if (existsSync(p.dir) && readdirSync(p.dir).length > 0)
     throw new ClusterError('BULWARK_E_CLUSTER_DIR', `${p.dir} is not empty`);
   mkdirSync(p.dir, { recursive: true, mode: 0o755 });
@@ -149,7 +152,17 @@ export async function initCluster(options: InitOptions): Promise<LocalClusterSpe
   const asUser = POSTGRES_USER;
   const primary = nodes[0]!;
   const noSync = options.settings?.fsync === 'off' ? ['--no-sync'] : [];
-  const initdbArgs = ['-D', p.dataDir(primary.name), '-U', 'postgres', '--encoding', 'UTF8', '--locale', 'C', ...noSync];
+  const initdbArgs = [
+    '-D',
+    p.dataDir(primary.name),
+    '-U',
+    'postgres',
+    '--encoding',
+    'UTF8',
+    '--locale',
+    'C',
+    ...noSync,
+  ];
   let pwfile: string | undefined;
   if (spec.auth === 'scram') {
     const password = randomBytes(24).toString('base64url');
@@ -188,9 +201,17 @@ export async function initCluster(options: InitOptions): Promise<LocalClusterSpe
     .map(([k, v]) => `${k} = ${v}`)
     .join('\n');
   const confPath = join(primaryData, 'postgresql.conf');
-  writeFileSync(confPath, `${readFileSync(confPath, 'utf8')}\n# bulwark cluster settings (port and cluster_name are passed per node at start)\n${conf}\n`);
+  writeFileSync(
+    confPath,
+    `${readFileSync(confPath, 'utf8')}\n# bulwark cluster settings (port and cluster_name are passed per node at start)\n${conf}\n`,
+  );
   writeFileAtomic(p.spec, `${JSON.stringify(spec, null, 2)}\n`);
-  writeState(p.dir, { primary: primary.name, syncSet: spec.sync ? nodes.slice(1).map((n) => n.name) : [], fenced: [], term: 1 });
+  writeState(p.dir, {
+    primary: primary.name,
+    syncSet: spec.sync ? nodes.slice(1).map((n) => n.name) : [],
+    fenced: [],
+    term: 1,
+  });
 
   say(`start ${primary.name} (primary) on port ${primary.port}`);
   await startNode(p.dir, spec, primary);
@@ -294,7 +315,11 @@ export async function sql(
   statements: string[],
   timeoutMs = 10_000,
 ): Promise<pg.QueryResult[]> {
-  const client = new pg.Client({ ...clientConfig(dir, spec, node), connectionTimeoutMillis: timeoutMs, query_timeout: timeoutMs });
+  const client = new pg.Client({
+    ...clientConfig(dir, spec, node),
+    connectionTimeoutMillis: timeoutMs,
+    query_timeout: timeoutMs,
+  });
   client.on('error', () => {});
   await client.connect();
   try {
@@ -343,7 +368,7 @@ export function findNode(spec: LocalClusterSpec, name: string): LocalNodeSpec {
   return node;
 }
 
-export async function startNode(dir: string, spec: LocalClusterSpec, node: LocalNodeSpec): Promise<void> {
+export async function startNode(dir: string, _spec: LocalClusterSpec, node: LocalNodeSpec): Promise<void> {
   const p = clusterPaths(dir);
   const data = p.dataDir(node.name);
   if (postmasterPid(data)) return;
@@ -352,12 +377,28 @@ export async function startNode(dir: string, spec: LocalClusterSpec, node: Local
   // configuration files from the new primary, which would give a rejoined node the wrong port.
   const r = await run(
     pgBin('pg_ctl'),
-    ['-D', data, '-l', p.log(node.name), '-w', '-t', '120', '-o', `-p ${node.port} -c cluster_name=${node.name}`, 'start'],
+    [
+      '-D',
+      data,
+      '-l',
+      p.log(node.name),
+      '-w',
+      '-t',
+      '120',
+      '-o',
+      `-p ${node.port} -c cluster_name=${node.name}`,
+      'start',
+    ],
     { asUser: POSTGRES_USER, check: false },
   );
   if (r.code !== 0) {
-    const tail = existsSync(p.log(node.name)) ? readFileSync(p.log(node.name), 'utf8').trim().split('\n').slice(-3).join(' | ') : '';
-    throw new ClusterError('BULWARK_E_CLUSTER_NODE', `${node.name} did not start on port ${node.port}: ${tail || r.stderr.trim()}`);
+    const tail = existsSync(p.log(node.name))
+      ? readFileSync(p.log(node.name), 'utf8').trim().split('\n').slice(-3).join(' | ')
+      : '';
+    throw new ClusterError(
+      'BULWARK_E_CLUSTER_NODE',
+      `${node.name} did not start on port ${node.port}: ${tail || r.stderr.trim()}`,
+    );
   }
 }
 
@@ -427,7 +468,10 @@ export async function destroyCluster(dir: string): Promise<void> {
   const p = clusterPaths(dir);
   if (!existsSync(p.spec)) {
     if (existsSync(p.dir))
-      throw new ClusterError('BULWARK_E_CLUSTER_DIR', `${p.dir} is not a Bulwark cluster (no cluster.json): not deleting it`);
+      throw new ClusterError(
+        'BULWARK_E_CLUSTER_DIR',
+        `${p.dir} is not a Bulwark cluster (no cluster.json): not deleting it`,
+      );
     return;
   }
   const spec = readSpec(dir);

@@ -64,7 +64,10 @@ export function clusterPaths(dir: string): ClusterPaths {
 export function readSpec(dir: string): LocalClusterSpec {
   const p = clusterPaths(dir);
   if (!existsSync(p.spec))
-    throw new ClusterError('BULWARK_E_CLUSTER_DIR', `${p.dir} is not a Bulwark cluster (no cluster.json): run bulwark cluster init --dir ${dir}`);
+    throw new ClusterError(
+      'BULWARK_E_CLUSTER_DIR',
+      `${p.dir} is not a Bulwark cluster (no cluster.json): run bulwark cluster init --dir ${dir}`,
+    );
   try {
     return JSON.parse(readFileSync(p.spec, 'utf8')) as LocalClusterSpec;
   } catch (err) {

@@ -60,7 +60,10 @@ export async function promote(c: LocalCluster, node: string, timeoutMs = 60_000)
       if (!r.rows[0].r) return;
       await sleep(10);
     }
-    throw new ClusterError('BULWARK_E_CLUSTER_NODE', `${node} did not leave recovery within ${timeoutMs} ms after pg_promote()`);
+    throw new ClusterError(
+      'BULWARK_E_CLUSTER_NODE',
+      `${node} did not leave recovery within ${timeoutMs} ms after pg_promote()`,
+    );
   } finally {
     await client.end().catch(() => {});
   }
@@ -188,7 +191,10 @@ export async function receiveLsn(c: LocalCluster, node: string): Promise<string 
 
 /** Wait until `node` has received WAL past `lsn` (the old primary's shutdown checkpoint). */
 export async function waitReceived(c: LocalCluster, node: string, lsn: string, timeoutMs: number): Promise<boolean> {
-  const client = new pg.Client({ ...clientConfig(c.dir, c.spec, findNode(c.spec, node)), connectionTimeoutMillis: 2000 });
+  const client = new pg.Client({
+    ...clientConfig(c.dir, c.spec, findNode(c.spec, node)),
+    connectionTimeoutMillis: 2000,
+  });
   client.on('error', () => {});
   await client.connect();
   try {

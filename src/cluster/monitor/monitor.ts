@@ -12,17 +12,17 @@ import { type ClusterState, readState, sleep } from '../local/cluster.js';
 import { clusterPaths, readSpec } from '../local/layout.js';
 import { type NodeObservation, type NodeStatus, probeAll, summarize } from '../probe.js';
 import { localTargets } from '../status.js';
-import {
-  ensureSlots,
-  fence,
-  type LocalCluster,
-  promote,
-  rejoin,
-  repoint,
-  setSyncNames,
-} from './actions.js';
+import { ensureSlots, fence, type LocalCluster, promote, rejoin, repoint, setSyncNames } from './actions.js';
 import { switchover } from './switchover.js';
-import { type Action, afterPromotion, type Decision, initialState, type MonitorState, type TickConfig, tick } from './tick.js';
+import {
+  type Action,
+  afterPromotion,
+  type Decision,
+  initialState,
+  type MonitorState,
+  type TickConfig,
+  tick,
+} from './tick.js';
 
 export interface MonitorOptions {
   /** Local cluster folder (bulwark cluster init --dir). */
@@ -115,8 +115,14 @@ export class ClusterMonitor extends EventEmitter {
     this.dcs = typeof d === 'function' ? d(info) : (d ?? new LocalDcs(this.options.dir, info));
     const p = clusterPaths(this.options.dir);
     mkdirSync(p.monitorsDir, { recursive: true });
-    writeFileSync(join(p.monitorsDir, `${this.name}.json`), JSON.stringify({ name: this.name, pid: process.pid, http: this.httpUrl }));
-    this.log.info({ monitor: this.name, dcs: this.dcs.kind, http: this.httpUrl, ...this.cfg }, `monitor ${this.name} started`);
+    writeFileSync(
+      join(p.monitorsDir, `${this.name}.json`),
+      JSON.stringify({ name: this.name, pid: process.pid, http: this.httpUrl }),
+    );
+    this.log.info(
+      { monitor: this.name, dcs: this.dcs.kind, http: this.httpUrl, ...this.cfg },
+      `monitor ${this.name} started`,
+    );
     this.running = true;
     this.loop = this.run();
   }
@@ -124,7 +130,8 @@ export class ClusterMonitor extends EventEmitter {
   async stop(): Promise<void> {
     this.running = false;
     await this.loop;
-    for (const p of this.pending.splice(0)) p.reject(new ClusterError('BULWARK_E_CLUSTER_SWITCHOVER', 'monitor stopped'));
+    for (const p of this.pending.splice(0))
+      p.reject(new ClusterError('BULWARK_E_CLUSTER_SWITCHOVER', 'monitor stopped'));
     await this.dcs?.close().catch(() => {});
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     this.server?.closeAllConnections?.();
@@ -191,7 +198,10 @@ export class ClusterMonitor extends EventEmitter {
           syncSet: stored?.syncSet ?? [],
           fenced: stored?.fenced ?? [],
         });
-        this.log.info({ state: stored }, `monitor ${this.name} became the leader (${this.dcs.kind}); primary on record: ${stored?.primary ?? 'none'}`);
+        this.log.info(
+          { state: stored },
+          `monitor ${this.name} became the leader (${this.dcs.kind}); primary on record: ${stored?.primary ?? 'none'}`,
+        );
       } else {
         this.log.warn(`monitor ${this.name} is not the leader any more: standing by, taking no action`);
       }
@@ -200,7 +210,14 @@ export class ClusterMonitor extends EventEmitter {
     if (!this.leader) {
       // Followers keep a fresh view for their HTTP endpoint, from the published state.
       const stored = await this.dcs.readState().catch(() => null);
-      if (stored) this.state = { ...this.state, primary: stored.primary, term: stored.term, syncSet: stored.syncSet, fenced: stored.fenced };
+      if (stored)
+        this.state = {
+          ...this.state,
+          primary: stored.primary,
+          term: stored.term,
+          syncSet: stored.syncSet,
+          fenced: stored.fenced,
+        };
     }
     const obs = await probeAll(localTargets(this.options.dir), this.probeTimeoutMs);
     this.observations = obs;
@@ -249,10 +266,9 @@ export class ClusterMonitor extends EventEmitter {
     const key = `${d.action.type}:${d.reason.replace(/[0-9A-F]+\/[0-9A-F]+/g, 'LSN')}`;
     if (d.action.type === 'none' && key === this.lastKey && level === 'info') return;
     this.lastKey = key;
-    this.log[level === 'info' && /failed probe|not failing over|waiting|refusing|cannot/.test(d.reason) ? 'warn' : level](
-      { action: d.action, ...(d.evidence ? { evidence: d.evidence } : {}) },
-      d.reason,
-    );
+    this.log[
+      level === 'info' && /failed probe|not failing over|waiting|refusing|cannot/.test(d.reason) ? 'warn' : level
+    ]({ action: d.action, ...(d.evidence ? { evidence: d.evidence } : {}) }, d.reason);
   }
 
   private async execute(action: Action, decision: Decision): Promise<void> {
@@ -268,7 +284,10 @@ export class ClusterMonitor extends EventEmitter {
         this.guard();
         const pids = await fence(this.c, action.node);
         this.state = { ...this.state, fenced: [...new Set([...this.state.fenced, action.node])] };
-        this.log.warn({ node: action.node, pids }, `fenced ${action.node}: killed ${pids.length} processes, standby.signal written`);
+        this.log.warn(
+          { node: action.node, pids },
+          `fenced ${action.node}: killed ${pids.length} processes, standby.signal written`,
+        );
         await this.alert({ event: 'fenced', node: action.node, reason: decision.reason });
         return;
       }
@@ -282,7 +301,15 @@ export class ClusterMonitor extends EventEmitter {
           { node: action.node, primary, method: r.method, detail: r.detail, ms: Date.now() - t0 },
           `${action.node} rejoined as a replica of ${primary} by ${r.method} in ${Date.now() - t0} ms (${r.detail})`,
         );
-        appendHistory(this.options.dir, { kind: 'rejoin', node: action.node, primary, method: r.method, ms: Date.now() - t0, at: new Date().toISOString(), by: this.name });
+        appendHistory(this.options.dir, {
+          kind: 'rejoin',
+          node: action.node,
+          primary,
+          method: r.method,
+          ms: Date.now() - t0,
+          at: new Date().toISOString(),
+          by: this.name,
+        });
         await this.alert({ event: 'rejoined', node: action.node, primary, method: r.method });
         return;
       }
@@ -304,10 +331,19 @@ export class ClusterMonitor extends EventEmitter {
     this.guard();
     // Fence first: the old primary must be unable to take a write before another node can.
     const pids = await fence(this.c, from);
-    this.log.warn({ node: from, pids }, `fenced old primary ${from}: killed ${pids.length} processes, standby.signal written`);
+    this.log.warn(
+      { node: from, pids },
+      `fenced old primary ${from}: killed ${pids.length} processes, standby.signal written`,
+    );
     this.guard();
-    const reachable = this.observations.filter((o) => o.reachable && o.inRecovery && o.name !== to && o.name !== from).map((o) => o.name);
-    const syncSet = this.cfg.sync ? (reachable.length ? reachable : this.c.spec.nodes.map((n) => n.name).filter((n) => n !== to)) : [];
+    const reachable = this.observations
+      .filter((o) => o.reachable && o.inRecovery && o.name !== to && o.name !== from)
+      .map((o) => o.name);
+    const syncSet = this.cfg.sync
+      ? reachable.length
+        ? reachable
+        : this.c.spec.nodes.map((n) => n.name).filter((n) => n !== to)
+      : [];
     if (this.cfg.sync) await setSyncNames(this.c, to, syncSet);
     this.guard();
     await promote(this.c, to);
@@ -367,7 +403,12 @@ export class ClusterMonitor extends EventEmitter {
   }
 
   private async alert(payload: Record<string, unknown>): Promise<void> {
-    const body = JSON.stringify({ cluster: this.c.spec.name, monitor: this.name, at: new Date().toISOString(), ...payload });
+    const body = JSON.stringify({
+      cluster: this.c.spec.name,
+      monitor: this.name,
+      at: new Date().toISOString(),
+      ...payload,
+    });
     await Promise.all(
       (this.options.webhooks ?? []).map(async (url) => {
         try {
@@ -411,10 +452,12 @@ export class ClusterMonitor extends EventEmitter {
     const parts = url.pathname.split('/').filter(Boolean);
     const topo = this.topology();
     const maxLag = Number(url.searchParams.get('maxLagBytes') ?? Number.POSITIVE_INFINITY);
-    const goodReplica = (n: NodeStatus) => n.role === 'replica' && n.streaming === true && (n.lagBytes ?? Infinity) <= maxLag;
+    const goodReplica = (n: NodeStatus) =>
+      n.role === 'replica' && n.streaming === true && (n.lagBytes ?? Infinity) <= maxLag;
     if (req.method === 'POST' && parts[0] === 'switchover') {
       const body = JSON.parse((await readBody(req)) || '{}');
-      if (!this.isLeader()) return send(res, 409, { error: 'not the leader', leader: await this.dcs.leader().catch(() => null) });
+      if (!this.isLeader())
+        return send(res, 409, { error: 'not the leader', leader: await this.dcs.leader().catch(() => null) });
       if (typeof body.to !== 'string') return send(res, 400, { error: 'body must be {"to": "<node>"}' });
       try {
         return send(res, 200, await this.requestSwitchover(body.to));

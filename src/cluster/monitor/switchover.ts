@@ -1,5 +1,5 @@
 import { ClusterError } from '../errors.js';
-import { type HistoryEntry } from '../history.js';
+import type { HistoryEntry } from '../history.js';
 import { findNode, markStandby, primaryConninfo, setAutoConf, sleep, sql, startNode } from '../local/cluster.js';
 import { clusterPaths } from '../local/layout.js';
 import { lsnDiff } from '../lsn.js';
@@ -52,13 +52,22 @@ export async function switchover(
     const p = obs.find((x) => x.name === o.from);
     const t = obs.find((x) => x.name === o.to);
     if (!p?.reachable || p.inRecovery)
-      throw new ClusterError('BULWARK_E_CLUSTER_SWITCHOVER', `the primary ${o.from} is not accepting writes: nothing to switch over`);
+      throw new ClusterError(
+        'BULWARK_E_CLUSTER_SWITCHOVER',
+        `the primary ${o.from} is not accepting writes: nothing to switch over`,
+      );
     if (!t?.reachable || !t.inRecovery || !streamsFrom(t, p))
-      throw new ClusterError('BULWARK_E_CLUSTER_SWITCHOVER', `${o.to} is not a replica streaming from ${o.from}: refusing to switch over`);
+      throw new ClusterError(
+        'BULWARK_E_CLUSTER_SWITCHOVER',
+        `${o.to} is not a replica streaming from ${o.from}: refusing to switch over`,
+      );
     const behind = lsnDiff(p.currentLsn, t.receiveLsn) ?? Number.POSITIVE_INFINITY;
     if (behind < 1024 * 1024) break;
     if (Date.now() > deadline)
-      throw new ClusterError('BULWARK_E_CLUSTER_SWITCHOVER', `${o.to} is still ${behind} bytes behind ${o.from}: not switching over`);
+      throw new ClusterError(
+        'BULWARK_E_CLUSTER_SWITCHOVER',
+        `${o.to} is still ${behind} bytes behind ${o.from}: not switching over`,
+      );
     log(`switchover: waiting for ${o.to} to catch up (${behind} bytes behind)`);
     await sleep(100);
   }
@@ -72,15 +81,22 @@ export async function switchover(
   const ckpt = await checkpointLsn(c, o.from);
   const got = ckpt ? await waitReceived(c, o.to, ckpt, 10_000) : false;
   if (!got) {
-    log(`switchover aborted: ${o.to} did not receive ${o.from}'s shutdown checkpoint ${ckpt}; restarting ${o.from} as primary`);
+    log(
+      `switchover aborted: ${o.to} did not receive ${o.from}'s shutdown checkpoint ${ckpt}; restarting ${o.from} as primary`,
+    );
     await startNode(c.dir, c.spec, findNode(c.spec, o.from));
-    throw new ClusterError('BULWARK_E_CLUSTER_SWITCHOVER', `${o.to} did not receive the shutdown checkpoint ${ckpt} of ${o.from}: switchover aborted, ${o.from} is primary again`);
+    throw new ClusterError(
+      'BULWARK_E_CLUSTER_SWITCHOVER',
+      `${o.to} did not receive the shutdown checkpoint ${ckpt} of ${o.from}: switchover aborted, ${o.from} is primary again`,
+    );
   }
   guard();
   const decidedAt = new Date();
   await promote(c, o.to);
   const writableAt = new Date();
-  log(`switchover: ${o.to} accepts writes ${writableAt.getTime() - stopAt} ms after ${o.from} began its shutdown (checkpoint ${ckpt})`);
+  log(
+    `switchover: ${o.to} accepts writes ${writableAt.getTime() - stopAt} ms after ${o.from} began its shutdown (checkpoint ${ckpt})`,
+  );
   await ensureSlots(c, o.to);
   const oldData = clusterPaths(c.dir).dataDir(o.from);
   setAutoConf(oldData, {

@@ -85,7 +85,11 @@ export function tick(prev: MonitorState, observed: NodeObservation[], config: Ti
   if (!p) {
     const w = observed.filter(writable);
     if (w.length === 1)
-      return { state, action: { type: 'adopt', node: w[0]!.name }, reason: `adopting ${w[0]!.name}: the only node that accepts writes` };
+      return {
+        state,
+        action: { type: 'adopt', node: w[0]!.name },
+        reason: `adopting ${w[0]!.name}: the only node that accepts writes`,
+      };
     if (w.length === 0) return none('no primary recorded and no node accepts writes: waiting');
     return none(`no primary recorded and ${w.map((o) => o.name).join(', ')} all accept writes: refusing to choose`);
   }
@@ -159,9 +163,7 @@ export function tick(prev: MonitorState, observed: NodeObservation[], config: Ti
           reason: `replica ${o.name} does not stream from ${p.name} (${seen}) for ${n} probes: re-pointing it`,
         };
     }
-    return none(
-      `primary ${p.name} healthy at ${p.currentLsn}; streaming replicas: ${streaming.join(', ') || 'none'}`,
-    );
+    return none(`primary ${p.name} healthy at ${p.currentLsn}; streaming replicas: ${streaming.join(', ') || 'none'}`);
   }
 
   // The primary failed this probe.
