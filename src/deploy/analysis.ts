@@ -149,6 +149,21 @@ export function judge(input: { candidate: SlotWindow; stable?: SlotWindow; rules
   };
 }
 
+/** The evidence of a judgement, one line per check, for terminals and logs. */
+export function formatJudgement(j: Judgement): string[] {
+  const c = j.evidence.candidate;
+  const lat = (w: SlotWindow) =>
+    Object.entries(w.latencyMs)
+      .filter(([k]) => ['p50', 'p95', 'p99', 'avg', 'max'].includes(k))
+      .map(([k, v]) => `${k} ${(v as number).toFixed(1)}`)
+      .join(' ');
+  const lines = [`new slot: ${c.requests} requests, ${c.errors} errors${lat(c) ? `, ms ${lat(c)}` : ''}`];
+  const s = j.evidence.stable;
+  if (s) lines.push(`stable:   ${s.requests} requests, ${s.errors} errors${lat(s) ? `, ms ${lat(s)}` : ''}`);
+  for (const k of j.evidence.checks) lines.push(`[${k.outcome}] ${k.name}: ${k.detail}`);
+  return lines;
+}
+
 /** Where analysis windows come from. */
 export interface MetricsSource {
   window(slot: Slot, sinceMs: number, context: { version: string }): Promise<SlotWindow | undefined>;

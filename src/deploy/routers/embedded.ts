@@ -80,7 +80,8 @@ export class EmbeddedRouter implements Router {
   adminUrl?: string;
   private server!: Server;
   private adminServer?: Server;
-  private weights: Weights = { blue: 100, green: 0 };
+  // No traffic target until the first setWeights: requests get 503 rather than a guess.
+  private weights: Weights = { blue: 0, green: 0 };
   private readonly slots: Record<Slot, SlotRuntime>;
   private readonly opts: EmbeddedRouterOptions;
 

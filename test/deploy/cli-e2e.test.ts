@@ -1,0 +1,170 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freePort } from '../../src/lib/net.js';
+import { APP_SH, cli, load, startCli } from './cli.js';
+import { servedBy, sleep } from './helpers.js';
+
+/**
+ * `bulwark deploy` end to end: the embedded router as its own process (`bulwark deploy router`), the
+ * process provider starting the demo shop, and `bulwark load` sending traffic through the router
+ * during every traffic change. Zero failed requests is the assertion, not a hope.
+ */
+describe('bulwark deploy (embedded router, process provider) under bulwark load', () => {
+  let dir: string;
+  let routerUrl: string;
+  let router: Awaited<ReturnType<typeof startCli>>;
+  const env = { KEEP_OLD: '0' };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'bulwark-deploy-e2e-'));
+    const port = await freePort({ below: 32768 });
+    const adminPort = await freePort({ below: 32768 });
+    routerUrl = `http://127.0.0.1:${port}`;
+    writeFileSync(
+      join(dir, 'bulwark.config.ts'),
+      `import { defineConfig } from 'bulwark';
+export default defineConfig((env) => ({
+  deploy: {
+    webhooks: [],
+    apps: {
+      shop: {
+        router: { type: 'embedded', port: ${port}, adminPort: ${adminPort} },
+        provider: { type: 'process', command: 'sh ${APP_SH}', instances: 2 },
+        healthChecks: env.CHECK_API
+          ? [{ path: '/health', bodyContains: 'ok' }, { path: '/api/critical' }]
+          : [{ path: '/health', bodyContains: 'ok' }],
+        analysis: { interval: '1s', minRequests: 30, maxErrorRate: 0.02, maxP99Ms: 400 },
+        blueGreen: { monitor: '3s', keepOldFor: env.KEEP_OLD ?? 0 },
+        canary: { steps: [{ weight: 25, pause: '2s' }, { weight: 50, pause: '2s' }], keepOldFor: 0 },
+      },
+    },
+  },
+}));
+`,
+    );
+    router = await startCli(['deploy', 'router', 'shop'], dir, /listening on/);
+  });
+
+  afterAll(async () => {
+    if (dir) await cli(['deploy', 'down', 'shop'], dir);
+    await router?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('rejects usage errors with exit code 2 and one line', async () => {
+    const r = await cli(['deploy', 'shop'], dir);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toBe('bulwark: bulwark deploy: --version is required');
+    const unknown = await cli(['deploy', 'nope', '--version', 'v1'], dir);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/deploy\.apps\.nope is not defined \(apps: shop\)/);
+  });
+
+  it('first deploy puts v1 on blue', async () => {
+    const r = await cli(['deploy', 'shop', '--version', 'v1'], dir, env);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(await servedBy(routerUrl, 10)).toEqual({ v1: 10 });
+  });
+
+  it('blue-green switch to v2 under load: zero failed requests, analysis evidence printed', async () => {
+    const traffic = load(routerUrl, '7s', dir, 'bg');
+    await sleep(1000);
+    const r = await cli(['deploy', 'shop', '--version', 'v2'], dir, env);
+    const summary = await traffic;
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/traffic blue 0% \/ green 100%/);
+    expect(r.stdout).toMatch(/analysis of green \(v2\) after monitoring: passed/);
+    expect(r.stdout).toMatch(/\[ok\] error rate/);
+    expect(r.stdout).toMatch(/stopped v1 on blue/);
+    expect(summary.totals.requests).toBeGreaterThan(100);
+    expect(summary.totals.failures).toBe(0);
+    expect(await servedBy(routerUrl, 10)).toEqual({ v2: 10 });
+  });
+
+  it('canary progression to v3 under load: zero failed requests, each step analysed', async () => {
+    const traffic = load(routerUrl, '9s', dir, 'canary');
+    await sleep(1000);
+    const r = await cli(['deploy', 'shop', '--version', 'v3', '--strategy', 'canary'], dir, env);
+    const summary = await traffic;
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/traffic blue 25% \/ green 75% \(canary step 1\/3/);
+    expect(r.stdout).toMatch(/traffic blue 50% \/ green 50% \(canary step 2\/3/);
+    expect(r.stdout).toMatch(/traffic blue 100% \/ green 0% \(canary step 3\/3/);
+    expect(r.stdout.match(/analysis of blue \(v3\) after step \d\/3: passed/g)).toHaveLength(2);
+    expect(summary.totals.failures).toBe(0);
+    expect(await servedBy(routerUrl, 10)).toEqual({ v3: 10 });
+  });
+
+  it('emergency rollback while the old slot is kept warm, under load: zero failed requests', async () => {
+    const traffic = load(routerUrl, '10s', dir, 'rollback');
+    await sleep(500);
+    const deploying = cli(['deploy', 'shop', '--version', 'v4'], dir, { KEEP_OLD: '60s' });
+    // wait until v4 serves and v3 is warm
+    const statePath = join(dir, '.bulwark/deploy/shop/state.json');
+    for (let i = 0; i < 300; i++) {
+      const s = JSON.parse(readFileSync(statePath, 'utf8')) as { deployment?: { version: string; phase: string } };
+      if (s.deployment?.version === 'v4' && s.deployment.phase === 'keeping old slot warm') break;
+      await sleep(50);
+    }
+    expect(await servedBy(routerUrl, 5)).toEqual({ v4: 5 });
+    const rb = await cli(['deploy', 'rollback', 'shop'], dir);
+    expect(rb.code, rb.stderr).toBe(0);
+    expect(rb.stdout).toMatch(/asked the running deploy \(pid \d+\) to rollback/);
+    const d = await deploying;
+    const summary = await traffic;
+    expect(d.code).toBe(1);
+    expect(d.stdout).toMatch(/rollback requested while the old slot was warm/);
+    expect(summary.totals.failures).toBe(0);
+    expect(await servedBy(routerUrl, 10)).toEqual({ v3: 10 });
+  });
+
+  it('a version answering 500s is rolled back automatically within the monitoring window, with evidence', async () => {
+    const traffic = load(routerUrl, '6s', dir, 'bad');
+    await sleep(1000);
+    const r = await cli(['deploy', 'shop', '--version', 'v5-err'], dir, env);
+    await traffic; // failures here are the bad version's own answers before the rollback
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/analysis of green \(v5-err\): failed: \d+ errors in \d+ requests/);
+    expect(r.stdout).toMatch(/\[fail\] error rate/);
+    expect(r.stdout).toMatch(/traffic blue 100% \/ green 0% \(rollback: analysis failed/);
+    expect(r.stderr).toMatch(/bulwark: shop: v5-err rolled back/);
+    expect(await servedBy(routerUrl, 20)).toEqual({ v3: 20 });
+
+    const status = JSON.parse((await cli(['deploy', 'status', 'shop', '--json'], dir)).stdout);
+    expect(status).toMatchObject({
+      active: 'blue',
+      slots: { blue: { version: 'v3' }, green: null },
+      deployment: { status: 'rolled-back' },
+    });
+    const history = (await cli(['deploy', 'history', 'shop', '--json'], dir)).stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    const bad = history[history.length - 1];
+    expect(bad.version).toBe('v5-err');
+    const decision = bad.events.find((e: { judgement?: { verdict: string } }) => e.judgement?.verdict === 'fail');
+    expect(decision.judgement.evidence.candidate.errors).toBeGreaterThan(0);
+    expect(history.map((h: { version: string; status: string }) => `${h.version}:${h.status}`)).toEqual([
+      'v1:succeeded',
+      'v2:succeeded',
+      'v3:succeeded',
+      'v4:rolled-back',
+      'v5-err:rolled-back',
+    ]);
+    expect(readFileSync(join(dir, '.bulwark/deploy/shop/state.json'), 'utf8')).not.toMatch(/token/);
+  });
+
+  it('a version failing its declarative health checks never gets traffic and is stopped', async () => {
+    const r = await cli(['deploy', 'shop', '--version', 'v6-broken'], dir, { CHECK_API: '1' });
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(
+      /failed before any traffic moved: health checks failed: GET \/api\/critical on green-1 .*status 500, expected 200/,
+    );
+    expect(r.stdout).not.toMatch(/traffic blue/);
+    expect(r.stdout).toMatch(/stopped v6-broken on green/);
+    expect(await servedBy(routerUrl, 10)).toEqual({ v3: 10 });
+  });
+});
