@@ -1,4 +1,4 @@
 /** `import ... from 'bulwark'`: the scenario API for load tests, and defineConfig. */
 
-export { defineConfig } from './config/index.js';
+export { defineConfig } from './config/define.js';
 export * from './load/index.js';

@@ -5,22 +5,9 @@ import { BundleFailure, bundleUserFile, importBundled } from '../lib/bundle.js';
 import { UsageError } from '../lib/errors.js';
 import { type BulwarkConfig, configSchema } from './schema.js';
 
+export { type ConfigFactory, type ConfigInput, defineConfig } from './define.js';
 export { formatDuration, parseDuration, parseSize } from './duration.js';
 export { type BulwarkConfig, configSchema } from './schema.js';
-
-export type ConfigInput = BulwarkConfig;
-type ConfigFactory =
-  | ConfigInput
-  | Promise<ConfigInput>
-  | ((env: NodeJS.ProcessEnv) => ConfigInput | Promise<ConfigInput>);
-
-/** Identity function that gives bulwark.config.ts type checking and editor completion (as Vite's). */
-export function defineConfig(config: ConfigInput): ConfigInput;
-export function defineConfig(config: Promise<ConfigInput>): Promise<ConfigInput>;
-export function defineConfig(config: (env: NodeJS.ProcessEnv) => ConfigInput | Promise<ConfigInput>): typeof config;
-export function defineConfig(config: ConfigFactory): ConfigFactory {
-  return config;
-}
 
 export const CONFIG_NAMES = ['bulwark.config.ts', 'bulwark.config.mts', 'bulwark.config.js', 'bulwark.config.mjs'];
 

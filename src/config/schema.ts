@@ -16,3 +16,6 @@ export const configSchema = z
   .strict();
 
 export type BulwarkConfig = z.infer<typeof configSchema>;
+
+/** What users write in bulwark.config.ts (defaults not yet applied). */
+export type BulwarkConfigInput = z.input<typeof configSchema>;

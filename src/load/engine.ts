@@ -34,12 +34,14 @@ interface CompiledUserType {
 }
 
 class StopSignal {
-  private waiters = new Set<() => void>();
+  // Usually one sleeper (the VU's think time); created on first use to keep idle VUs small.
+  private waiters: Array<() => void> | undefined;
   stopped = false;
   stop(): void {
     this.stopped = true;
-    for (const w of this.waiters) w();
-    this.waiters.clear();
+    const w = this.waiters;
+    this.waiters = undefined;
+    if (w) for (const wake of w) wake();
   }
   /** Sleep that ends early when stop() is called. */
   sleep(ms: number): Promise<void> {
@@ -47,11 +49,15 @@ class StopSignal {
     return new Promise((resolve) => {
       const done = () => {
         clearTimeout(timer);
-        this.waiters.delete(done);
+        const w = this.waiters;
+        if (w) {
+          const i = w.indexOf(done);
+          if (i !== -1) w.splice(i, 1);
+        }
         resolve();
       };
       const timer = setTimeout(done, ms);
-      this.waiters.add(done);
+      (this.waiters ??= []).push(done);
     });
   }
 }
@@ -121,7 +127,7 @@ function settlesWithin(p: Promise<unknown>, ms: number): Promise<boolean> {
   });
 }
 
-function waitMs(wait: Wait | undefined, random: () => number): number {
+function waitMs(wait: Wait | undefined, random: VuRandom): number {
   if (!wait) return 0;
   switch (wait.kind) {
     case 'none':
@@ -129,7 +135,7 @@ function waitMs(wait: Wait | undefined, random: () => number): number {
     case 'constant':
       return wait.seconds * 1000;
     case 'between':
-      return (wait.min + random() * (wait.max - wait.min)) * 1000;
+      return (wait.min + random.next() * (wait.max - wait.min)) * 1000;
   }
 }
 
@@ -263,7 +269,7 @@ export class Engine {
     while (!vu.stop.stopped) {
       await this.runTask(vu);
       if (vu.stop.stopped) break;
-      await vu.stop.sleep(waitMs(vu.type.def.wait, vu.random.next));
+      await vu.stop.sleep(waitMs(vu.type.def.wait, vu.random));
     }
     await this.stopVu(vu);
   }

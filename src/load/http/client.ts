@@ -19,6 +19,27 @@ interface Target {
   path: string;
 }
 
+interface ClientEntry {
+  origin: string;
+  client: Client;
+  connected: boolean;
+  connectedAt: number;
+}
+
+// Shared listeners (no closure per VU): the entry is found from the client that emitted.
+const CLIENT_ENTRY = new WeakMap<Client, ClientEntry>();
+function onClientConnect(this: Client): void {
+  const e = CLIENT_ENTRY.get(this);
+  if (e) {
+    e.connected = true;
+    e.connectedAt = performance.now();
+  }
+}
+function onClientDisconnect(this: Client): void {
+  const e = CLIENT_ENTRY.get(this);
+  if (e) e.connected = false;
+}
+
 const textDecoder = new TextDecoder();
 const EMPTY = Buffer.alloc(0);
 
@@ -105,8 +126,10 @@ class Response implements HttpResponse {
  * response with status 0 and `error` set, and are recorded as failed requests.
  */
 export class VuHttp implements HttpClient {
-  private readonly clients = new Map<string, { client: Client; connected: boolean; connectedAt: number }>();
-  private readonly jar = new CookieJar();
+  // Most VUs talk to one origin: keep its client in a field; other origins go to a Map made on demand.
+  private primary: ClientEntry | undefined;
+  private others: Map<string, ClientEntry> | undefined;
+  private jarStore: CookieJar | undefined;
   private readonly baseTarget: Target | undefined;
   private closed = false;
 
@@ -140,32 +163,34 @@ export class VuHttp implements HttpClient {
     return this.request('HEAD', url, options);
   }
   cookies(host?: string): Record<string, string> {
-    return this.jar.entries(host ?? this.baseTarget?.host ?? '');
+    return this.jarStore?.entries(host ?? this.baseTarget?.host ?? '') ?? {};
+  }
+
+  private get jar(): CookieJar {
+    this.jarStore ??= new CookieJar();
+    return this.jarStore;
   }
 
   /** Close this VU's connections (in-flight requests fail with 'aborted'). */
   async close(): Promise<void> {
     this.closed = true;
-    const all = [...this.clients.values()];
-    this.clients.clear();
+    const all = [...(this.primary ? [this.primary] : []), ...(this.others?.values() ?? [])];
+    this.primary = undefined;
+    this.others = undefined;
     await Promise.all(all.map((c) => c.client.destroy().catch(() => {})));
   }
 
-  private clientFor(origin: string) {
-    let entry = this.clients.get(origin);
-    if (!entry) {
-      const client = new Client(origin, { pipelining: 1, keepAliveTimeout: 60_000, connect: { timeout: 10_000 } });
-      const e = { client, connected: false, connectedAt: 0 };
-      client.on('connect', () => {
-        e.connected = true;
-        e.connectedAt = performance.now();
-      });
-      client.on('disconnect', () => {
-        e.connected = false;
-      });
-      this.clients.set(origin, e);
-      entry = e;
-    }
+  private clientFor(origin: string): ClientEntry {
+    if (this.primary?.origin === origin) return this.primary;
+    const other = this.others?.get(origin);
+    if (other) return other;
+    const client = new Client(origin, { pipelining: 1, keepAliveTimeout: 60_000, connect: { timeout: 10_000 } });
+    const entry: ClientEntry = { origin, client, connected: false, connectedAt: 0 };
+    CLIENT_ENTRY.set(client, entry);
+    client.on('connect', onClientConnect);
+    client.on('disconnect', onClientDisconnect);
+    if (!this.primary) this.primary = entry;
+    else (this.others ??= new Map()).set(origin, entry);
     return entry;
   }
 
@@ -191,7 +216,7 @@ export class VuHttp implements HttpClient {
     const name = options.name ?? url;
     let body: string | Buffer | Uint8Array | undefined = options.body;
     let headers: Record<string, string> | undefined = options.headers;
-    const cookie = this.jar.header(target.host);
+    const cookie = this.jarStore?.header(target.host);
     if (options.json !== undefined || cookie) {
       headers = { ...headers };
       if (options.json !== undefined) {
