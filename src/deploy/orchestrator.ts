@@ -272,8 +272,8 @@ export class Deployer {
       this.say(`${d.to} started ${d.version}: ${inst.backends.length} instance(s) ready in ${Date.now() - t0} ms`);
     }
     const inst = this.state.slots[d.to]!;
-    if (router.slots[d.to].weight === 0 || router.slots[d.to].backends.length === 0)
-      await this.o.router.setBackends(d.to, inst.backends);
+    // d.to is never the stable slot, so registering its instances cannot touch stable traffic.
+    await this.o.router.setBackends(d.to, inst.backends);
     if (d.phase === 'starting' || d.phase === 'checking') {
       d.phase = 'checking';
       const checks = await runHttpChecks(inst.backends, this.o.plan.healthChecks);

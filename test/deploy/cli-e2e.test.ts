@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/lib/net.js';
-import { APP_SH, cli, load, startCli } from './cli.js';
+import { APP_SH, cli, cliChild, load, startCli } from './cli.js';
 import { servedBy, sleep } from './helpers.js';
 
 /**
@@ -166,5 +166,55 @@ export default defineConfig((env) => ({
     expect(r.stdout).not.toMatch(/traffic blue/);
     expect(r.stdout).toMatch(/stopped v6-broken on green/);
     expect(await servedBy(routerUrl, 10)).toEqual({ v3: 10 });
+  });
+
+  const stateOf = () =>
+    JSON.parse(readFileSync(join(dir, '.bulwark/deploy/shop/state.json'), 'utf8')) as {
+      deployment?: { version: string; status: string };
+    };
+  const waitPaused = async (version: string) => {
+    for (let i = 0; i < 400; i++) {
+      const d = stateOf().deployment;
+      if (d?.version === version && d.status === 'paused') return;
+      await sleep(50);
+    }
+    throw new Error(`${version} never paused`);
+  };
+
+  it('an interrupted deploy blocks new ones until it is aborted cleanly', async () => {
+    const run = cliChild(['deploy', 'shop', '--version', 'v7'], dir);
+    await waitPaused('v7'); // no traffic: inconclusive, paused with v7 serving
+    run.child.kill('SIGKILL');
+    await run.done;
+    const next = await cli(['deploy', 'shop', '--version', 'v8'], dir);
+    expect(next.code).toBe(1);
+    expect(next.stderr).toMatch(
+      /deploy of v7 was interrupted in phase "monitoring"; run `bulwark deploy shop --resume` or `bulwark deploy abort shop`/,
+    );
+    const abort = await cli(['deploy', 'abort', 'shop'], dir);
+    expect(abort.code, abort.stderr).toBe(0);
+    expect(abort.stdout).toMatch(/aborted the interrupted deploy of v7; traffic is on blue/);
+    expect(await servedBy(routerUrl, 10)).toEqual({ v3: 10 });
+    expect(stateOf().deployment?.status).toBe('aborted');
+  });
+
+  it('an interrupted deploy resumes where it stopped and can be promoted past its pause', async () => {
+    const first = cliChild(['deploy', 'shop', '--version', 'v9'], dir);
+    await waitPaused('v9');
+    first.child.kill('SIGKILL');
+    await first.done;
+    const resumed = cliChild(['deploy', 'shop', '--resume'], dir);
+    await sleep(500);
+    await waitPaused('v9');
+    const promote = await cli(['deploy', 'promote', 'shop'], dir);
+    expect(promote.stdout).toMatch(/asked the running deploy \(pid \d+\) to promote/);
+    const r = await resumed.done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/resuming the deploy of v9 to green from phase "monitoring"/);
+    expect(r.stdout).toMatch(/promoted: skipping the rest of monitoring/);
+    expect(await servedBy(routerUrl, 10)).toEqual({ v9: 10 });
+    const status = await cli(['deploy', 'status', 'shop'], dir);
+    expect(status.stdout).toMatch(/active slot green/);
+    expect(status.stdout).toMatch(/blue {2}\(empty\)/);
   });
 });

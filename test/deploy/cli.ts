@@ -37,6 +37,27 @@ export function cli(
   });
 }
 
+/** Start a CLI command and return the child (to kill it mid-way) and its completion. */
+export function cliChild(args: string[], cwd: string): { child: ChildProcess; done: Promise<CliResult> } {
+  const child = spawn(process.execPath, [MAIN, ...args], { cwd });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    stdout += d;
+  });
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+    stderr += d;
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+  const done = new Promise<CliResult>((resolve) =>
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr });
+    }),
+  );
+  return { child, done };
+}
+
 /** Start a long-running CLI command (the embedded router); resolves once it printed `ready`. */
 export async function startCli(
   args: string[],
