@@ -231,13 +231,14 @@ export const deployConfigSchema = z
           .strict(),
       )
       .default([]),
-    apps: z.record(
-      z
-        .string()
-        .regex(/^[a-z0-9][a-z0-9_-]*$/, 'app names are lowercase letters, digits, - and _')
-        .refine((n) => !RESERVED.has(n), { message: 'is a reserved word of `bulwark deploy`' }),
-      appSchema,
-    ),
+    apps: z.record(z.string(), appSchema).superRefine((apps, ctx) => {
+      for (const name of Object.keys(apps)) {
+        if (!/^[a-z0-9][a-z0-9_-]*$/.test(name))
+          ctx.addIssue({ code: 'custom', path: [name], message: 'app names are lowercase letters, digits, - and _' });
+        else if (RESERVED.has(name))
+          ctx.addIssue({ code: 'custom', path: [name], message: 'is a reserved word of `bulwark deploy`' });
+      }
+    }),
   })
   .strict();
 

@@ -1,0 +1,100 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type HaproxyHarness, startHaproxy } from '../harness/haproxy.js';
+import { APP_SH, cli, load } from './cli.js';
+import { servedBy, sleep } from './helpers.js';
+
+/**
+ * `bulwark deploy` driving Debian's HAProxy through its runtime API (no reloads), with the process
+ * provider and `bulwark load` through HAProxy's frontend. Analysis reads HAProxy's own counters.
+ */
+describe('bulwark deploy with the haproxy router under bulwark load', () => {
+  let dir: string;
+  let hap: HaproxyHarness;
+
+  beforeAll(async () => {
+    hap = await startHaproxy({ perSlot: 2 });
+    dir = mkdtempSync(join(tmpdir(), 'bulwark-deploy-haproxy-'));
+    writeFileSync(
+      join(dir, 'bulwark.config.ts'),
+      `import { defineConfig } from 'bulwark';
+export default defineConfig({
+  deploy: {
+    apps: {
+      shop: {
+        router: { type: 'haproxy', socket: ${JSON.stringify(hap.socket)}, backend: '${hap.backend}',
+                  servers: ${JSON.stringify(hap.servers)}, frontendUrl: '${hap.frontendUrl}' },
+        provider: { type: 'process', command: 'sh ${APP_SH}', instances: 2 },
+        analysis: { interval: '1s', minRequests: 30, maxErrorRate: 0.02 },
+        blueGreen: { monitor: '3s', keepOldFor: 0 },
+        canary: { steps: [{ weight: 20, pause: '2s' }, { weight: 60, pause: '2s' }], keepOldFor: 0 },
+      },
+    },
+  },
+});
+`,
+    );
+  });
+
+  afterAll(async () => {
+    if (dir) await cli(['deploy', 'down', 'shop'], dir);
+    await hap?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('first deploy fills the blue servers and sends them all traffic', async () => {
+    const r = await cli(['deploy', 'shop', '--version', 'v1'], dir);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/blue is reachable through the haproxy router/);
+    expect(await servedBy(hap.frontendUrl, 10)).toEqual({ v1: 10 });
+  });
+
+  it('blue-green switch through the runtime API: zero failed requests', async () => {
+    const traffic = load(hap.frontendUrl, '7s', dir, 'hap-bg');
+    await sleep(1000);
+    const r = await cli(['deploy', 'shop', '--version', 'v2'], dir);
+    const summary = await traffic;
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/analysis of green \(v2\) after monitoring: passed/);
+    expect(summary.totals.requests).toBeGreaterThan(100);
+    expect(summary.totals.failures).toBe(0);
+    expect(await servedBy(hap.frontendUrl, 10)).toEqual({ v2: 10 });
+  });
+
+  it('canary by HAProxy server weights: zero failed requests', async () => {
+    const traffic = load(hap.frontendUrl, '9s', dir, 'hap-canary');
+    await sleep(1000);
+    const r = await cli(['deploy', 'shop', '--version', 'v3', '--strategy', 'canary'], dir);
+    const summary = await traffic;
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/traffic blue 20% \/ green 80%/);
+    expect(r.stdout).toMatch(/traffic blue 60% \/ green 40%/);
+    expect(r.stdout.match(/analysis of blue \(v3\) after step \d\/3: passed/g)).toHaveLength(2);
+    expect(summary.totals.failures).toBe(0);
+    expect(await servedBy(hap.frontendUrl, 10)).toEqual({ v3: 10 });
+  });
+
+  it('a version answering 500s is rolled back from HAProxy’s counters', async () => {
+    const traffic = load(hap.frontendUrl, '6s', dir, 'hap-bad');
+    await sleep(1000);
+    const r = await cli(['deploy', 'shop', '--version', 'v4-err'], dir);
+    await traffic;
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/\[fail\] error rate/);
+    expect(r.stdout).toMatch(/traffic blue 100% \/ green 0% \(rollback: analysis failed/);
+    expect(await servedBy(hap.frontendUrl, 20)).toEqual({ v3: 20 });
+  });
+
+  it('emergency rollback with no deploy running starts the previous version and switches to it', async () => {
+    const traffic = load(hap.frontendUrl, '6s', dir, 'hap-rollback');
+    await sleep(500);
+    const r = await cli(['deploy', 'rollback', 'shop'], dir);
+    const summary = await traffic;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/rolled back shop to v2 on green/);
+    expect(summary.totals.failures).toBe(0);
+    expect(await servedBy(hap.frontendUrl, 10)).toEqual({ v2: 10 });
+  });
+});
