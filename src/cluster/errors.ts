@@ -21,7 +21,7 @@ export const ClusterErrorCodes = {
   },
   BULWARK_E_CLUSTER_MONITOR: {
     exit: ExitCode.failure,
-    doc: 'the monitor could not start (port busy, etcd unreachable)',
+    doc: 'the monitor could not start (its HTTP port is busy)',
   },
 } as const;
 registerErrorCodes(ClusterErrorCodes);
