@@ -13,5 +13,6 @@ export * from './repository.js';
 export * from './restore.js';
 export * from './retention.js';
 export * from './storage/index.js';
+export * from './verify.js';
 export * from './wal.js';
 export * from './wal-names.js';

@@ -22,8 +22,9 @@ export function pgEnv(target: PgTarget, base: NodeJS.ProcessEnv = process.env): 
   set('PGUSER', c.user);
   set('PGPASSWORD', c.password);
   set('PGDATABASE', c.database);
-  const sslmode = new URL(target.url.replace(/^postgres(ql)?:/, 'http:')).searchParams.get('sslmode');
-  set('PGSSLMODE', sslmode);
+  // (a socket-folder host like %2Ftmp%2Fx is not a WHATWG URL host, so read the query by hand)
+  const query = target.url.includes('?') ? target.url.slice(target.url.indexOf('?') + 1) : '';
+  set('PGSSLMODE', new URLSearchParams(query).get('sslmode'));
   return env;
 }
 

@@ -4,6 +4,8 @@ import { parseLsn } from './wal-names.js';
 /** Where recovery should stop. `latest` replays every archived segment. */
 export type RecoveryTarget =
   | { kind: 'latest' }
+  /** stop as soon as the base backup is consistent (verify --restore) */
+  | { kind: 'immediate' }
   | { kind: 'time' /** passed to PostgreSQL verbatim (keeps microseconds) */; time: string }
   | { kind: 'lsn'; lsn: string }
   | { kind: 'xid'; xid: string };
@@ -22,6 +24,7 @@ export function chooseBackup(
   const fits = (b: BackupManifest): boolean => {
     switch (target.kind) {
       case 'latest':
+      case 'immediate':
         return true;
       case 'time':
         return new Date(b.stoppedAt).getTime() <= new Date(target.time).getTime();
@@ -38,7 +41,9 @@ export function chooseBackup(
         ? `LSN ${target.lsn}`
         : target.kind === 'xid'
           ? `xid ${target.xid}`
-          : 'the end of the archive';
+          : target.kind === 'immediate'
+            ? 'the end of the base backup'
+            : 'the end of the archive';
   if (requested && requested !== 'latest') {
     const b = physical.find((m) => m.id === requested);
     if (!b) return { error: `physical backup ${requested} not found` };
@@ -56,7 +61,7 @@ export function chooseBackup(
   return {
     backup: b,
     reason:
-      target.kind === 'latest'
+      target.kind === 'latest' || target.kind === 'immediate'
         ? `newest backup ${b.id}`
         : `newest backup that ended before the target ${describe()}: ${b.id} (ended ${b.stoppedAt})`,
   };
@@ -73,15 +78,19 @@ export function recoverySettings(opts: {
   action: 'promote' | 'pause' | 'shutdown';
   archiveMode?: 'off' | 'preserve';
   port?: number;
+  /** more settings, already quoted for postgresql.conf */
+  extra?: Record<string, string>;
 }): string {
   const lines = ['# added by bulwark restore', `restore_command = ${q(opts.restoreCommand)}`];
   const t = opts.target;
   if (t.kind === 'time') lines.push(`recovery_target_time = ${q(t.time)}`);
   if (t.kind === 'lsn') lines.push(`recovery_target_lsn = ${q(t.lsn)}`);
   if (t.kind === 'xid') lines.push(`recovery_target_xid = ${q(t.xid)}`);
+  if (t.kind === 'immediate') lines.push("recovery_target = 'immediate'");
   if (t.kind !== 'latest') lines.push(`recovery_target_action = ${q(opts.action)}`);
   lines.push("recovery_target_timeline = 'latest'");
   if (opts.archiveMode === 'off') lines.push('archive_mode = off');
   if (opts.port) lines.push(`port = ${opts.port}`);
+  for (const [k, v] of Object.entries(opts.extra ?? {})) lines.push(`${k} = ${v}`);
   return `${lines.join('\n')}\n`;
 }

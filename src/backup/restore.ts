@@ -10,6 +10,7 @@ import type { BackupManifest } from './manifest.js';
 import { chooseBackup, type RecoveryTarget, recoverySettings } from './pitr.js';
 import { type ProgressListener, ProgressMeter } from './progress.js';
 import type { Repository } from './repository.js';
+import { writeTrustHba } from './throwaway.js';
 
 export interface PhysicalRestoreOptions {
   repo: Repository;
@@ -25,6 +26,10 @@ export interface PhysicalRestoreOptions {
   /** 'off' for a throw-away copy that must not archive into the repository. */
   archiveMode?: 'off' | 'preserve';
   port?: number;
+  /** more postgresql.conf settings (already quoted), e.g. a socket-only listener for throw-away copies */
+  settings?: Record<string, string>;
+  /** replace pg_hba.conf with `local all all trust` (throw-away copies reachable only by socket) */
+  trustLocalSocket?: boolean;
   /** How long --start waits for recovery (ms). */
   timeoutMs?: number;
   onProgress?: ProgressListener;
@@ -131,8 +136,10 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
       action: o.action ?? 'promote',
       archiveMode: o.archiveMode,
       port: o.port,
+      extra: o.settings,
     }),
   );
+  if (o.trustLocalSocket) await writeTrustHba(o.pgdata);
   await run('touch', [join(o.pgdata, 'recovery.signal')], { asUser: POSTGRES_USER });
   await rm(join(o.pgdata, 'backup_manifest'), { force: true });
   const restoreMs = Date.now() - t0;

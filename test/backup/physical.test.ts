@@ -152,7 +152,8 @@ describe.each(drivers)('physical backup, WAL archive and PITR ($name driver)', (
 
   it('wal push is idempotent, refuses different content for an archived name, and exits non-zero on failure', async () => {
     const seg = join(work, `000000010000000000000099-${d.name}`);
-    const name = '0000000100000000000000A9';
+    // timeline 9: a name no real segment of this instance has, so it does not look like a gap in timeline 1
+    const name = '0000000900000000000000A9';
     const file = join(work, name);
     writeFileSync(file, Buffer.alloc(16 * 1024 * 1024, 7));
     expect((await bulwark(install.bin, ['wal', 'push', file, '--repo', uri])).code).toBe(0);
@@ -160,11 +161,11 @@ describe.each(drivers)('physical backup, WAL archive and PITR ($name driver)', (
     writeFileSync(file, Buffer.alloc(16 * 1024 * 1024, 8));
     const clash = await bulwark(install.bin, ['wal', 'push', file, '--repo', uri]);
     expect(clash.code).toBe(1);
-    expect(clash.stderr).toMatch(/already holds 0000000100000000000000A9 with different content/);
+    expect(clash.stderr).toMatch(/already holds 0000000900000000000000A9 with different content/);
     const fetched = join(work, `fetched-${d.name}`);
     expect((await bulwark(install.bin, ['wal', 'fetch', name, fetched, '--repo', uri])).code).toBe(0);
     expect(readFileSync(fetched).equals(Buffer.alloc(16 * 1024 * 1024, 7))).toBe(true);
-    const missing = await bulwark(install.bin, ['wal', 'fetch', '0000000100000000000000FE', fetched, '--repo', uri]);
+    const missing = await bulwark(install.bin, ['wal', 'fetch', '0000000900000000000000FE', fetched, '--repo', uri]);
     expect(missing.code).toBe(1);
     expect((await bulwark(install.bin, ['wal', 'push', `${seg}-missing`, '--repo', uri])).code).toBe(1);
     const noRepo = await bulwark(install.bin, ['wal', 'push', file], { BULWARK_REPO: undefined });
@@ -191,5 +192,88 @@ describe.each(drivers)('physical backup, WAL archive and PITR ($name driver)', (
     expect(objects.some((o) => o.key.endsWith('base.tar.zst'))).toBe(true);
     const list = await bulwark(install.bin, ['backup', 'list', '--json', '--repo', uri]);
     expect(JSON.parse(list.stdout)).toHaveLength(before);
+  });
+
+  it('verify --restore restores into a throw-away instance and runs sanity queries and pg_amcheck', async () => {
+    const r = await bulwark(install.bin, ['backup', 'verify', 'latest', '--restore', '--repo', uri]);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/postgres: \d+ table\(s\), \d+ row\(s\) readable/);
+    expect(r.stdout).toMatch(/pg_amcheck ok/);
+    expect(r.stdout).toMatch(/verify \S+: ok/);
+    const info = await bulwark(install.bin, ['backup', 'info', 'latest', '--repo', uri]);
+    expect(info.stdout).toMatch(/last verify: ok at/);
+  });
+
+  it('expire keeps the WAL that kept backups need (and --dry-run deletes nothing)', async () => {
+    const take = async () => {
+      const r = await bulwark(install.bin, ['backup', 'create', '--repo', uri, '--pg', pg.url]);
+      expect(r.code, r.stderr).toBe(0);
+      await pg.query(`insert into marker(note) select 'wal ' || g from generate_series(1, 200) g`);
+      await switchAndArchive(pg);
+    };
+    await take();
+    await take();
+    const repo = new Repository(openStorage(uri));
+    const backups = await repo.listBackups();
+    expect(backups.length).toBe(3);
+    const walBefore = (await repo.listWal()).length;
+    const dry = await bulwark(install.bin, ['backup', 'expire', '--keep-last', '2', '--dry-run', '--repo', uri]);
+    expect(dry.code, dry.stderr).toBe(0);
+    expect(dry.stdout).toMatch(/would delete 1 backup\(s\)/);
+    expect((await repo.listBackups()).length).toBe(3);
+    expect((await repo.listWal()).length).toBe(walBefore);
+
+    const r = await bulwark(install.bin, ['backup', 'expire', '--keep-last', '2', '--repo', uri]);
+    expect(r.code, r.stderr).toBe(0);
+    const kept = await repo.listBackups();
+    expect(kept.map((b) => b.id)).toEqual(backups.slice(1).map((b) => b.id));
+    const wal = await repo.listWal();
+    const floor = kept[0]!.pg.startWal!;
+    expect(wal.length).toBeLessThan(walBefore);
+    expect(wal.filter((w) => /^[0-9A-F]{24}$/.test(w.name)).every((w) => w.name >= floor)).toBe(true);
+    // the oldest kept backup still recovers to the latest transaction with the WAL that was kept
+    await pg.query(`insert into marker(note) values ('after expire')`);
+    await switchAndArchive(pg);
+    const [want] = await pg.query('select count(*)::int as n from marker');
+    const dir = join(work, `expire-${d.name}`);
+    const { freePort } = await import('../../src/lib/net.js');
+    const port = await freePort({ below: 32768 });
+    stopDirs.push(dir);
+    const rr = await bulwark(install.bin, [
+      'restore',
+      '--repo',
+      uri,
+      '--pgdata',
+      dir,
+      '--backup',
+      kept[0]!.id,
+      '--to-latest',
+      '--start',
+      '--port',
+      String(port),
+      '--archive-mode',
+      'off',
+    ]);
+    expect(rr.code, rr.stderr + rr.stdout).toBe(0);
+    const [got] = await restoredQuery(dir, port, 'select count(*)::int as n from marker');
+    expect(got).toEqual(want);
+  });
+
+  it('a corrupted object fails verify, naming it, and the restore refuses it', async () => {
+    const storage = openStorage(uri);
+    const m = (await new Repository(storage).listBackups()).at(-1)!;
+    const key = `backups/${m.id}/${m.objects[0]!.key}`;
+    const chunks: Buffer[] = [];
+    for await (const c of await storage.get(key)) chunks.push(c as Buffer);
+    const bytes = Buffer.concat(chunks);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+    await storage.put(key, bytes);
+    const r = await bulwark(install.bin, ['backup', 'verify', m.id, '--repo', uri]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(key);
+    expect(r.stderr).toMatch(/SHA-256/);
+    const dir = join(work, `corrupt-${d.name}`);
+    const rr = await bulwark(install.bin, ['restore', '--repo', uri, '--pgdata', dir, '--backup', m.id]);
+    expect(rr.code).toBe(1);
   });
 });

@@ -264,6 +264,50 @@ export function registerBackupCommands(program: Command): void {
     await runExpire(c, full, Boolean(opts.dryRun));
   });
 
+  withCommon(
+    backup
+      .command('verify [id]')
+      .description(
+        'check every object against its SHA-256 and the WAL after it; --restore also restores it into a throw-away instance',
+      )
+      .option('--restore', 'restore into a throw-away instance, run sanity queries and pg_amcheck, then remove it'),
+  ).action(async (id: string | undefined, opts) => {
+    const b = await import('../../backup/index.js');
+    const c = await context({ ...opts, pg: 'unused' });
+    const r = await b.verifyBackup({
+      repo: c.repo,
+      backup: id ?? 'latest',
+      restore: opts.restore,
+      restoreCommand: `${selfCommand()} wal fetch "%f" "%p" --repo ${shellQuote(c.repoUri)}`,
+      log: c.say,
+    });
+    if (opts.logFormat === 'json') console.log(JSON.stringify(r, null, 2));
+    else {
+      console.log(
+        `backup ${r.backup}: ${r.objectsChecked} object(s), ${b.formatBytes(r.bytesChecked)} checked against SHA-256`,
+      );
+      if (r.wal)
+        console.log(
+          `WAL from ${r.wal.from}: ${r.wal.segments} segment(s) archived${r.wal.to ? ` up to ${r.wal.to}` : ''}, ${r.wal.missing.length} missing`,
+        );
+      for (const p of r.problems) console.log(`PROBLEM ${p.object}: ${p.problem}`);
+      if (r.restore) {
+        for (const ch of r.restore.checks) console.log(`restore: ${ch}`);
+        console.log(`restore: pg_amcheck ${r.restore.amcheck}`);
+      }
+      console.log(r.ok ? `verify ${r.backup}: ok` : `verify ${r.backup}: FAILED`);
+    }
+    if (!r.ok) {
+      const first = r.problems[0];
+      throw new b.BackupError(
+        'BULWARK_E_VERIFY',
+        first
+          ? `verify ${r.backup} failed: ${first.object}: ${first.problem}`
+          : `verify ${r.backup} failed: the test restore did not pass`,
+      );
+    }
+  });
+
   const wal = program.command('wal').description('WAL archive: archive_command and restore_command for PostgreSQL');
   withCommon(
     wal
