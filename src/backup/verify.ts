@@ -42,6 +42,7 @@ export function walGaps(from: string, archived: string[]): { to?: string; segmen
       .map((n) => segmentNumber(n)),
   );
   if (!have.size) return { segments: 0, missing: [] };
+  // biome-ignore lint/complexity/useMathMinMax: Math.max does not take bigint
   const max = [...have].reduce((a, b) => (a > b ? a : b));
   const missing: string[] = [];
   const nameOf = (n: bigint) =>
