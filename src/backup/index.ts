@@ -12,6 +12,7 @@ export * from './progress.js';
 export * from './repository.js';
 export * from './restore.js';
 export * from './retention.js';
+export * from './schedule.js';
 export * from './storage/index.js';
 export * from './verify.js';
 export * from './wal.js';

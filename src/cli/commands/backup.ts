@@ -308,6 +308,104 @@ export function registerBackupCommands(program: Command): void {
     }
   });
 
+  withCommon(
+    program
+      .command('schedule')
+      .description(
+        'run the backup, expire and verify jobs of backup.schedule in bulwark.config.ts on their cron expressions',
+      )
+      .option(
+        '--metrics-port <n>',
+        'serve Prometheus metrics on 127.0.0.1:<n>/metrics (overrides config)',
+        intArg('--metrics-port', 0),
+      )
+      .option(
+        '--max-runs <n>',
+        'stop each job after N runs and exit (default: run until stopped)',
+        intArg('--max-runs', 1),
+      ),
+    { pg: true, encoding: true },
+  ).action(async (opts) => {
+    const b = await import('../../backup/index.js');
+    const c = await context({ ...opts, config: opts.config ?? 'bulwark.config.ts' });
+    const s = c.cfg.schedule;
+    if (!s || (!s.backup && !s.expire && !s.verify))
+      throw new UsageError(
+        'schedule: bulwark.config.ts has no backup.schedule.backup/expire/verify job',
+        'BULWARK_E_CONFIG',
+      );
+    const jobs: import('../../backup/index.js').ScheduledJob[] = [];
+    if (s.backup) {
+      const kind = s.backup.kind;
+      jobs.push({
+        name: 'backup',
+        cron: s.backup.cron,
+        run: async () => {
+          const m =
+            kind === 'logical'
+              ? await b.logicalBackup({ repo: c.repo, pg: c.pg, encoding: c.encoding })
+              : await b.physicalBackup({ repo: c.repo, pg: c.pg, encoding: c.encoding });
+          c.say(`schedule: backup ${m.id} complete (${b.formatBytes(m.sizes.stored)} stored)`);
+          return { sizeBytes: m.sizes.stored };
+        },
+      });
+    }
+    if (s.expire) {
+      const r = c.cfg.retention ?? {};
+      const policy = {
+        keepLast: r.keepLast,
+        daily: r.daily,
+        weekly: r.weekly,
+        monthly: r.monthly,
+        maxAgeMs: r.maxAge === undefined ? undefined : parseDuration(r.maxAge, 'backup.retention.maxAge'),
+      };
+      if (!b.hasRule(policy))
+        throw new UsageError('schedule: the expire job needs backup.retention rules', 'BULWARK_E_CONFIG');
+      jobs.push({
+        name: 'expire',
+        cron: s.expire.cron,
+        run: async () => (await runExpire(c, policy, false), undefined),
+      });
+    }
+    if (s.verify) {
+      const restore = s.verify.restore;
+      jobs.push({
+        name: 'verify',
+        cron: s.verify.cron,
+        run: async () => {
+          const r = await b.verifyBackup({
+            repo: c.repo,
+            backup: 'latest',
+            restore,
+            restoreCommand: `${selfCommand()} wal fetch "%f" "%p" --repo ${shellQuote(c.repoUri)}`,
+          });
+          if (!r.ok)
+            throw new Error(
+              `verify ${r.backup} failed: ${r.problems[0]?.problem ?? r.restore?.checks.at(-1) ?? 'restore check failed'}`,
+            );
+          return { sizeBytes: r.bytesChecked };
+        },
+      });
+    }
+    const running = await b.startSchedule({
+      jobs,
+      webhook: s.webhook,
+      metricsPort: opts.metricsPort ?? s.metricsPort,
+      maxRuns: opts.maxRuns,
+      log: (msg, fields) => (c.log ? c.log.info(fields ?? {}, msg) : process.stderr.write(`${msg}\n`)),
+    });
+    c.say(
+      `schedule: ${jobs.map((j) => `${j.name} "${j.cron}"`).join(', ')}${running.metricsUrl ? `; metrics on ${running.metricsUrl}` : ''}`,
+    );
+    await new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once('SIGTERM', stop);
+      process.once('SIGINT', stop);
+      running.done.then(stop);
+    });
+    await running.stop();
+  });
+
   const wal = program.command('wal').description('WAL archive: archive_command and restore_command for PostgreSQL');
   withCommon(
     wal
