@@ -22,6 +22,7 @@ export const ErrorCodes = {
   BULWARK_E_DURATION: { exit: ExitCode.usage, doc: 'a duration such as "30s" or "1m30s" cannot be parsed' },
   BULWARK_E_THRESHOLD: { exit: ExitCode.usage, doc: 'a threshold expression cannot be parsed' },
   BULWARK_E_THRESHOLDS_CROSSED: { exit: ExitCode.thresholds, doc: 'one or more load-test thresholds were crossed' },
+  BULWARK_E_WORKER: { exit: ExitCode.failure, doc: 'a remote load worker refused or failed its share of the run' },
   BULWARK_E_PG_BINARY: { exit: ExitCode.failure, doc: 'a PostgreSQL program (initdb, pg_dump, ...) was not found' },
   BULWARK_E_CHILD: { exit: ExitCode.failure, doc: 'a child process exited with an error' },
   BULWARK_E_INTERNAL: { exit: ExitCode.failure, doc: 'an unexpected internal error' },

@@ -57,7 +57,8 @@ class StopSignal {
         resolve();
       };
       const timer = setTimeout(done, ms);
-      (this.waiters ??= []).push(done);
+      this.waiters ??= [];
+      this.waiters.push(done);
     });
   }
 }

@@ -1,10 +1,12 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { basename } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { parseDuration } from '../config/duration.js';
 import { BulwarkError, UsageError } from '../lib/errors.js';
 import { Aggregate } from './aggregate.js';
 import type { ScenarioDefinition } from './api.js';
+import { startRemote } from './distributed/remote.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { type LoadOverrides, type Plan, planLoad } from './executors/plan.js';
 import { lineOf, loadScenarioFile } from './loader.js';
@@ -32,6 +34,10 @@ export interface RunLoadOptions extends LoadOverrides {
   onProgress?: (progress: Progress) => void;
   /** Write the summary JSON here. */
   summaryJson?: string;
+  /** URLs of `bulwark worker` processes (other hosts); each runs one share of the load. */
+  remoteWorkers?: string[];
+  /** Token the remote workers expect (BULWARK_WORKER_TOKEN). */
+  workerToken?: string;
 }
 
 export interface Progress {
@@ -108,6 +114,12 @@ export async function prepareLoad(o: RunLoadOptions): Promise<Prepared> {
 }
 
 function workerCount(o: RunLoadOptions, prepared: Prepared): number {
+  if (o.remoteWorkers?.length) {
+    if (o.workers !== undefined && o.workers !== 1)
+      throw new UsageError('--workers and --remote-worker cannot be combined');
+    if (!prepared.bundlePath) throw new UsageError('remote workers need a scenario file');
+    return o.remoteWorkers.length;
+  }
   const n = o.workers === 'auto' ? availableParallelism() : (o.workers ?? 1);
   if (!Number.isInteger(n) || n < 1)
     throw new UsageError(`--workers: ${o.workers} must be a whole number >= 1 or "auto"`);
@@ -203,11 +215,29 @@ async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
   try {
     for (let w = 0; w < n; w++) {
       const opts = { ...base, workerIndex: w };
-      if (n === 1) engines.push(startInThread({ ...opts, scenario: p.definition, onFlush: (m) => agg.add(w, m) }));
+      if (o.remoteWorkers?.length) {
+        // Remote workers get the run's own --env values, never this machine's whole environment.
+        const remoteOpts = {
+          ...opts,
+          env: { ...o.env },
+          code: readFileSync(p.bundlePath!, 'utf8'),
+          scenarioName: basename(p.file ?? 'scenario'),
+        };
+        engines.push(startRemote(o.remoteWorkers[w]!, remoteOpts, o.workerToken, (m) => agg.add(w, m)));
+      } else if (n === 1)
+        engines.push(startInThread({ ...opts, scenario: p.definition, onFlush: (m) => agg.add(w, m) }));
       else engines.push(startWorker(p.bundlePath!, opts, (m) => agg.add(w, m)));
     }
     if (o.signal?.aborted) stopAll();
-    await Promise.all(engines.map((e) => e.done));
+    // One failed share stops the others, then the failure is reported.
+    await Promise.all(
+      engines.map((e) =>
+        e.done.catch((err) => {
+          stopAll();
+          throw err;
+        }),
+      ),
+    );
   } finally {
     clearInterval(ticker);
     o.signal?.removeEventListener('abort', onAbort);

@@ -25,6 +25,11 @@ function envArg(value: string, prior: Record<string, string> = {}): Record<strin
   return { ...prior, [value.slice(0, eq)]: value.slice(eq + 1) };
 }
 
+function collect(value: string, prior: string[] = []): string[] {
+  if (!/^https?:\/\/[^/]+/.test(value)) throw new UsageError(`--remote-worker: "${value}" must be an http(s) URL`);
+  return [...prior, value];
+}
+
 function workersArg(value: string): number | 'auto' {
   if (value === 'auto') return 'auto';
   return intArg('--workers', 1)(value);
@@ -42,6 +47,7 @@ export interface LoadCliOptions {
   html?: string;
   typecheck?: boolean;
   quiet?: boolean;
+  remoteWorker?: string[];
 }
 
 /**
@@ -85,6 +91,8 @@ export async function runLoadFromCli(
       signal: controller.signal,
       summaryJson: opts.summaryJson ? resolve(opts.summaryJson) : undefined,
       onProgress: live?.onProgress,
+      remoteWorkers: opts.remoteWorker,
+      workerToken: process.env.BULWARK_WORKER_TOKEN,
     });
     live?.end();
     process.stdout.write(`${formatSummary(result.summary)}\n`);
@@ -115,6 +123,11 @@ export function registerLoadCommands(program: Command): void {
     )
     .option('-d, --duration <duration>', 'run time with --users (default 30s), or of a constant-vus/arrival-rate load')
     .option('-w, --workers <n|auto>', 'worker threads (merged exactly; default 1)', workersArg)
+    .option(
+      '--remote-worker <url>',
+      'a `bulwark worker` on another host runs a share of the load (repeatable)',
+      collect,
+    )
     .option('-e, --env <KEY=VALUE>', 'environment variable for the scenario (repeatable)', envArg)
     .option('--seed <n>', 'seed vu.random for a repeatable run', intArg('--seed'))
     .option('--summary-json <file>', 'write the summary as JSON (schema version 1)')
@@ -124,5 +137,30 @@ export function registerLoadCommands(program: Command): void {
     .action(async (file: string, opts: LoadCliOptions) => {
       const { code } = await runLoadFromCli(file, opts);
       process.exitCode = code;
+    });
+
+  program
+    .command('worker')
+    .description('serve as a remote load worker for `bulwark load --remote-worker URL` (token: BULWARK_WORKER_TOKEN)')
+    .option('--listen <host:port>', 'address to listen on', '127.0.0.1:7701')
+    .action(async (opts: { listen: string }) => {
+      const m = /^(.+):(\d+)$/.exec(opts.listen);
+      if (!m) throw new UsageError(`--listen: "${opts.listen}" must be host:port`);
+      const { startWorkerServer } = await import('../../load/distributed/worker-server.js');
+      const server = await startWorkerServer({
+        host: m[1],
+        port: Number(m[2]),
+        token: process.env.BULWARK_WORKER_TOKEN,
+        log: (line) => console.error(line),
+      });
+      if (!process.env.BULWARK_WORKER_TOKEN && m[1] !== '127.0.0.1' && m[1] !== 'localhost') {
+        console.error('warning: no BULWARK_WORKER_TOKEN set: anyone who can reach this port can run code here');
+      }
+      console.log(`worker listening on ${server.url}`);
+      await new Promise<void>((resolve) => {
+        const stop = () => void server.close().then(resolve);
+        process.once('SIGTERM', stop);
+        process.once('SIGINT', stop);
+      });
     });
 }

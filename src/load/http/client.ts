@@ -190,7 +190,10 @@ export class VuHttp implements HttpClient {
     client.on('connect', onClientConnect);
     client.on('disconnect', onClientDisconnect);
     if (!this.primary) this.primary = entry;
-    else (this.others ??= new Map()).set(origin, entry);
+    else {
+      this.others ??= new Map();
+      this.others.set(origin, entry);
+    }
     return entry;
   }
 

@@ -1,0 +1,70 @@
+import { request } from 'undici';
+import { BulwarkError } from '../../lib/errors.js';
+import type { FlushMessage } from '../recorder.js';
+import { PROTOCOL_VERSION, type RunRequest, type WorkerEvent } from './protocol.js';
+
+export interface RemoteRun {
+  stop(): void;
+  done: Promise<void>;
+}
+
+function headers(token: string | undefined): Record<string, string> {
+  return token
+    ? { authorization: `Bearer ${token}`, 'content-type': 'application/json' }
+    : { 'content-type': 'application/json' };
+}
+
+/** Start one share of the run on a remote `bulwark worker` and feed its deltas to `onFlush`. */
+export function startRemote(
+  url: string,
+  run: RunRequest,
+  token: string | undefined,
+  onFlush: (m: FlushMessage) => void,
+): RemoteRun {
+  const base = url.replace(/\/$/, '');
+  const done = (async () => {
+    let res: Awaited<ReturnType<typeof request>>;
+    try {
+      res = await request(`${base}/run`, {
+        method: 'POST',
+        headers: headers(token),
+        body: JSON.stringify({ ...run, protocol: PROTOCOL_VERSION }),
+        bodyTimeout: 0,
+        headersTimeout: 30_000,
+      });
+    } catch (err) {
+      throw new BulwarkError('BULWARK_E_WORKER', `worker ${base}: ${(err as Error).message}`);
+    }
+    if (res.statusCode !== 200) {
+      const text = await res.body.text();
+      throw new BulwarkError(
+        'BULWARK_E_WORKER',
+        `worker ${base} refused the run: HTTP ${res.statusCode} ${text.slice(0, 200)}`,
+      );
+    }
+    let pending = '';
+    let finished = false;
+    for await (const chunk of res.body) {
+      pending += chunk.toString();
+      let nl = pending.indexOf('\n');
+      while (nl !== -1) {
+        const event = JSON.parse(pending.slice(0, nl)) as WorkerEvent;
+        pending = pending.slice(nl + 1);
+        if (event.type === 'flush') onFlush(event.message);
+        else if (event.type === 'error') throw new BulwarkError('BULWARK_E_WORKER', `worker ${base}: ${event.message}`);
+        else finished = true;
+        nl = pending.indexOf('\n');
+      }
+    }
+    if (!finished) throw new BulwarkError('BULWARK_E_WORKER', `worker ${base} ended the run without finishing it`);
+  })();
+  return {
+    stop: () => {
+      request(`${base}/stop`, { method: 'POST', headers: headers(token) }).then(
+        (r) => r.body.dump(),
+        () => {},
+      );
+    },
+    done,
+  };
+}
