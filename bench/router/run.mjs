@@ -1,0 +1,313 @@
+#!/usr/bin/env node
+// Router bench: the same upstream served directly, through Bulwark's embedded router and through
+// HAProxy (Debian's, runtime API), in one run. Prints requests/s (wrk, closed loop), p99 at a fixed
+// rate (bulwark load, open model) and the switch time from the switch command to the first response
+// served by the new slot, with keep-alive clients running across the switch.
+//
+//   flock /tmp/bulwark-heavy.lock node bench/router/run.mjs
+//   DURATION=10 CONNS=50 RATE=2000 REPS=3 SWITCHES=5 flock /tmp/bulwark-heavy.lock node bench/router/run.mjs
+//
+// Needs: npm run build (dist/), haproxy and wrk on PATH. Every process it starts is stopped by PID.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Pool, request } from 'undici';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const MAIN = join(here, '../../dist/cli/main.js');
+const DURATION = Number(process.env.DURATION ?? 10);
+const CONNS = Number(process.env.CONNS ?? 50);
+const RATE = Number(process.env.RATE ?? 2000);
+const REPS = Number(process.env.REPS ?? 3);
+const SWITCHES = Number(process.env.SWITCHES ?? 5);
+const dir = mkdtempSync(join(tmpdir(), 'bulwark-bench-router-'));
+const children = [];
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const tryOne = () => {
+      const port = 15000 + Math.floor(Math.random() * 17000);
+      const s = createServer();
+      s.once('error', tryOne);
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(port)));
+    };
+    tryOne();
+    setTimeout(() => reject(new Error('no free port')), 5000).unref();
+  });
+}
+
+function start(cmd, args, ready) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let out = '';
+    const on = (d) => {
+      out += d;
+      if (ready.test(out)) resolve(child);
+    };
+    child.stdout.on('data', on);
+    child.stderr.on('data', on);
+    child.once('exit', (code) => reject(new Error(`${cmd} ${args.join(' ')} exited ${code}: ${out}`)));
+    setTimeout(() => reject(new Error(`${cmd} not ready: ${out}`)), 15_000).unref();
+  });
+}
+
+function hap(socket, line) {
+  return new Promise((resolve, reject) => {
+    const c = connect({ path: socket });
+    let out = '';
+    c.on('connect', () => c.write(`${line}\n`));
+    c.on('data', (d) => {
+      out += d;
+    });
+    c.on('end', () => resolve(out));
+    c.on('error', reject);
+  });
+}
+
+async function waitSocket(path) {
+  for (let i = 0; i < 200; i++) {
+    try {
+      await hap(path, 'show info');
+      return;
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  throw new Error('haproxy socket not ready');
+}
+
+/** wrk closed loop: requests/s, p99 ms, errors. */
+function wrk(url) {
+  const r = spawnSync(
+    'timeout',
+    [String(DURATION + 20), 'wrk', '-t1', `-c${CONNS}`, `-d${DURATION}s`, '--latency', url],
+    {
+      encoding: 'utf8',
+    },
+  );
+  const out = r.stdout;
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? Number.NaN);
+  const p99 = /\s99%\s+([\d.]+)(us|ms|s)/.exec(out);
+  const toMs = (v, u) => Number(v) * (u === 'us' ? 0.001 : u === 's' ? 1000 : 1);
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const errors = non2xx + (sock ? sock.slice(1).reduce((n, x) => n + Number(x), 0) : 0);
+  return { rps, p99: p99 ? toMs(p99[1], p99[2]) : Number.NaN, errors };
+}
+
+/** bulwark load at a fixed rate: p99 ms and failures. */
+function fixedRate(url, name) {
+  const summary = join(dir, `${name}.json`);
+  spawnSync(
+    'timeout',
+    [
+      String(DURATION + 60),
+      process.execPath,
+      MAIN,
+      'load',
+      join(here, 'rate.ts'),
+      '--host',
+      url,
+      '--summary-json',
+      summary,
+      '--quiet',
+      '--no-typecheck',
+    ],
+    { encoding: 'utf8', env: { ...process.env, RATE: String(RATE), DURATION: `${DURATION}s` } },
+  );
+  const s = JSON.parse(readFileSync(summary, 'utf8'));
+  return {
+    rps: s.totals.rps,
+    p99: s.totals.latencyMs.p99,
+    p50: s.totals.latencyMs.p50,
+    failures: s.totals.failures,
+    dropped: s.droppedIterations,
+  };
+}
+
+/**
+ * Keep-alive clients loop on `url`; at 1 s the switch runs; returns ms from the switch call to the first
+ * response served by `to`, and every failure seen across the switch.
+ */
+async function switchOnce(url, to, doSwitch) {
+  const pool = new Pool(url, { connections: 16, keepAliveTimeout: 30_000 });
+  let stop = false;
+  let firstNew = 0;
+  let switchedAt = 0;
+  let failures = 0;
+  let total = 0;
+  const loop = async () => {
+    while (!stop) {
+      try {
+        const r = await pool.request({ path: '/', method: 'GET' });
+        await r.body.dump();
+        total++;
+        if (r.statusCode !== 200) failures++;
+        else if (switchedAt && !firstNew && r.headers['x-served-by'] === to) firstNew = performance.now();
+      } catch {
+        failures++;
+      }
+    }
+  };
+  const loops = Array.from({ length: 16 }, loop);
+  await new Promise((r) => setTimeout(r, 1000));
+  switchedAt = performance.now();
+  await doSwitch();
+  await new Promise((r) => setTimeout(r, 1000));
+  stop = true;
+  await Promise.all(loops);
+  await pool.close();
+  return { ms: firstNew ? firstNew - switchedAt : Number.NaN, failures, total };
+}
+
+const median = (xs) => {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+  return s.length ? s[Math.floor((s.length - 1) / 2)] : Number.NaN;
+};
+const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
+
+try {
+  const [bluePort, greenPort, routerPort, adminPort, hapPort] = await Promise.all(
+    [1, 2, 3, 4, 5].map(() => freePort()),
+  );
+  await start(process.execPath, [join(here, 'upstream.mjs'), bluePort, 'blue'], /listening/);
+  await start(process.execPath, [join(here, 'upstream.mjs'), greenPort, 'green'], /listening/);
+  const blue = `http://127.0.0.1:${bluePort}`;
+  const green = `http://127.0.0.1:${greenPort}`;
+  const token = 'bench-token';
+  await start(
+    process.execPath,
+    [join(here, 'embedded.mjs'), routerPort, adminPort, token, blue, green],
+    /listening router/,
+  );
+  const socket = join(dir, 'haproxy.sock');
+  const cfg = join(dir, 'haproxy.cfg');
+  writeFileSync(
+    cfg,
+    `global
+    nbthread 1
+    maxconn 4000
+    stats socket ${socket} mode 600 level admin
+defaults
+    mode http
+    option http-keep-alive
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    timeout http-keep-alive 30s
+frontend fe
+    bind 127.0.0.1:${hapPort}
+    default_backend be
+backend be
+    balance roundrobin
+    server blue 127.0.0.1:${bluePort} weight 100
+    server green 127.0.0.1:${greenPort} weight 100 disabled
+`,
+  );
+  const hapChild = spawn('haproxy', ['-f', cfg, '-db'], { stdio: 'ignore' });
+  children.push(hapChild);
+  await waitSocket(socket);
+
+  const targets = {
+    direct: blue,
+    embedded: `http://127.0.0.1:${routerPort}`,
+    haproxy: `http://127.0.0.1:${hapPort}`,
+  };
+  for (const url of Object.values(targets)) wrk(url); // warm-up (JIT, connections) — not recorded
+  const runs = { direct: [], embedded: [], haproxy: [] };
+  const rated = { direct: [], embedded: [], haproxy: [] };
+  for (let rep = 0; rep < REPS; rep++) {
+    for (const name of Object.keys(targets)) runs[name].push(wrk(targets[name]));
+    for (const name of Object.keys(targets)) rated[name].push(fixedRate(targets[name], `${name}-${rep}`));
+  }
+
+  const switches = { embedded: [], haproxy: [] };
+  const admin = `http://127.0.0.1:${adminPort}`;
+  const setWeights = async (w) => {
+    const r = await request(`${admin}/v1/weights`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify(w),
+    });
+    await r.body.dump();
+    if (r.statusCode !== 200) throw new Error(`admin API ${r.statusCode}`);
+  };
+  for (let i = 0; i < SWITCHES; i++) {
+    const toGreen = i % 2 === 0;
+    switches.embedded.push(
+      await switchOnce(targets.embedded, toGreen ? 'green' : 'blue', () =>
+        setWeights(toGreen ? { blue: 0, green: 100 } : { blue: 100, green: 0 }),
+      ),
+    );
+    // Runtime API, make-before-break order in one line (what Bulwark's haproxy router sends).
+    switches.haproxy.push(
+      await switchOnce(targets.haproxy, toGreen ? 'green' : 'blue', () =>
+        hap(
+          socket,
+          toGreen
+            ? 'set server be/green state ready; set server be/blue state drain'
+            : 'set server be/blue state ready; set server be/green state drain',
+        ),
+      ),
+    );
+  }
+
+  const row = (name) => {
+    const rps = median(runs[name].map((r) => r.rps));
+    const p99 = median(runs[name].map((r) => r.p99));
+    const err = runs[name].reduce((n, r) => n + r.errors, 0);
+    const rp99 = median(rated[name].map((r) => r.p99));
+    const rp50 = median(rated[name].map((r) => r.p50));
+    const rfail = rated[name].reduce((n, r) => n + r.failures, 0);
+    const achieved = median(rated[name].map((r) => r.rps));
+    return { name, rps, p99, err, rp99, rp50, rfail, achieved };
+  };
+  const rows = ['direct', 'embedded', 'haproxy'].map(row);
+  const d = rows[0];
+  console.log(
+    `\nrouter bench — ${REPS} reps x ${DURATION}s, wrk -t1 -c${CONNS}; fixed rate ${RATE}/s with bulwark load; medians\n`,
+  );
+  console.log(
+    '| target | wrk req/s | vs direct | wrk p99 ms | errors | fixed-rate achieved/s | p50 ms | p99 ms | added p99 ms | failures |',
+  );
+  console.log('|---|---|---|---|---|---|---|---|---|---|');
+  for (const r of rows)
+    console.log(
+      `| ${r.name} | ${f(r.rps, 0)} | ${f(r.rps / d.rps)} | ${f(r.p99)} | ${r.err} | ${f(r.achieved, 0)} | ${f(r.rp50)} | ${f(r.rp99)} | ${r.name === 'direct' ? '-' : f(r.rp99 - d.rp99)} | ${r.rfail} |`,
+    );
+  console.log(
+    `\nembedded / haproxy: req/s ${f(rows[1].rps / rows[2].rps)}, added p99 at ${RATE}/s ${f(rows[1].rp99 - d.rp99)} ms vs ${f(rows[2].rp99 - d.rp99)} ms`,
+  );
+  console.log(
+    `\nswitch (16 keep-alive clients, ${SWITCHES} switches each): switch call -> first response from the new slot\n`,
+  );
+  console.log('| router | median ms | max ms | failed requests across switches | requests |');
+  console.log('|---|---|---|---|---|');
+  for (const name of ['embedded', 'haproxy']) {
+    const s = switches[name];
+    console.log(
+      `| ${name} | ${f(median(s.map((x) => x.ms)))} | ${f(Math.max(...s.map((x) => x.ms)))} | ${s.reduce((n, x) => n + x.failures, 0)} | ${s.reduce((n, x) => n + x.total, 0)} |`,
+    );
+  }
+} finally {
+  for (const c of children.reverse()) {
+    if (c.exitCode === null && c.signalCode === null) {
+      c.kill('SIGTERM');
+      await new Promise((r) => {
+        const t = setTimeout(() => {
+          c.kill('SIGKILL');
+          r();
+        }, 3000);
+        c.once('exit', () => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
