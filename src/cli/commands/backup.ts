@@ -2,9 +2,8 @@ import { realpathSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { BackupConfig } from '../../config/backup.js';
 import { parseDuration } from '../../config/duration.js';
-import { loadConfig } from '../../config/index.js';
-import { UsageError } from '../../lib/errors.js';
-import { createLogger } from '../../lib/log.js';
+import { exitCodeOf, UsageError } from '../../lib/errors.js';
+import type { createLogger } from '../../lib/log.js';
 
 /**
  * `bulwark backup|wal|restore|schedule`. Where things come from (issue 3, "How commands find things"):
@@ -69,10 +68,18 @@ interface Ctx {
 }
 
 async function context(o: CommonOpts): Promise<Ctx> {
-  const b = await import('../../backup/index.js');
+  // only the modules every command needs (not the whole capability: `wal push` start-up matters)
+  const [storageMod, codec, repoMod, progressMod] = await Promise.all([
+    import('../../backup/storage/index.js'),
+    import('../../backup/codec.js'),
+    import('../../backup/repository.js'),
+    import('../../backup/progress.js'),
+  ]);
+  const b = { ...storageMod, ...codec, ...repoMod, ...progressMod };
   const hasPgEnv = PG_VARS.some((v) => process.env[v]);
   const needConfig = o.config !== undefined || (!o.repo && !process.env.BULWARK_REPO) || (!o.pg && !hasPgEnv);
-  const loaded = needConfig ? await loadConfig(o.config) : undefined;
+  // loaded lazily: the config loader (esbuild, zod) costs more start-up than a whole `wal push`
+  const loaded = needConfig ? await (await import('../../config/index.js')).loadConfig(o.config) : undefined;
   const cfg: BackupConfig = (loaded?.config.backup as BackupConfig | undefined) ?? {};
   const repoUri = o.repo ?? process.env.BULWARK_REPO ?? cfg.repo;
   if (!repoUri)
@@ -97,7 +104,7 @@ async function context(o: CommonOpts): Promise<Ctx> {
     encryption: o.encrypt || cfg.encryption === 'age' ? ('age' as const) : ('none' as const),
   };
   const json = o.logFormat === 'json';
-  const log = json ? createLogger({ name: 'bulwark.backup' }) : undefined;
+  const log = json ? (await import('../../lib/log.js')).createLogger({ name: 'bulwark.backup' }) : undefined;
   const tty = process.stderr.isTTY;
   const progress = (e: import('../../backup/index.js').ProgressEvent) => {
     if (log) log.info({ event: 'progress', ...e }, e.phase);
@@ -573,4 +580,54 @@ function printTable(head: string[], rows: string[][]) {
       .trimEnd();
   console.log(line(head));
   for (const r of rows) console.log(line(r));
+}
+
+/**
+ * `bulwark wal push|fetch` without loading the rest of the CLI. PostgreSQL starts one process per WAL
+ * segment, and loading every command (commander, AWS SDK, etcd, ...) costs ~300 ms, more than the push
+ * itself. Handles exactly the documented flags; anything else (--help, a typo) returns undefined so
+ * the full CLI parses it and prints the usual usage error.
+ */
+export async function walFastPath(argv: string[]): Promise<number | undefined> {
+  const [, verb, ...rest] = argv;
+  if (verb !== 'push' && verb !== 'fetch') return undefined;
+  const positional: string[] = [];
+  const o: CommonOpts = {};
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i]!;
+    const value = () => {
+      const v = rest[++i];
+      if (v === undefined) throw new Error('missing value');
+      return v;
+    };
+    try {
+      if (a === '--repo') o.repo = value();
+      else if (a === '--config') o.config = value();
+      else if (a === '--log-format') o.logFormat = value() as 'text' | 'json';
+      else if (verb === 'push' && a === '--compress') o.compress = compressionArg(value());
+      else if (verb === 'push' && a === '--compress-level') o.compressLevel = intArg('--compress-level', 0)(value());
+      else if (verb === 'push' && a === '--encrypt') o.encrypt = true;
+      else if (a.startsWith('-')) return undefined;
+      else positional.push(a);
+    } catch {
+      return undefined;
+    }
+  }
+  if (o.logFormat !== undefined && o.logFormat !== 'text' && o.logFormat !== 'json') return undefined;
+  if (positional.length !== (verb === 'push' ? 1 : 2)) return undefined;
+  const verbose = argv.includes('--verbose');
+  try {
+    const c = await context({ ...o, pg: 'unused' });
+    const w = await import('../../backup/wal.js');
+    if (verb === 'push') {
+      const t0 = Date.now();
+      const r = await w.walPush(c.repo, positional[0]!, c.encoding);
+      c.log?.info({ event: 'wal-push', segment: positional[0], result: r, ms: Date.now() - t0 }, 'wal push');
+    } else await w.walFetch(c.repo, positional[0]!, positional[1]!);
+    return 0;
+  } catch (err) {
+    if (verbose) console.error(err);
+    else console.error(`bulwark: ${(err as Error)?.message ?? String(err)}`);
+    return exitCodeOf(err);
+  }
 }
