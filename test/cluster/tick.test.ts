@@ -174,6 +174,14 @@ describe('monitor tick()', () => {
     expect(d.action).toEqual({ type: 'set-sync', node: 'node1', names: [] });
   });
 
+  it('adopts a node promoted by a failover whose bookkeeping was lost, instead of promoting another', () => {
+    // regression guard: a monitor that died after pg_promote() but before recording the new primary
+    const obs = [down('node1'), primary('node2'), replica('node3', null)];
+    const ds = run(start(), [obs, obs, obs]);
+    expect(ds[0]!.action).toEqual({ type: 'adopt', node: 'node2', fence: 'node1' });
+    expect(ds.every((d) => d.action.type !== 'failover')).toBe(true);
+  });
+
   it('fences a second writable node', () => {
     const d = tick(start(), [primary('node1'), primary('node2'), replica('node3', 'node1')], config, 0);
     expect(d.action).toEqual({ type: 'fence', node: 'node2' });

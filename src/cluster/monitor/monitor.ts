@@ -276,7 +276,20 @@ export class ClusterMonitor extends EventEmitter {
       case 'none':
         return;
       case 'adopt':
-        this.state = { ...this.state, primary: action.node };
+        if (action.fence) {
+          this.guard();
+          const pids = await fence(this.c, action.fence);
+          this.log.warn(
+            { node: action.fence, pids },
+            `fenced ${action.fence}: killed ${pids.length} processes, standby.signal written`,
+          );
+          this.state = {
+            ...this.state,
+            primary: action.node,
+            term: this.state.term + 1,
+            fenced: [...new Set([...this.state.fenced, action.fence])],
+          };
+        } else this.state = { ...this.state, primary: action.node };
         return;
       case 'failover':
         return this.failover(action.from, action.to, decision);

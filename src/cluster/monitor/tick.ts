@@ -40,7 +40,7 @@ export interface MonitorState {
 
 export type Action =
   | { type: 'none' }
-  | { type: 'adopt'; node: string }
+  | { type: 'adopt'; node: string; fence?: string }
   | { type: 'failover'; from: string; to: string }
   | { type: 'fence'; node: string }
   | { type: 'rejoin'; node: string }
@@ -164,6 +164,21 @@ export function tick(prev: MonitorState, observed: NodeObservation[], config: Ti
         };
     }
     return none(`primary ${p.name} healthy at ${p.currentLsn}; streaming replicas: ${streaming.join(', ') || 'none'}`);
+  }
+
+  // The recorded primary does not accept writes but another node does: a promotion whose
+  // bookkeeping was lost (the acting monitor died between promoting and recording it). Promoting yet
+  // another replica would make two primaries; adopt the writable one and fence the old.
+  const promoted = observed.filter((o) => o.name !== p.name && writable(o));
+  if (promoted.length === 1 && !writable(p)) {
+    const n = promoted[0]!;
+    // Already a replica (someone switched over by hand): nothing to fence.
+    const fence = p.reachable ? undefined : p.name;
+    return {
+      state: { ...state, failures: 0, firstFailureAt: null },
+      action: fence ? { type: 'adopt', node: n.name, fence } : { type: 'adopt', node: n.name },
+      reason: `recorded primary ${p.name} does not accept writes but ${n.name} does (timeline ${n.timeline ?? '?'}): adopting ${n.name}${fence ? ` and fencing ${p.name}` : ''}`,
+    };
   }
 
   // The primary failed this probe.
