@@ -1,5 +1,6 @@
-import { randomBytes } from 'node:crypto';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Encoding } from './codec.js';
 import type { Repository } from './repository.js';
@@ -29,4 +30,126 @@ export async function walFetch(repo: Repository, name: string, dest: string): Pr
     await rm(tmp, { force: true });
     throw err;
   }
+}
+
+// ---------------------------------------------------------------- asynchronous archiving
+
+/**
+ * Asynchronous mode (`wal push --async`), for WAL rates where one process per segment is too slow.
+ * A long-running pusher (started on demand, detached, exits when idle) watches
+ * pg_wal/archive_status/*.ready and pushes segments ahead of the archiver, `parallel` at a time. For
+ * each segment it stored AND read back intact it leaves a marker `<spool>/ok/<segment>`.
+ * archive_command then only has to find and remove the marker; when there is none (pusher not there
+ * yet, or it failed) the command pushes the segment itself, synchronously. So a segment is never
+ * acknowledged to PostgreSQL before it is stored and verified; a lost marker only costs a re-push,
+ * which is idempotent.
+ */
+export function spoolFor(pgdata: string, repoUri: string, base = tmpdir()): string {
+  const h = createHash('sha256')
+    .update(`${resolve(pgdata)}\n${repoUri}`)
+    .digest('hex')
+    .slice(0, 16);
+  return join(base, `bulwark-spool-${h}`);
+}
+
+/** If the pusher already archived `name`, remove its marker and return true. */
+export async function consumeOkMarker(spool: string, name: string): Promise<boolean> {
+  try {
+    await unlink(join(spool, 'ok', name));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** True when a pusher process holds the spool's pid file. */
+export async function pusherRunning(spool: string): Promise<boolean> {
+  try {
+    const pid = Number((await readFile(join(spool, 'pusher.pid'), 'utf8')).trim());
+    if (!pid) return false;
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface PusherOptions {
+  repo: Repository;
+  pgdata: string;
+  spool: string;
+  encoding: Encoding;
+  parallel?: number;
+  /** exit after this long with nothing to push (ms) */
+  idleMs?: number;
+  log?: (msg: string) => void;
+}
+
+/** The pusher loop. Resolves when idle for `idleMs`, or when another pusher owns the spool. */
+export async function runPusher(o: PusherOptions): Promise<{ pushed: number }> {
+  const parallel = Math.max(1, o.parallel ?? 2);
+  const idleMs = o.idleMs ?? 10_000;
+  await mkdir(join(o.spool, 'ok'), { recursive: true, mode: 0o700 });
+  const pidFile = join(o.spool, 'pusher.pid');
+  // exclusive create: one pusher per spool; a stale pid file (dead process) is replaced
+  try {
+    await writeFile(pidFile, String(process.pid), { flag: 'wx' });
+  } catch {
+    if (await pusherRunning(o.spool)) return { pushed: 0 };
+    await writeFile(pidFile, String(process.pid));
+  }
+  const statusDir = join(o.pgdata, 'pg_wal', 'archive_status');
+  const inflight = new Map<string, Promise<void>>();
+  const failedAt = new Map<string, number>();
+  let pushed = 0;
+  let idleSince = Date.now();
+  try {
+    for (;;) {
+      let ready: string[] = [];
+      try {
+        ready = (await readdir(statusDir))
+          .filter((f) => f.endsWith('.ready'))
+          .map((f) => f.slice(0, -6))
+          .sort();
+      } catch (err) {
+        o.log?.(`pusher: cannot read ${statusDir}: ${(err as Error).message}`);
+      }
+      const ok = new Set(await readdir(join(o.spool, 'ok')).catch(() => [] as string[]));
+      // a marker whose segment is no longer .ready was confirmed by a synchronous push (archive_command
+      // got there first): it will never be consumed, so drop it
+      const readySet = new Set(ready);
+      for (const m of ok)
+        if (!readySet.has(m) && !inflight.has(m)) {
+          await unlink(join(o.spool, 'ok', m)).catch(() => {});
+          ok.delete(m);
+        }
+      const todo = ready.filter((n) => !ok.has(n) && !inflight.has(n) && Date.now() - (failedAt.get(n) ?? 0) > 5000);
+      if (todo.length || inflight.size) idleSince = Date.now();
+      else if (Date.now() - idleSince > idleMs) break;
+      for (const name of todo) {
+        if (inflight.size >= parallel) break;
+        const p = (async () => {
+          try {
+            const data = await readFile(join(o.pgdata, 'pg_wal', name));
+            const r = await o.repo.pushWal(name, data, o.encoding);
+            await writeFile(join(o.spool, 'ok', name), r);
+            pushed++;
+            o.log?.(`pusher: ${name} ${r}`);
+          } catch (err) {
+            // archive_command will push this one itself and report the error to PostgreSQL
+            failedAt.set(name, Date.now());
+            o.log?.(`pusher: ${name}: ${(err as Error).message}`);
+          }
+        })().finally(() => inflight.delete(name));
+        inflight.set(name, p);
+      }
+      if (inflight.size >= parallel) await Promise.race(inflight.values());
+      else await new Promise((r) => setTimeout(r, inflight.size ? 5 : 50));
+    }
+    await Promise.allSettled(inflight.values());
+  } finally {
+    const owner = await readFile(pidFile, 'utf8').catch(() => '');
+    if (owner.trim() === String(process.pid)) await unlink(pidFile).catch(() => {});
+  }
+  return { pushed };
 }

@@ -590,9 +590,9 @@ function printTable(head: string[], rows: string[][]) {
  */
 export async function walFastPath(argv: string[]): Promise<number | undefined> {
   const [, verb, ...rest] = argv;
-  if (verb !== 'push' && verb !== 'fetch') return undefined;
+  if (verb !== 'push' && verb !== 'fetch' && verb !== 'pusher') return undefined;
   const positional: string[] = [];
-  const o: CommonOpts = {};
+  const o: CommonOpts & { async?: boolean; spool?: string; parallel?: number; pgdata?: string } = {};
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]!;
     const value = () => {
@@ -600,13 +600,19 @@ export async function walFastPath(argv: string[]): Promise<number | undefined> {
       if (v === undefined) throw new Error('missing value');
       return v;
     };
+    const pushy = verb === 'push' || verb === 'pusher';
     try {
       if (a === '--repo') o.repo = value();
       else if (a === '--config') o.config = value();
       else if (a === '--log-format') o.logFormat = value() as 'text' | 'json';
-      else if (verb === 'push' && a === '--compress') o.compress = compressionArg(value());
-      else if (verb === 'push' && a === '--compress-level') o.compressLevel = intArg('--compress-level', 0)(value());
-      else if (verb === 'push' && a === '--encrypt') o.encrypt = true;
+      else if (pushy && a === '--compress') o.compress = compressionArg(value());
+      else if (pushy && a === '--compress-level') o.compressLevel = intArg('--compress-level', 0)(value());
+      else if (pushy && a === '--encrypt') o.encrypt = true;
+      else if (pushy && a === '--spool') o.spool = value();
+      else if (pushy && a === '--parallel') o.parallel = intArg('--parallel', 1)(value());
+      else if (verb === 'push' && a === '--async') o.async = true;
+      else if (verb === 'pusher' && a === '--pgdata') o.pgdata = value();
+      else if (a === '--verbose') continue;
       else if (a.startsWith('-')) return undefined;
       else positional.push(a);
     } catch {
@@ -614,12 +620,34 @@ export async function walFastPath(argv: string[]): Promise<number | undefined> {
     }
   }
   if (o.logFormat !== undefined && o.logFormat !== 'text' && o.logFormat !== 'json') return undefined;
-  if (positional.length !== (verb === 'push' ? 1 : 2)) return undefined;
+  if (positional.length !== (verb === 'push' ? 1 : verb === 'fetch' ? 2 : 0)) return undefined;
+  if (verb === 'pusher' && (!o.pgdata || !o.spool)) return undefined;
   const verbose = argv.includes('--verbose');
   try {
-    const c = await context({ ...o, pg: 'unused' });
     const w = await import('../../backup/wal.js');
-    if (verb === 'push') {
+    if (verb === 'push' && o.async) {
+      // the common case must not pay for anything else: marker present -> done
+      const { basename } = await import('node:path');
+      const repoUri = o.repo ?? process.env.BULWARK_REPO;
+      const spool = o.spool ?? (repoUri ? w.spoolFor(process.cwd(), repoUri) : undefined);
+      if (spool) {
+        const done = await w.consumeOkMarker(spool, basename(positional[0]!));
+        if (!(await w.pusherRunning(spool))) await startPusher(spool, o, repoUri);
+        if (done) return 0;
+      }
+    }
+    const c = await context({ ...o, pg: 'unused' });
+    if (verb === 'pusher') {
+      const r = await w.runPusher({
+        repo: c.repo,
+        pgdata: o.pgdata!,
+        spool: o.spool!,
+        encoding: c.encoding,
+        parallel: o.parallel,
+        log: (m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`),
+      });
+      process.stderr.write(`${new Date().toISOString()} pusher: idle, exiting after ${r.pushed} segment(s)\n`);
+    } else if (verb === 'push') {
       const t0 = Date.now();
       const r = await w.walPush(c.repo, positional[0]!, c.encoding);
       c.log?.info({ event: 'wal-push', segment: positional[0], result: r, ms: Date.now() - t0 }, 'wal push');
@@ -630,4 +658,27 @@ export async function walFastPath(argv: string[]): Promise<number | undefined> {
     else console.error(`bulwark: ${(err as Error)?.message ?? String(err)}`);
     return exitCodeOf(err);
   }
+}
+
+/** Start the detached pusher for `spool` (it exits by itself when idle); its output goes to spool/pusher.log. */
+async function startPusher(
+  spool: string,
+  o: CommonOpts & { parallel?: number },
+  repoUri: string | undefined,
+): Promise<void> {
+  const { mkdir, open } = await import('node:fs/promises');
+  const { spawn } = await import('node:child_process');
+  const { join } = await import('node:path');
+  await mkdir(join(spool, 'ok'), { recursive: true, mode: 0o700 });
+  const log = await open(join(spool, 'pusher.log'), 'a');
+  const args = [realpathSync(process.argv[1]!), 'wal', 'pusher', '--pgdata', process.cwd(), '--spool', spool];
+  if (repoUri) args.push('--repo', repoUri);
+  if (o.config) args.push('--config', o.config);
+  if (o.compress) args.push('--compress', o.compress);
+  if (o.compressLevel !== undefined) args.push('--compress-level', String(o.compressLevel));
+  if (o.encrypt) args.push('--encrypt');
+  if (o.parallel) args.push('--parallel', String(o.parallel));
+  const child = spawn(process.execPath, args, { detached: true, stdio: ['ignore', log.fd, log.fd] });
+  child.unref();
+  await log.close();
 }
