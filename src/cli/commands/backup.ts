@@ -371,7 +371,10 @@ export function registerBackupCommands(program: Command): void {
       jobs.push({
         name: 'expire',
         cron: s.expire.cron,
-        run: async () => (await runExpire(c, policy, false), undefined),
+        run: async () => {
+          await runExpire(c, policy, false);
+          return undefined;
+        },
       });
     }
     if (s.verify) {
