@@ -87,6 +87,8 @@ export class ClusterPool extends EventEmitter {
   private ended = false;
   private rr = 0;
   private _lastWriteLsn: string | null = null;
+  /** The primary's WAL position at each probe: how far back in time a replica's replay position is. */
+  private primarySamples: Array<{ at: number; lsn: string }> = [];
   private readonly opts: Required<
     Pick<ClusterPoolOptions, 'maxLagSeconds' | 'refreshIntervalMillis' | 'writeTimeoutMillis'>
   > &
@@ -552,6 +554,12 @@ export class ClusterPool extends EventEmitter {
     );
     const prim = probes.filter((p) => p.r && !p.r.r);
     const primaryLsn = prim.length === 1 ? (prim[0]!.r.lsn as string) : null;
+    const now = Date.now();
+    if (primaryLsn) {
+      this.primarySamples.push({ at: now, lsn: primaryLsn });
+      const keep = now - Math.max(60_000, this.opts.maxLagSeconds * 2000);
+      while (this.primarySamples.length > 2 && this.primarySamples[0]!.at < keep) this.primarySamples.shift();
+    }
     return probes.map(({ key, r }) => {
       const i = key.lastIndexOf(':');
       const base = { key, name: key, host: key.slice(0, i), port: Number(key.slice(i + 1)), timeline: null };
@@ -559,10 +567,32 @@ export class ClusterPool extends EventEmitter {
       if (!r.r)
         return { ...base, role: 'primary', lsn: r.lsn, lagBytes: 0, lagSeconds: 0, streaming: false, timeline: r.tl };
       const lagBytes = primaryLsn ? lsnDiff(primaryLsn, r.lsn) : null;
-      // fully replayed = 0 s (an idle primary must not make a replica look stale)
-      const lagSeconds = lagBytes === 0 ? 0 : r.age === null ? null : Math.max(0, r.age);
-      return { ...base, role: 'replica', lsn: r.lsn, lagBytes, lagSeconds, streaming: r.streaming };
+      return {
+        ...base,
+        role: 'replica',
+        lsn: r.lsn,
+        lagBytes,
+        lagSeconds: this.lagSeconds(lagBytes, r.lsn, r.age, now),
+        streaming: r.streaming,
+      };
     });
+  }
+
+  /**
+   * Seconds a replica is behind, without privileges: 0 when it replayed everything; else the age of the
+   * newest primary position it has replayed (it has all the primary had then). The age of its last
+   * replayed transaction is only the fallback: after an idle spell it is large although the replica is
+   * a few milliseconds behind.
+   */
+  private lagSeconds(lagBytes: number | null, replayLsn: string, age: number | null, now: number): number | null {
+    if (lagBytes === 0) return 0;
+    for (let i = this.primarySamples.length - 1; i >= 0; i--) {
+      const s = this.primarySamples[i]!;
+      if (compareLsn(s.lsn, replayLsn) <= 0) return (now - s.at) / 1000;
+    }
+    const oldest = this.primarySamples[0];
+    if (oldest && now - oldest.at > this.opts.maxLagSeconds * 1000) return (now - oldest.at) / 1000;
+    return age === null ? null : Math.max(0, age);
   }
 }
 

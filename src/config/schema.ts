@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { backupConfigSchema } from './backup.js';
+import { clusterConfigSchema } from './cluster.js';
 import { deployConfigSchema } from './deploy.js';
 
 /**
@@ -10,7 +11,7 @@ import { deployConfigSchema } from './deploy.js';
 export const configSchema = z
   .object({
     backup: backupConfigSchema.optional(),
-    cluster: z.unknown().optional(),
+    cluster: clusterConfigSchema.optional(),
     deploy: deployConfigSchema.optional(),
   })
   .strict();

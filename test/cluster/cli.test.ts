@@ -73,6 +73,17 @@ describe('bulwark cluster from a global install', () => {
     const url = `postgresql://postgres@127.0.0.1:${status.nodes[0].port}/postgres`;
     await expect(queryNode(url, 'SELECT 1')).rejects.toThrow(/password/);
 
+    // cluster.dir from bulwark.config.ts when --dir is not given; a bad key names the file and the key
+    const { writeFileSync } = await import('node:fs');
+    const cfg = join(root, 'bulwark.config.ts');
+    writeFileSync(cfg, `export default { cluster: { dir: ${JSON.stringify(dir)} } };\n`);
+    const viaConfig = await bulwark('cluster', 'status', '--config', cfg, '--json');
+    expect(JSON.parse(viaConfig.stdout).nodes).toHaveLength(3);
+    writeFileSync(cfg, `export default { cluster: { dir: ${JSON.stringify(dir)}, monitor: { failures: 0 } } };\n`);
+    const bad = await bulwark('cluster', 'monitor', '--config', cfg);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/bulwark\.config\.ts: cluster\.monitor\.failures/);
+
     const table = await bulwark('cluster', 'status', '--dir', dir);
     expect(table.stdout).toMatch(/^NODE\s+ADDRESS\s+ROLE/);
     expect(table.stdout).toMatch(/node2\s+127\.0\.0\.1:\d+\s+replica\s+1/);

@@ -95,7 +95,7 @@ describe('routing pool on a real cluster', () => {
     expect([...ports].sort()).toEqual([portOf('node2'), portOf('node3')].sort());
   });
 
-  it('gives no reads to a replica lagging past maxLagBytes, and falls back to the primary when none qualify', async () => {
+  it('gives no reads to a replica lagging past maxLagBytes or maxLagSeconds, and falls back to the primary when none qualify', async () => {
     const lagPool = createClusterPool({
       nodes: c.spec.nodes.map((n) => c.url(n.name)),
       maxLagBytes: 64 * 1024,
@@ -116,6 +116,29 @@ describe('routing pool on a real cluster', () => {
       for (let i = 0; i < 8; i++) {
         const r = await lagPool.read.query('SELECT inet_server_port() AS port');
         expect(r.rows[0].port).toBe(portOf('node2'));
+      }
+      // The same by time: node3 stays behind while node2 keeps up with a trickle of writes.
+      const secondsPool = createClusterPool({
+        nodes: c.spec.nodes.map((n) => c.url(n.name)),
+        maxLagSeconds: 1,
+        refreshIntervalMillis: 200,
+      });
+      try {
+        await waitFor('node3 behind by more than 1 s, node2 not', async () => {
+          await pool.query('INSERT INTO t(id) VALUES (100000)');
+          await pool.query('DELETE FROM t WHERE id = 100000');
+          const r = secondsPool.topology().replicas;
+          return (
+            r.find((x) => x.name.endsWith(`:${portOf('node3')}`))?.eligible === false &&
+            r.find((x) => x.name.endsWith(`:${portOf('node2')}`))?.eligible === true
+          );
+        });
+        const lag3 = secondsPool.topology().replicas.find((x) => x.name.endsWith(`:${portOf('node3')}`))!;
+        expect(lag3.lagSeconds).toBeGreaterThan(1);
+        const r = await secondsPool.read.query('SELECT inet_server_port() AS port');
+        expect(r.rows[0].port).toBe(portOf('node2'));
+      } finally {
+        await secondsPool.end();
       }
       // Both replicas behind: reads fall back to the primary.
       await queryNode(c.url('node2'), 'SELECT pg_wal_replay_pause()');

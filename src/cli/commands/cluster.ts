@@ -23,6 +23,19 @@ function parseSettings(pairs: string[] = []): Record<string, string> {
   return out;
 }
 
+async function clusterSection(file: string | undefined) {
+  const { loadConfig } = await import('../../config/index.js');
+  return (await loadConfig(file))?.config.cluster;
+}
+
+/** --dir, else cluster.dir of bulwark.config.ts. */
+async function resolveDir(opts: { dir?: string; config?: string }): Promise<string> {
+  if (opts.dir) return opts.dir;
+  const dir = (await clusterSection(opts.config))?.dir;
+  if (!dir) throw new UsageError('--dir is required (or set cluster.dir in bulwark.config.ts)');
+  return dir;
+}
+
 /** `bulwark cluster ...`: local clusters, status, the failover monitor, switchover, history. */
 export function registerClusterCommands(program: Command): void {
   const cluster = program
@@ -65,30 +78,34 @@ export function registerClusterCommands(program: Command): void {
     cluster
       .command(name)
       .description(description)
-      .requiredOption('--dir <dir>', 'cluster folder')
+      .option('--dir <dir>', 'cluster folder (default: cluster.dir of bulwark.config.ts)')
+      .option('--config <file>', 'bulwark.config.ts to read')
       .action(async (opts) => {
         const api = await import('../../cluster/index.js');
-        if (name === 'start') await api.startCluster(opts.dir);
-        else if (name === 'stop') await api.stopCluster(opts.dir);
-        else await api.destroyCluster(opts.dir);
+        const dir = await resolveDir(opts);
+        if (name === 'start') await api.startCluster(dir);
+        else if (name === 'stop') await api.stopCluster(dir);
+        else await api.destroyCluster(dir);
       });
   }
 
   cluster
     .command('status')
     .description("each node's role, timeline, LSNs, lag and sync state")
-    .requiredOption('--dir <dir>', 'cluster folder')
+    .option('--dir <dir>', 'cluster folder (default: cluster.dir of bulwark.config.ts)')
+    .option('--config <file>', 'bulwark.config.ts to read')
     .option('--json', 'print { "nodes": [...] } as JSON')
     .action(async (opts) => {
       const { clusterStatus, formatStatusTable } = await import('../../cluster/index.js');
-      const status = await clusterStatus(opts.dir);
+      const status = await clusterStatus(await resolveDir(opts));
       process.stdout.write(opts.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatusTable(status.nodes));
     });
 
   cluster
     .command('monitor')
     .description('watch the cluster and fail over when the primary is lost (runs until stopped)')
-    .requiredOption('--dir <dir>', 'cluster folder')
+    .option('--dir <dir>', 'cluster folder (default: cluster.dir of bulwark.config.ts)')
+    .option('--config <file>', 'bulwark.config.ts to read (cluster.monitor gives defaults; flags win)')
     .option('--name <name>', 'monitor name (default host-pid)')
     .option('--interval <duration>', 'probe interval', '1s')
     .option('--probe-timeout <duration>', 'a probe slower than this counts as failed', '1s')
@@ -110,36 +127,60 @@ export function registerClusterCommands(program: Command): void {
     .option('--scope <name>', 'etcd key prefix /bulwark/<scope>/ (default: the cluster name)')
     .option('--lease-ttl <seconds>', 'etcd leader lease TTL', parseIntOption('--lease-ttl'), 5)
     .option('--no-rejoin', 'leave fenced old primaries down instead of rewinding them as replicas')
-    .action(async (opts) => {
+    .action(async (opts, cmd: Command) => {
       const { parseDuration, parseSize } = await import('../../config/index.js');
       const { ClusterMonitor, EtcdDcs, readSpec } = await import('../../cluster/index.js');
-      const spec = readSpec(opts.dir);
-      for (const w of opts.webhook ?? []) {
+      const section = await clusterSection(opts.config);
+      const fromFile = section?.monitor ?? {};
+      const flag = (key: string) => cmd.getOptionValueSource(key) === 'cli';
+      const dir = opts.dir ?? section?.dir;
+      if (!dir) throw new UsageError('--dir is required (or set cluster.dir in bulwark.config.ts)');
+      const spec = readSpec(dir);
+      const webhooks: string[] = opts.webhook ?? fromFile.webhooks ?? [];
+      for (const w of webhooks) {
         try {
           new URL(w);
         } catch {
           throw new UsageError(`--webhook: not a URL: ${w}`);
         }
       }
-      if (opts.failures < 1) throw new UsageError('--failures must be at least 1');
+      const failures = flag('failures') ? opts.failures : (fromFile.failures ?? opts.failures);
+      if (failures < 1) throw new UsageError('--failures must be at least 1');
+      const etcdHosts: string[] | undefined = opts.etcd
+        ? String(opts.etcd)
+            .split(',')
+            .map((h: string) => h.trim())
+        : fromFile.etcd?.hosts;
+      const leaseTtl = flag('leaseTtl') ? opts.leaseTtl : (fromFile.etcd?.leaseTtl ?? opts.leaseTtl);
+      if (leaseTtl < 2) throw new UsageError('--lease-ttl must be at least 2 seconds');
       const monitor = new ClusterMonitor({
-        dir: opts.dir,
-        name: opts.name,
-        intervalMs: parseDuration(opts.interval, '--interval'),
-        probeTimeoutMs: parseDuration(opts.probeTimeout, '--probe-timeout'),
-        failureThreshold: opts.failures,
-        maxLagOnFailover: parseSize(opts.maxLagOnFailover, '--max-lag-on-failover'),
-        rejoin: opts.rejoin,
-        http: { host: opts.httpHost, port: opts.httpPort },
-        webhooks: opts.webhook,
-        dcs: opts.etcd
+        dir,
+        name: opts.name ?? fromFile.name,
+        intervalMs:
+          flag('interval') || fromFile.interval === undefined
+            ? parseDuration(opts.interval, '--interval')
+            : fromFile.interval,
+        probeTimeoutMs:
+          flag('probeTimeout') || fromFile.probeTimeout === undefined
+            ? parseDuration(opts.probeTimeout, '--probe-timeout')
+            : fromFile.probeTimeout,
+        failureThreshold: failures,
+        maxLagOnFailover:
+          flag('maxLagOnFailover') || fromFile.maxLagOnFailover === undefined
+            ? parseSize(opts.maxLagOnFailover, '--max-lag-on-failover')
+            : fromFile.maxLagOnFailover,
+        rejoin: flag('rejoin') ? opts.rejoin : (fromFile.rejoin ?? opts.rejoin),
+        http: {
+          host: flag('httpHost') ? opts.httpHost : (fromFile.httpHost ?? opts.httpHost),
+          port: flag('httpPort') ? opts.httpPort : (fromFile.httpPort ?? opts.httpPort),
+        },
+        webhooks,
+        dcs: etcdHosts
           ? (info) =>
               new EtcdDcs({
-                hosts: String(opts.etcd)
-                  .split(',')
-                  .map((h: string) => h.trim()),
-                cluster: opts.scope ?? spec.name,
-                ttl: opts.leaseTtl,
+                hosts: etcdHosts,
+                cluster: opts.scope ?? fromFile.etcd?.scope ?? spec.name,
+                ttl: leaseTtl,
                 ...info,
               })
           : undefined,
@@ -157,12 +198,13 @@ export function registerClusterCommands(program: Command): void {
   cluster
     .command('switchover')
     .description('planned, zero-loss role change to a replica (asks the running monitor if there is one)')
-    .requiredOption('--dir <dir>', 'cluster folder')
+    .option('--dir <dir>', 'cluster folder (default: cluster.dir of bulwark.config.ts)')
+    .option('--config <file>', 'bulwark.config.ts to read')
     .requiredOption('--to <node>', 'replica to promote')
     .option('--json', 'print the history entry as JSON')
     .action(async (opts) => {
       const { requestSwitchover } = await import('../../cluster/index.js');
-      const entry = await requestSwitchover(opts.dir, opts.to, (l) => process.stderr.write(`${l}\n`));
+      const entry = await requestSwitchover(await resolveDir(opts), opts.to, (l) => process.stderr.write(`${l}\n`));
       process.stdout.write(
         opts.json
           ? `${JSON.stringify(entry)}\n`
@@ -173,12 +215,14 @@ export function registerClusterCommands(program: Command): void {
   cluster
     .command('history')
     .description('past failovers and switchovers with their durations')
-    .requiredOption('--dir <dir>', 'cluster folder')
+    .option('--dir <dir>', 'cluster folder (default: cluster.dir of bulwark.config.ts)')
+    .option('--config <file>', 'bulwark.config.ts to read')
     .option('--json', 'print JSON')
     .action(async (opts) => {
       const { formatHistory, readHistory, readSpec } = await import('../../cluster/index.js');
-      readSpec(opts.dir);
-      const h = readHistory(opts.dir);
+      const dir = await resolveDir(opts);
+      readSpec(dir);
+      const h = readHistory(dir);
       process.stdout.write(opts.json ? `${JSON.stringify({ history: h }, null, 2)}\n` : formatHistory(h));
     });
 }
