@@ -51,7 +51,9 @@ const PROBE = `SELECT pg_is_in_recovery() AS r,
   extract(epoch from clock_timestamp() - pg_last_xact_replay_timestamp())::float8 AS age,
   CASE WHEN pg_is_in_recovery() THEN NULL
        ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END AS tl,
-  EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming') AS streaming`;
+  (SELECT COALESCE(bool_or(status = 'streaming'), bool_or(pid IS NOT NULL), false) FROM pg_stat_wal_receiver) AS streaming`;
+// pg_stat_wal_receiver shows its status only to superusers and pg_read_all_stats members; for other
+// users a running WAL receiver process is the best evidence available (grant pg_monitor to do better).
 
 /** Errors that mean the connection (not the statement) failed. */
 function connectionLevel(err: any): boolean {

@@ -95,6 +95,25 @@ describe('routing pool on a real cluster', () => {
     expect([...ports].sort()).toEqual([portOf('node2'), portOf('node3')].sort());
   });
 
+  it('routes for an unprivileged application role too', async () => {
+    await pool.query("CREATE ROLE app LOGIN PASSWORD 'pw'; GRANT SELECT ON t TO app");
+    const appPool = createClusterPool({
+      nodes: c.spec.nodes.map((n) => `postgresql://app:pw@127.0.0.1:${n.port}/postgres`),
+      refreshIntervalMillis: 200,
+    });
+    try {
+      await waitFor(
+        'replicas eligible for app',
+        async () => appPool.topology().replicas.filter((r) => r.eligible).length === 2,
+      );
+      const r = await appPool.read.query('SELECT pg_is_in_recovery() AS r, current_user AS u');
+      expect(r.rows[0]).toEqual({ r: true, u: 'app' });
+      expect((await appPool.query('SELECT pg_is_in_recovery() AS r')).rows[0].r).toBe(false);
+    } finally {
+      await appPool.end();
+    }
+  });
+
   it('gives no reads to a replica lagging past maxLagBytes or maxLagSeconds, and falls back to the primary when none qualify', async () => {
     const lagPool = createClusterPool({
       nodes: c.spec.nodes.map((n) => c.url(n.name)),
