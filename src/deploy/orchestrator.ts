@@ -418,8 +418,13 @@ export class Deployer {
         await this.notify('deploy.paused', { reason: j.reason });
       }
       if (plan.syntheticTraffic && this.o.loadHook && this.o.router.frontendUrl) {
-        const r = await this.o.loadHook(this.o.router.frontendUrl, 'synthetic');
-        this.say(`synthetic traffic through the router: ${r.detail}`);
+        try {
+          const r = await this.o.loadHook(this.o.router.frontendUrl, 'synthetic');
+          this.say(`synthetic traffic through the router: ${r.detail}`);
+        } catch (err) {
+          // A broken traffic scenario must not decide the deploy: stay paused, say why.
+          this.say(`synthetic traffic could not run: ${(err as Error).message}`);
+        }
       }
     }
   }

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/lib/net.js';
-import { APP_SH, cli, cliChild, load, startCli } from './cli.js';
+import { APP_SH, cli, cliChild, load, SMOKE, startCli } from './cli.js';
 import { servedBy, sleep } from './helpers.js';
 
 /**
@@ -35,7 +35,11 @@ export default defineConfig((env) => ({
         healthChecks: env.CHECK_API
           ? [{ path: '/health', bodyContains: 'ok' }, { path: '/api/critical' }]
           : [{ path: '/health', bodyContains: 'ok' }],
-        analysis: { interval: '1s', minRequests: 30, maxErrorRate: 0.02, maxP99Ms: 400 },
+        smoke: env.SMOKE ? { scenario: '${SMOKE}', users: 2, duration: '2s' } : undefined,
+        analysis: {
+          interval: '1s', minRequests: 30, maxErrorRate: 0.02, maxP99Ms: 400,
+          syntheticTraffic: env.SYNTH ? { scenario: '${SMOKE}', users: 4, duration: '2s' } : undefined,
+        },
         blueGreen: { monitor: '3s', keepOldFor: env.KEEP_OLD ?? 0 },
         canary: { steps: [{ weight: 25, pause: '2s' }, { weight: 50, pause: '2s' }], keepOldFor: 0 },
       },
@@ -216,5 +220,23 @@ export default defineConfig((env) => ({
     const status = await cli(['deploy', 'status', 'shop'], dir);
     expect(status.stdout).toMatch(/active slot green/);
     expect(status.stdout).toMatch(/blue {2}\(empty\)/);
+  });
+
+  it('runs the smoke load test (bulwark load, thresholds) against the new slot before any traffic', async () => {
+    const r = await cli(['deploy', 'shop', '--version', 'v10-err'], dir, { SMOKE: '1' });
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/smoke load test failed on blue: \d+ requests, \d+ failed, .*thresholds crossed/);
+    expect(r.stdout).not.toMatch(/traffic blue/);
+    expect(await servedBy(routerUrl, 10)).toEqual({ v9: 10 });
+  });
+
+  it('sends synthetic traffic through the router when a quiet service leaves the analysis inconclusive', async () => {
+    const r = await cli(['deploy', 'shop', '--version', 'v12'], dir, { SMOKE: '1', SYNTH: '1' });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/smoke load test passed on blue: \d+ requests, 0 failed/);
+    expect(r.stdout).toMatch(/paused at monitoring: inconclusive.*sending synthetic traffic/);
+    expect(r.stdout).toMatch(/synthetic traffic through the router: \d+ requests, 0 failed/);
+    expect(r.stdout).toMatch(/analysis of blue \(v12\) after monitoring: passed/);
+    expect(await servedBy(routerUrl, 10)).toEqual({ v12: 10 });
   });
 });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 export const MAIN = join(import.meta.dirname, '../../dist/cli/main.js');
 export const APP_SH = join(import.meta.dirname, 'fixtures/app.sh');
 export const TRAFFIC = join(import.meta.dirname, 'fixtures/traffic.ts');
+export const SMOKE = join(import.meta.dirname, 'fixtures/smoke.ts');
 
 export interface CliResult {
   code: number;
