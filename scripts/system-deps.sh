@@ -2,7 +2,7 @@
 # Debian packages the tests start for real (ARCHITECTURE.md, "Real parts"). Installs only what is
 # missing, so a second run does nothing. Needs root (or sudo) on a fresh machine.
 set -euo pipefail
-packages=(postgresql-15 etcd-server haproxy chromium zstd)
+packages=(postgresql-15 etcd-server haproxy chromium zstd prometheus)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
