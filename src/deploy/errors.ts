@@ -8,7 +8,7 @@ export const DeployErrorCodes = {
   BULWARK_E_DEPLOY_LOCKED: { exit: ExitCode.failure, doc: 'another deploy of this app holds the lock' },
   BULWARK_E_DEPLOY_FAILED: {
     exit: ExitCode.failure,
-    doc: 'the deploy failed (start, health check, smoke test or analysis) and traffic stayed on or returned to the stable slot',
+    doc: 'the deploy failed (start, health check, smoke test or analysis); traffic stayed on or returned to the stable slot',
   },
   BULWARK_E_DEPLOY_ABORTED: { exit: ExitCode.failure, doc: 'the deploy was aborted; traffic is on the stable slot' },
   BULWARK_E_DEPLOY_ROUTER: {
@@ -18,7 +18,7 @@ export const DeployErrorCodes = {
   BULWARK_E_DEPLOY_PROVIDER: { exit: ExitCode.failure, doc: 'instances could not be started, made ready or stopped' },
   BULWARK_E_DEPLOY_STATE: {
     exit: ExitCode.failure,
-    doc: 'no deploy state for the app, or nothing to promote/abort/roll back',
+    doc: 'no deploy state for the app, nothing to promote/abort/roll back, or an interrupted deploy to resume first',
   },
 } as const;
 registerErrorCodes(DeployErrorCodes);

@@ -75,4 +75,45 @@ describe('embedded router specifics', () => {
     expect((await router.window('green', since)).errors).toBeGreaterThanOrEqual(1);
     await router.setBackends('green', [{ id: 'g', url: up.green.url }]);
   });
+
+  it('sticky by cookie: assigns a bucket cookie once, then keeps the client on its slot', async () => {
+    const sticky = await startEmbeddedRouter({ port: 0, sticky: { cookie: 'bw_slot' } });
+    try {
+      await sticky.setBackends('blue', [{ id: 'b', url: up.blue.url }]);
+      await sticky.setBackends('green', [{ id: 'g', url: up.green.url }]);
+      await sticky.setWeights({ blue: 50, green: 50 });
+      const seen = new Set<string>();
+      for (let client = 0; client < 20; client++) {
+        const first = await request(`${sticky.url}/api/products`);
+        await first.body.dump();
+        const cookie = String(first.headers['set-cookie']).split(';')[0]!;
+        expect(cookie).toMatch(/^bw_slot=\d{1,2}$/);
+        const slot = String(first.headers['x-served-by']);
+        seen.add(slot);
+        for (let i = 0; i < 3; i++) {
+          const again = await request(`${sticky.url}/api/products`, { headers: { cookie } });
+          await again.body.dump();
+          expect(again.headers['x-served-by']).toBe(slot);
+          expect(again.headers['set-cookie']).toBeUndefined();
+        }
+      }
+      expect(seen.size).toBe(2); // 20 clients at 50/50 land on both slots
+    } finally {
+      await sticky.close();
+    }
+  });
+
+  it('retries a body-less request once on the next backend when a backend refuses the connection', async () => {
+    const r2 = await startEmbeddedRouter({ port: 0 });
+    try {
+      await r2.setBackends('blue', [
+        { id: 'dead', url: 'http://127.0.0.1:9' },
+        { id: 'b', url: up.blue.url },
+      ]);
+      await r2.setWeights({ blue: 100, green: 0 });
+      expect(await servedBy(r2.url, 10)).toEqual({ blue: 10 });
+    } finally {
+      await r2.close();
+    }
+  });
 });
