@@ -38,6 +38,11 @@ export async function requestSwitchover(
   const monitors = liveMonitors(dir);
   if (monitors.length) {
     let url = monitors.find((m) => m.http)?.http;
+    if (!url)
+      throw new ClusterError(
+        'BULWARK_E_CLUSTER_SWITCHOVER',
+        `monitor ${monitors[0]!.name} runs without an HTTP endpoint, so it cannot be asked to switch over (and switching over behind its back would look like a failure to it)`,
+      );
     for (let hop = 0; url && hop < 3; hop++) {
       log(`asking monitor at ${url}`);
       const res = await fetch(`${url}/switchover`, {

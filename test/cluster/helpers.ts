@@ -94,8 +94,12 @@ export function signalNode(dir: string, node: string, signal: NodeJS.Signals): n
   return pids;
 }
 
-/** A writer that inserts increasing ids through the pool and keeps the score. */
-export function startWriter(pool: ClusterPool, table: string, options: { pauseMs?: number } = {}) {
+/**
+ * A writer that inserts increasing ids through the pool and keeps the score. It ends by itself after
+ * `maxMs` (default 120 s) so a failed test cannot leave it running.
+ */
+export function startWriter(pool: ClusterPool, table: string, options: { pauseMs?: number; maxMs?: number } = {}) {
+  const endAt = Date.now() + (options.maxMs ?? 120_000);
   const acked: number[] = [];
   const ambiguous: number[] = [];
   const failed: Array<{ id: number; error: string }> = [];
@@ -103,7 +107,7 @@ export function startWriter(pool: ClusterPool, table: string, options: { pauseMs
   let next = 1;
   let lastAckAt = 0;
   const done = (async () => {
-    while (!stop) {
+    while (!stop && Date.now() < endAt) {
       const id = next++;
       try {
         await pool.query(`INSERT INTO ${table}(id) VALUES ($1)`, [id]);
@@ -112,6 +116,7 @@ export function startWriter(pool: ClusterPool, table: string, options: { pauseMs
       } catch (err) {
         if (err instanceof AmbiguousCommitError) ambiguous.push(id);
         else failed.push({ id, error: (err as Error).message });
+        await new Promise((r) => setTimeout(r, 20)); // never spin on a pool that keeps failing
       }
       if (options.pauseMs) await new Promise((r) => setTimeout(r, options.pauseMs));
     }

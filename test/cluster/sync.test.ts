@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ClusterMonitor, createClusterPool, readHistory } from '../../src/cluster/index.js';
+import { ClusterMonitor, createClusterPool, readHistory, requestSwitchover } from '../../src/cluster/index.js';
 import type { ClusterPool } from '../../src/cluster/pool.js';
+import { freePort } from '../../src/lib/net.js';
 import {
   createTestCluster,
   queryNode,
@@ -21,7 +22,13 @@ let monitor: ClusterMonitor;
 
 beforeAll(async () => {
   c = await createTestCluster({ sync: true });
-  monitor = new ClusterMonitor({ dir: c.dir, name: 'sync-monitor', intervalMs: 500, logger: quietLogger() });
+  monitor = new ClusterMonitor({
+    dir: c.dir,
+    name: 'sync-monitor',
+    intervalMs: 500,
+    logger: quietLogger(),
+    http: { port: await freePort({ below: 32768 }) },
+  });
   await monitor.start();
   pool = createClusterPool({
     nodes: c.spec.nodes.map((n) => c.url(n.name)),
@@ -46,6 +53,28 @@ describe('synchronous mode', () => {
     );
     expect(r.rows[0].s).toBe('ANY 1 ("node2", "node3")');
     expect(r.rows[0].n).toBeGreaterThanOrEqual(1);
+  });
+
+  it('switchover under a no-sleep writer loses no acknowledged write and keeps commits synchronous', async () => {
+    const from = await waitHealthy(c.dir, 90_000);
+    const to = c.spec.nodes.map((n) => n.name).find((n) => n !== from)!;
+    await pool.query('TRUNCATE t');
+    const writer = startWriter(pool, 't');
+    let entry: Awaited<ReturnType<typeof requestSwitchover>>;
+    try {
+      await waitFor('writes flowing', async () => writer.acked.length > 300);
+      entry = await requestSwitchover(c.dir, to);
+      const after = writer.acked.length;
+      await waitFor('writes after the switchover', async () => writer.acked.length > after + 100);
+    } finally {
+      await writer.stop();
+    }
+    expect(entry).toMatchObject({ kind: 'switchover', from, to });
+    const ids = new Set((await queryNode(c.url(to), 'SELECT id FROM t')).rows.map((r) => r.id));
+    expect(writer.acked.filter((id) => !ids.has(id))).toEqual([]);
+    expect(await waitHealthy(c.dir, 60_000)).toBe(to);
+    const r = await queryNode(c.url(to), "SELECT current_setting('synchronous_standby_names') AS s");
+    expect(r.rows[0].s).toMatch(/^ANY 1 \(/);
   });
 
   for (const round of [1, 2]) {
