@@ -17,7 +17,9 @@ import pg from 'pg';
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '../..');
 const dist = join(repo, 'dist');
-const { initCluster, destroyCluster, clusterStatus, readHistory } = await import(join(dist, 'cluster/index.js'));
+const { initCluster, destroyCluster, clusterStatus, readHistory, createClusterPool } = await import(
+  join(dist, 'cluster/index.js')
+);
 const { freePort } = await import(join(dist, 'lib/net.js'));
 const { pgBinDir } = await import(join(dist, 'lib/postgres.js'));
 
@@ -139,6 +141,39 @@ function startWriter(ports, runId, { tight = false } = {}) {
   };
 }
 
+// The same schedule through Bulwark's routing pool following the monitor: the gap an application sees.
+function startPoolWriter(pool, runId) {
+  const attempts = [];
+  let stop = false;
+  const done = (async () => {
+    let id = 0;
+    while (!stop) {
+      const tick = Date.now();
+      id++;
+      const t = Date.now();
+      try {
+        const r = await pool.query(
+          'INSERT INTO bench(run_id, c) VALUES ($1, $2) RETURNING inet_server_port() AS port',
+          [runId, id],
+        );
+        attempts.push({ t: Date.now(), sent: t, id, ok: true, node: r.rows[0].port });
+      } catch (err) {
+        attempts.push({ t: Date.now(), sent: t, id, ok: false, node: null, err: String(err.code ?? err.message) });
+      }
+      const wait = INTERVAL_MS - (Date.now() - tick);
+      if (wait > 0) await sleep(wait);
+    }
+  })();
+  return {
+    attempts,
+    okOn: (port, after = 0) => attempts.filter((a) => a.ok && a.node === port && a.t > after),
+    async stop() {
+      stop = true;
+      await done;
+    },
+  };
+}
+
 function analyse(w, oldPort, killAt) {
   const okOld = w.attempts.filter((a) => a.ok && a.node === oldPort);
   const okNew = w.attempts.filter((a) => a.ok && a.node !== oldPort && a.t > killAt);
@@ -171,7 +206,7 @@ async function waitUntil(what, fn, timeoutMs = 120_000) {
 }
 
 // ------------------------------------------------------------------------------ Bulwark
-async function bulwarkPhase({ sync, tightReps, reps, switchovers, replicas = 1, timing = ['1s', 3] }) {
+async function bulwarkPhase({ sync, tightReps, reps, switchovers, replicas = 1, timing = ['1s', 3], poolReps = 0 }) {
   const label = `${sync ? 'sync' : 'async'}-${replicas + 1}n-${timing.join('x')}`;
   const dir = join(work, `bulwark-${label}`);
   const spec = await initCluster({ dir, replicas, sync });
@@ -213,12 +248,21 @@ async function bulwarkPhase({ sync, tightReps, reps, switchovers, replicas = 1, 
         : null;
     });
   try {
-    const kinds = [...Array(reps).fill('100ms'), ...Array(tightReps).fill('tight')];
+    const kinds = [...Array(reps).fill('100ms'), ...Array(tightReps).fill('tight'), ...Array(poolReps).fill('pool')];
+    const pool = poolReps
+      ? createClusterPool({
+          monitor: `http://127.0.0.1:${httpPort}`,
+          user: 'postgres',
+          database: 'postgres',
+          writeTimeoutMillis: 60_000,
+        })
+      : null;
     for (const [i, writer] of kinds.entries()) {
       const primary = await healthy();
       const oldPort = portOf(primary);
       const runId = `bulwark-${label}-${writer}-${i}`;
-      const w = startWriter(ports, runId, { tight: writer === 'tight' });
+      const w =
+        writer === 'pool' ? startPoolWriter(pool, runId) : startWriter(ports, runId, { tight: writer === 'tight' });
       await sleep(2000 + Math.random() * 1000); // random phase against the probe interval
       const killAt = Date.now();
       killAll(procsOf(join(dir, 'nodes', primary)));
@@ -242,7 +286,7 @@ async function bulwarkPhase({ sync, tightReps, reps, switchovers, replicas = 1, 
         manager: 'bulwark',
         kind: 'failover',
         repl: sync ? 'sync' : 'async',
-        writer,
+        writer: writer === 'pool' ? '100ms via createClusterPool' : writer,
         timing: `${timing[0]} x ${timing[1]}${timing[0] === '1s' && timing[1] === 3 ? ' (defaults)' : ''}`,
         nodes: replicas + 1,
         ...a,
@@ -257,6 +301,7 @@ async function bulwarkPhase({ sync, tightReps, reps, switchovers, replicas = 1, 
       results.push(row);
       log(JSON.stringify(row));
     }
+    await pool?.end();
     for (let i = 0; i < switchovers; i++) {
       const primary = await healthy();
       const target = spec.nodes.find((n) => n.name !== primary).name;
@@ -460,6 +505,7 @@ async function patroniPhase(etcd, [ttl, loopWait, retry], { reps, switchovers })
       results.push(row);
       log(JSON.stringify(row));
     }
+    await pool?.end();
     for (let i = 0; i < switchovers; i++) {
       const l = await healthy();
       const other = members.find((m) => m !== l);
@@ -581,7 +627,7 @@ try {
   log(`work dir ${work}`);
   // 2 nodes, as the Patroni runs; then the faster timing; then --sync on 3 nodes (with 2 nodes the
   // new primary has no standby to confirm commits until the old one rejoins: writes wait for that).
-  await bulwarkPhase({ sync: false, reps: REPS, tightReps: TIGHT_REPS, switchovers: SWITCHOVER_REPS });
+  await bulwarkPhase({ sync: false, reps: REPS, tightReps: TIGHT_REPS, switchovers: SWITCHOVER_REPS, poolReps: REPS });
   if (process.env.SKIP_TUNED !== '1')
     await bulwarkPhase({ sync: false, reps: REPS, tightReps: 0, switchovers: 0, timing: ['500ms', 3] });
   await bulwarkPhase({ sync: false, reps: 0, tightReps: TIGHT_REPS, switchovers: 0, replicas: 2 });

@@ -280,7 +280,12 @@ export class ClusterPool extends EventEmitter {
     }
   }
 
+  /**
+   * Forget the primary after a failure on it. The topology source may still name it for a moment (the
+   * monitor probes once a second), so callers that retry pause briefly first instead of spinning.
+   */
   private lostPrimary(key: string, err: unknown): void {
+    this.retryPause = new Promise((r) => setTimeout(r, 50));
     if (this.primaryKey === key) {
       this.primaryKey = null;
       this.m.primaryKnown.set(0);
@@ -290,7 +295,10 @@ export class ClusterPool extends EventEmitter {
     if (v) v.role = 'down';
   }
 
+  private retryPause: Promise<void> = Promise.resolve();
+
   private async waitForPrimary(deadline: number): Promise<string> {
+    await this.retryPause;
     let announced = false;
     const t0 = Date.now();
     while (!this.ended) {
