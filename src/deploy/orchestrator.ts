@@ -165,6 +165,11 @@ export class Deployer {
       this.state = this.store.load();
       const d = this.state.deployment;
       const inFlight = d && (d.status === 'running' || d.status === 'paused');
+      if (action === 'rollback' && inFlight) {
+        // An interrupted deploy: "back to the previous version" is its stable slot, whatever the weights.
+        await this.returnToStable('rolled-back', 'rollback requested (the deploy process was gone)');
+        return `rolled back the interrupted deploy of ${d!.version}; traffic is on ${d!.from?.slot ?? 'no slot'}`;
+      }
       if (action === 'rollback') return await this.emergencyRollback();
       if (!inFlight)
         throw new DeployError(

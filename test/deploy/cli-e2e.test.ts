@@ -239,4 +239,16 @@ export default defineConfig((env) => ({
     expect(r.stdout).toMatch(/analysis of blue \(v12\) after monitoring: passed/);
     expect(await servedBy(routerUrl, 10)).toEqual({ v12: 10 });
   });
+
+  it('rollback of a canary interrupted mid-step returns all traffic to its stable slot', async () => {
+    const run = cliChild(['deploy', 'shop', '--version', 'v13', '--strategy', 'canary'], dir);
+    await waitPaused('v13'); // no traffic: paused at step 1 with 25 % on the canary
+    run.child.kill('SIGKILL');
+    await run.done;
+    const r = await cli(['deploy', 'rollback', 'shop'], dir);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/rolled back the interrupted deploy of v13; traffic is on blue/);
+    expect(await servedBy(routerUrl, 20)).toEqual({ v12: 20 });
+    expect(stateOf()).toMatchObject({ deployment: { version: 'v13', status: 'rolled-back' } });
+  });
 });
