@@ -97,4 +97,12 @@ export default defineConfig({
     expect(summary.totals.failures).toBe(0);
     expect(await servedBy(hap.frontendUrl, 10)).toEqual({ v2: 10 });
   });
+
+  it('emergency rollback again: the other slot still runs the previous version, so it is one weight change', async () => {
+    const r = await cli(['deploy', 'rollback', 'shop'], dir);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).not.toMatch(/starting/);
+    expect(r.stdout).toMatch(/rolled back shop to v3 on blue/);
+    expect(await servedBy(hap.frontendUrl, 10)).toEqual({ v3: 10 });
+  });
 });
