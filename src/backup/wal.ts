@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Encoding } from './codec.js';
@@ -152,4 +152,122 @@ export async function runPusher(o: PusherOptions): Promise<{ pushed: number }> {
     if (owner.trim() === String(process.pid)) await unlink(pidFile).catch(() => {});
   }
   return { pushed };
+}
+
+// ---------------------------------------------------------------- prefetching restore_command
+
+/** The next `n` segment names after `name` on the same timeline (pure; 16 MiB segments). */
+export function nextSegments(name: string, n: number): string[] {
+  if (!/^[0-9A-F]{24}$/.test(name)) return [];
+  const tli = name.slice(0, 8);
+  let log = Number.parseInt(name.slice(8, 16), 16);
+  let seg = Number.parseInt(name.slice(16, 24), 16);
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) {
+    seg++;
+    if (seg > 0xff) {
+      seg = 0;
+      log++;
+    }
+    out.push(tli + log.toString(16).toUpperCase().padStart(8, '0') + seg.toString(16).toUpperCase().padStart(8, '0'));
+  }
+  return out;
+}
+
+/**
+ * `wal fetch --prefetch N`: recovery asks for segments one at a time, each through a new process. A
+ * detached prefetcher downloads (and verifies) the next N segments after the last one asked for into
+ * `<spool>/in/`, so the next `wal fetch` only moves a file. A segment is only ever placed in `in/`
+ * after its SHA-256 matched, so the fast path hands PostgreSQL nothing unverified.
+ */
+export async function takePrefetched(spool: string, name: string, dest: string): Promise<boolean> {
+  await mkdir(spool, { recursive: true, mode: 0o700 });
+  await writeFile(join(spool, 'want'), name);
+  const src = join(spool, 'in', name);
+  const target = resolve(dest);
+  try {
+    await rename(src, target);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') return false;
+  }
+  // spool on another filesystem: copy under a temp name, then rename into place
+  const tmp = join(dirname(target), `.${basename(target)}.bulwark-${randomBytes(4).toString('hex')}`);
+  try {
+    await copyFile(src, tmp);
+    await rename(tmp, target);
+    await unlink(src).catch(() => {});
+    return true;
+  } catch {
+    await rm(tmp, { force: true });
+    return false;
+  }
+}
+
+export interface PrefetcherOptions {
+  repo: Repository;
+  spool: string;
+  count?: number;
+  parallel?: number;
+  idleMs?: number;
+  log?: (msg: string) => void;
+}
+
+export async function runPrefetcher(o: PrefetcherOptions): Promise<{ fetched: number }> {
+  const count = o.count ?? 4;
+  const parallel = Math.max(1, o.parallel ?? 2);
+  const idleMs = o.idleMs ?? 10_000;
+  const inDir = join(o.spool, 'in');
+  await mkdir(inDir, { recursive: true, mode: 0o700 });
+  const pidFile = join(o.spool, 'pusher.pid');
+  try {
+    await writeFile(pidFile, String(process.pid), { flag: 'wx' });
+  } catch {
+    if (await pusherRunning(o.spool)) return { fetched: 0 };
+    await writeFile(pidFile, String(process.pid));
+  }
+  let fetched = 0;
+  let lastWant = '';
+  let lastChange = Date.now();
+  const missingAt = new Map<string, number>();
+  const inflight = new Map<string, Promise<void>>();
+  try {
+    for (;;) {
+      const want = (await readFile(join(o.spool, 'want'), 'utf8').catch(() => '')).trim();
+      if (want !== lastWant) {
+        lastWant = want;
+        lastChange = Date.now();
+      } else if (Date.now() - lastChange > idleMs && !inflight.size) break;
+      const window = nextSegments(want, count);
+      const keep = new Set([want, ...window]);
+      const have = new Set(await readdir(inDir).catch(() => [] as string[]));
+      // drop what recovery went past (or never asked for)
+      for (const f of have) if (!keep.has(f) && !f.startsWith('.')) await unlink(join(inDir, f)).catch(() => {});
+      for (const name of window) {
+        if (inflight.size >= parallel) break;
+        if (have.has(name) || inflight.has(name) || Date.now() - (missingAt.get(name) ?? 0) < 1000) continue;
+        const p = (async () => {
+          try {
+            const data = await o.repo.fetchWal(name);
+            const tmp = join(inDir, `.${name}.tmp`);
+            await writeFile(tmp, data, { mode: 0o600 });
+            await rename(tmp, join(inDir, name));
+            fetched++;
+          } catch (err) {
+            missingAt.set(name, Date.now());
+            if (!(err instanceof Error && /not in/.test(err.message)))
+              o.log?.(`prefetch ${name}: ${(err as Error).message}`);
+          }
+        })().finally(() => inflight.delete(name));
+        inflight.set(name, p);
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  } finally {
+    await Promise.allSettled(inflight.values());
+    const owner = await readFile(pidFile, 'utf8').catch(() => '');
+    if (owner.trim() === String(process.pid)) await unlink(pidFile).catch(() => {});
+    await rm(inDir, { recursive: true, force: true });
+  }
+  return { fetched };
 }

@@ -3,6 +3,7 @@ import {
   type BackupManifest,
   chooseBackup,
   formatLsn,
+  nextSegments,
   parseBasebackupLog,
   parseLsn,
   planExpire,
@@ -38,6 +39,14 @@ describe('WAL names and LSNs', () => {
     expect(walFileName(3, '1/FF000000')).toBe('0000000300000001000000FF');
     expect(formatLsn(parseLsn('16/B374D848'))).toBe('16/B374D848');
     expect(() => parseLsn('nope')).toThrow(RangeError);
+  });
+  it('lists the next segments for the prefetcher, across a log boundary', () => {
+    expect(nextSegments('0000000200000003000000FE', 3)).toEqual([
+      '0000000200000003000000FF',
+      '000000020000000400000000',
+      '000000020000000400000001',
+    ]);
+    expect(nextSegments('00000002.history', 3)).toEqual([]);
   });
   it('reads pg_basebackup -v positions', () => {
     const log =

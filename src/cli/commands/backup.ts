@@ -285,7 +285,7 @@ export function registerBackupCommands(program: Command): void {
       repo: c.repo,
       backup: id ?? 'latest',
       restore: opts.restore,
-      restoreCommand: `${selfCommand()} wal fetch "%f" "%p" --repo ${shellQuote(c.repoUri)}`,
+      restoreCommand: `${selfCommand()} wal fetch "%f" "%p" --prefetch 4 --repo ${shellQuote(c.repoUri)}`,
       log: c.say,
     });
     if (opts.logFormat === 'json') console.log(JSON.stringify(r, null, 2));
@@ -387,7 +387,7 @@ export function registerBackupCommands(program: Command): void {
             repo: c.repo,
             backup: 'latest',
             restore,
-            restoreCommand: `${selfCommand()} wal fetch "%f" "%p" --repo ${shellQuote(c.repoUri)}`,
+            restoreCommand: `${selfCommand()} wal fetch "%f" "%p" --prefetch 4 --repo ${shellQuote(c.repoUri)}`,
           });
           if (!r.ok)
             throw new Error(
@@ -502,7 +502,7 @@ export function registerBackupCommands(program: Command): void {
       target = { kind: 'xid', xid: opts.toXid };
     }
     const { resolve } = await import('node:path');
-    const restoreCommand = `${selfCommand()} wal fetch "%f" "%p" --repo ${shellQuote(c.repoUri)}`;
+    const restoreCommand = `${selfCommand()} wal fetch "%f" "%p" --prefetch 4 --repo ${shellQuote(c.repoUri)}`;
     const r = await b.physicalRestore({
       repo: c.repo,
       pgdata: resolve(opts.pgdata),
@@ -593,9 +593,9 @@ function printTable(head: string[], rows: string[][]) {
  */
 export async function walFastPath(argv: string[]): Promise<number | undefined> {
   const [, verb, ...rest] = argv;
-  if (verb !== 'push' && verb !== 'fetch' && verb !== 'pusher') return undefined;
+  if (verb !== 'push' && verb !== 'fetch' && verb !== 'pusher' && verb !== 'prefetcher') return undefined;
   const positional: string[] = [];
-  const o: CommonOpts & { async?: boolean; spool?: string; parallel?: number; pgdata?: string } = {};
+  const o: CommonOpts & { async?: boolean; spool?: string; parallel?: number; pgdata?: string; prefetch?: number } = {};
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]!;
     const value = () => {
@@ -615,6 +615,9 @@ export async function walFastPath(argv: string[]): Promise<number | undefined> {
       else if (pushy && a === '--parallel') o.parallel = intArg('--parallel', 1)(value());
       else if (verb === 'push' && a === '--async') o.async = true;
       else if (verb === 'pusher' && a === '--pgdata') o.pgdata = value();
+      else if ((verb === 'fetch' || verb === 'prefetcher') && a === '--prefetch')
+        o.prefetch = intArg('--prefetch', 1)(value());
+      else if ((verb === 'fetch' || verb === 'prefetcher') && a === '--spool') o.spool = value();
       else if (a === '--verbose') continue;
       else if (a.startsWith('-')) return undefined;
       else positional.push(a);
@@ -625,6 +628,7 @@ export async function walFastPath(argv: string[]): Promise<number | undefined> {
   if (o.logFormat !== undefined && o.logFormat !== 'text' && o.logFormat !== 'json') return undefined;
   if (positional.length !== (verb === 'push' ? 1 : verb === 'fetch' ? 2 : 0)) return undefined;
   if (verb === 'pusher' && (!o.pgdata || !o.spool)) return undefined;
+  if (verb === 'prefetcher' && !o.spool) return undefined;
   const verbose = argv.includes('--verbose');
   try {
     const w = await import('../../backup/wal.js');
@@ -639,8 +643,26 @@ export async function walFastPath(argv: string[]): Promise<number | undefined> {
         if (done) return 0;
       }
     }
+    if (verb === 'fetch' && o.prefetch) {
+      // the common case during recovery: the prefetcher already downloaded and verified it
+      const repoUri = o.repo ?? process.env.BULWARK_REPO;
+      const spool = o.spool ?? (repoUri ? `${w.spoolFor(process.cwd(), repoUri)}-get` : undefined);
+      if (spool) {
+        const done = await w.takePrefetched(spool, positional[0]!, positional[1]!);
+        if (!(await w.pusherRunning(spool))) await startDaemon(spool, 'prefetcher', o, repoUri);
+        if (done) return 0;
+      }
+    }
     const c = await context({ ...o, pg: 'unused' });
-    if (verb === 'pusher') {
+    if (verb === 'prefetcher') {
+      const r = await w.runPrefetcher({
+        repo: c.repo,
+        spool: o.spool!,
+        count: o.prefetch,
+        log: (m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`),
+      });
+      process.stderr.write(`${new Date().toISOString()} prefetcher: idle, exiting after ${r.fetched} segment(s)\n`);
+    } else if (verb === 'pusher') {
       const r = await w.runPusher({
         repo: c.repo,
         pgdata: o.pgdata!,
@@ -664,9 +686,15 @@ export async function walFastPath(argv: string[]): Promise<number | undefined> {
 }
 
 /** Start the detached pusher for `spool` (it exits by itself when idle); its output goes to spool/pusher.log. */
-async function startPusher(
+function startPusher(spool: string, o: CommonOpts & { parallel?: number }, repoUri: string | undefined): Promise<void> {
+  return startDaemon(spool, 'pusher', o, repoUri);
+}
+
+/** Start a detached pusher or prefetcher for `spool` (both exit when idle); output in spool/pusher.log. */
+async function startDaemon(
   spool: string,
-  o: CommonOpts & { parallel?: number },
+  kind: 'pusher' | 'prefetcher',
+  o: CommonOpts & { parallel?: number; prefetch?: number },
   repoUri: string | undefined,
 ): Promise<void> {
   const { mkdir, open } = await import('node:fs/promises');
@@ -674,7 +702,9 @@ async function startPusher(
   const { join } = await import('node:path');
   await mkdir(join(spool, 'ok'), { recursive: true, mode: 0o700 });
   const log = await open(join(spool, 'pusher.log'), 'a');
-  const args = [realpathSync(process.argv[1]!), 'wal', 'pusher', '--pgdata', process.cwd(), '--spool', spool];
+  const args = [realpathSync(process.argv[1]!), 'wal', kind, '--spool', spool];
+  if (kind === 'pusher') args.push('--pgdata', process.cwd());
+  if (o.prefetch) args.push('--prefetch', String(o.prefetch));
   if (repoUri) args.push('--repo', repoUri);
   if (o.config) args.push('--config', o.config);
   if (o.compress) args.push('--compress', o.compress);
