@@ -505,7 +505,6 @@ async function patroniPhase(etcd, [ttl, loopWait, retry], { reps, switchovers })
       results.push(row);
       log(JSON.stringify(row));
     }
-    await pool?.end();
     for (let i = 0; i < switchovers; i++) {
       const l = await healthy();
       const other = members.find((m) => m !== l);

@@ -219,12 +219,11 @@ export class ClusterMonitor extends EventEmitter {
           fenced: stored.fenced,
         };
     }
-    const obs = await probeAll(localTargets(this.options.dir), this.probeTimeoutMs);
-    this.observations = obs;
-    this.statuses = summarize(obs);
+    const obs = await this.observe();
     if (this.pending.length) {
       const req = this.pending.shift()!;
       await this.doSwitchover(req.to).then(req.resolve, req.reject);
+      await this.dcs.publishTopology(this.topology()).catch(() => {});
       return;
     }
     const decision = tick(this.state, obs, this.cfg, Date.now());
@@ -250,6 +249,13 @@ export class ClusterMonitor extends EventEmitter {
     }
     if (JSON.stringify(this.persisted(this.state)) !== before) await this.save();
     await this.dcs.publishTopology(this.topology()).catch(() => {});
+  }
+
+  private async observe(): Promise<NodeObservation[]> {
+    const obs = await probeAll(localTargets(this.options.dir), this.probeTimeoutMs);
+    this.observations = obs;
+    this.statuses = summarize(obs);
+    return obs;
   }
 
   private persisted(s: MonitorState): ClusterState {
@@ -363,7 +369,7 @@ export class ClusterMonitor extends EventEmitter {
     const writableAt = Date.now();
     this.state = afterPromotion(this.state, from, to, syncSet, true);
     await this.save();
-    this.statuses = summarize(await probeAll(localTargets(this.options.dir), this.probeTimeoutMs));
+    await this.observe(); // /primary and /topology name the new primary now, not after the next round
     await this.dcs.publishTopology(this.topology()).catch(() => {});
     this.log.warn(
       { from, to, term: this.state.term, detectMs: decidedAt - startedAt, promoteMs: writableAt - decidedAt },
@@ -408,6 +414,7 @@ export class ClusterMonitor extends EventEmitter {
     });
     this.state = afterPromotion(this.state, from, to, syncSet, false);
     await this.save();
+    await this.observe();
     appendHistory(this.options.dir, entry);
     this.log.warn({ ...entry }, `switchover done: ${to} is the primary (write gap ${entry.promoteMs} ms)`);
     this.emit('switchover', entry);
