@@ -97,12 +97,18 @@ export class Repository {
   }
 
   /** The decoded bytes of one object, verified against the manifest's SHA-256 as they stream. */
-  async readObject(m: BackupManifest, entry: ObjectEntry, onStoredBytes?: (n: number) => void): Promise<Readable> {
+  async readObject(
+    m: BackupManifest,
+    entry: ObjectEntry,
+    onStoredBytes?: (n: number) => void,
+    options: { decompress?: boolean } = {},
+  ): Promise<Readable> {
     const key = `backups/${m.id}/${entry.key}`;
     const body = await this.storage.get(key);
     let s = chain([body, new VerifyingCounter(entry.sha256, `backup ${m.id} object ${entry.key}`, onStoredBytes)]);
     if (m.encoding.encryption === 'age') s = await decryptStream(s, this.key, key);
-    return chain([s, decompressor(m.encoding.compression)]);
+    // decompress: false lets a caller pipe the compressed bytes straight into a decompressor process
+    return options.decompress === false ? s : chain([s, decompressor(m.encoding.compression)]);
   }
 
   /** Read every stored byte of every object and compare with the manifest; returns the problems. */

@@ -108,14 +108,18 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
   const entry = m.objects.find((e) => e.name === 'base.tar');
   if (!entry) throw new BackupError('BULWARK_E_RESTORE', `backup ${m.id} has no base.tar object`);
   const meter = new ProgressMeter('restore', m.sizes.stored, o.onProgress);
-  const tar = asPg('tar', ['-x', '-f', '-', '-C', o.pgdata]);
+  // decompress and untar in one shell pipeline as the postgres user: the (large) decompressed stream
+  // never passes through this process, only the verified compressed bytes do
+  const decompress =
+    m.encoding.compression === 'zstd' ? 'zstd -d -q -c' : m.encoding.compression === 'gzip' ? 'gzip -d -c' : 'cat';
+  const tar = asPg('bash', ['-c', `set -o pipefail; ${decompress} | tar -x -f - -C "$1"`, 'bash', o.pgdata]);
   let tarErr = '';
   tar.stderr!.setEncoding('utf8').on('data', (d: string) => {
     tarErr = (tarErr + d).slice(-2000);
   });
   const tarDone = new Promise<number>((resolve) => tar.on('close', (c) => resolve(c ?? 1)));
   try {
-    await pipeline(await o.repo.readObject(m, entry, meter.add), tar.stdin!);
+    await pipeline(await o.repo.readObject(m, entry, meter.add, { decompress: false }), tar.stdin!);
   } catch (err) {
     tar.kill('SIGKILL');
     await tarDone;

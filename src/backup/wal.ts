@@ -210,6 +210,7 @@ export interface PrefetcherOptions {
   count?: number;
   parallel?: number;
   idleMs?: number;
+  removeSpoolOnExit?: boolean;
   log?: (msg: string) => void;
 }
 
@@ -268,6 +269,8 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<{ fetched: nu
     const owner = await readFile(pidFile, 'utf8').catch(() => '');
     if (owner.trim() === String(process.pid)) await unlink(pidFile).catch(() => {});
     await rm(inDir, { recursive: true, force: true });
+    // a restore's spool is private to it: nothing in it is worth keeping once recovery moved on
+    if (o.removeSpoolOnExit) await rm(o.spool, { recursive: true, force: true });
   }
   return { fetched };
 }

@@ -19,13 +19,21 @@ describe('wal push --async (background pusher)', () => {
   beforeAll(async () => {
     work = makePostgresOwnedTempDir('bulwark-async-');
     uri = `file://${join(work, 'repo')}`;
+    // the line users paste: `bulwark wal archive-command --async` prints it
+    const line = await bulwark(process.execPath, [
+      main,
+      'wal',
+      'archive-command',
+      '--async',
+      '--spool',
+      join(work, 'spool'),
+      '--repo',
+      uri,
+    ]);
+    expect(line.code, line.stderr).toBe(0);
+    const value = /^archive_command = (.*)$/m.exec(line.stdout)![1]!;
     pg = await startTestPostgres({
-      settings: {
-        wal_level: 'replica',
-        archive_mode: 'on',
-        archive_command: `'"${process.execPath}" "${main}" wal push "%p" --async --parallel 2 --spool "${join(work, 'spool')}" --repo "${uri}"'`,
-        max_wal_senders: 5,
-      },
+      settings: { wal_level: 'replica', archive_mode: 'on', archive_command: value, max_wal_senders: 5 },
     });
   });
   afterAll(async () => {

@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { realpathSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import type { Command } from 'commander';
 import type { BackupConfig } from '../../config/backup.js';
 import { parseDuration } from '../../config/duration.js';
@@ -122,6 +124,19 @@ async function context(o: CommonOpts): Promise<Ctx> {
 export function selfCommand(): string {
   const q = (s: string) => `"${s.replace(/(["\\$`])/g, '\\$1')}"`;
   return `${q(process.execPath)} ${q(realpathSync(process.argv[1]!))}`;
+}
+
+/**
+ * restore_command for a restored data folder. Recovery runs it once per segment, and starting Node
+ * costs more than replaying a segment, so a tiny shell step comes first: record the segment asked for
+ * (the prefetcher's window follows it) and move the segment in if the prefetcher already downloaded
+ * and verified it; only otherwise start bulwark (`wal fetch --prefetch`, which also starts the
+ * prefetcher). The spool is private to this restore.
+ */
+export function restoreCommandFor(repoUri: string, depth = 8): string {
+  const spool = `${tmpdir()}/bulwark-get-${randomBytes(6).toString('hex')}`;
+  const script = `echo "$1" > "$3/want" 2>/dev/null; mv -f "$3/in/$1" "$2" 2>/dev/null || exec ${selfCommand()} wal fetch "$1" "$2" --prefetch ${depth} --spool "$3" --repo "$4"`;
+  return `sh -c ${shellQuote(script)} sh "%f" "%p" ${shellQuote(spool)} ${shellQuote(repoUri)}`;
 }
 
 function shellQuote(s: string): string {
@@ -285,7 +300,7 @@ export function registerBackupCommands(program: Command): void {
       repo: c.repo,
       backup: id ?? 'latest',
       restore: opts.restore,
-      restoreCommand: `${selfCommand()} wal fetch "%f" "%p" --prefetch 4 --repo ${shellQuote(c.repoUri)}`,
+      restoreCommand: restoreCommandFor(c.repoUri),
       log: c.say,
     });
     if (opts.logFormat === 'json') console.log(JSON.stringify(r, null, 2));
@@ -387,7 +402,7 @@ export function registerBackupCommands(program: Command): void {
             repo: c.repo,
             backup: 'latest',
             restore,
-            restoreCommand: `${selfCommand()} wal fetch "%f" "%p" --prefetch 4 --repo ${shellQuote(c.repoUri)}`,
+            restoreCommand: restoreCommandFor(c.repoUri),
           });
           if (!r.ok)
             throw new Error(
@@ -431,6 +446,39 @@ export function registerBackupCommands(program: Command): void {
     const r = await b.walPush(c.repo, path, c.encoding);
     if (c.log) c.log.info({ event: 'wal-push', segment: path, result: r, ms: Date.now() - t0 }, 'wal push');
   });
+  withCommon(
+    wal
+      .command('archive-command')
+      .description('print the archive_command line for postgresql.conf (absolute paths of this node and bulwark)')
+      .option('--async', 'confirm from the background pusher with a shell step (no Node start for pushed segments)')
+      .option('--parallel <n>', '--async: segments pushed at once', intArg('--parallel', 1), 2)
+      .option('--spool <dir>', '--async: spool folder (default: in the temp folder, one per repository)'),
+    { encoding: true },
+  ).action(async (opts) => {
+    const repoUri = opts.repo ?? process.env.BULWARK_REPO;
+    if (!repoUri)
+      throw new UsageError('wal archive-command: pass --repo (the line must name the repository)', 'BULWARK_E_REPO');
+    const extra = [
+      opts.compress ? `--compress ${opts.compress}` : '',
+      opts.compressLevel !== undefined ? `--compress-level ${opts.compressLevel}` : '',
+      opts.encrypt ? '--encrypt' : '',
+    ]
+      .filter(Boolean)
+      .join(' ');
+    let line: string;
+    if (!opts.async) line = `${selfCommand()} wal push "%p" ${extra ? `${extra} ` : ''}--repo ${shellQuote(repoUri)}`;
+    else {
+      const { createHash } = await import('node:crypto');
+      const spool =
+        opts.spool ?? `${tmpdir()}/bulwark-push-${createHash('sha256').update(repoUri).digest('hex').slice(0, 16)}`;
+      // a marker exists only for a segment the pusher stored and read back: removing it is the whole
+      // confirmation; anything else (no marker, pusher not running) goes through bulwark itself
+      const script = `rm "$3/ok/$2" 2>/dev/null || exec ${selfCommand()} wal push "$1" --async --parallel ${opts.parallel} --spool "$3" ${extra ? `${extra} ` : ''}--repo "$4"`;
+      line = `sh -c ${shellQuote(script)} sh "%p" "%f" ${shellQuote(spool)} ${shellQuote(repoUri)}`;
+    }
+    console.log(`archive_command = '${line.replace(/'/g, "''")}'`);
+  });
+
   withCommon(
     wal
       .command('fetch <name> <dest>')
@@ -502,7 +550,7 @@ export function registerBackupCommands(program: Command): void {
       target = { kind: 'xid', xid: opts.toXid };
     }
     const { resolve } = await import('node:path');
-    const restoreCommand = `${selfCommand()} wal fetch "%f" "%p" --prefetch 4 --repo ${shellQuote(c.repoUri)}`;
+    const restoreCommand = restoreCommandFor(c.repoUri);
     const r = await b.physicalRestore({
       repo: c.repo,
       pgdata: resolve(opts.pgdata),
@@ -659,6 +707,7 @@ export async function walFastPath(argv: string[]): Promise<number | undefined> {
         repo: c.repo,
         spool: o.spool!,
         count: o.prefetch,
+        removeSpoolOnExit: /(^|\/)bulwark-get-[0-9a-f]+\/?$/.test(o.spool!),
         log: (m) => process.stderr.write(`${new Date().toISOString()} ${m}\n`),
       });
       process.stderr.write(`${new Date().toISOString()} prefetcher: idle, exiting after ${r.fetched} segment(s)\n`);
