@@ -78,3 +78,35 @@ describe('judge (pure analysis)', () => {
     expect(byMax.evidence.checks.find((c) => c.name === 'p99')?.outcome).toBe('ok');
   });
 });
+
+describe('SlotMetrics (per-second HDR windows)', () => {
+  it('merges whole seconds for a window, including the current one, and exposes Prometheus counters', async () => {
+    const { SlotMetrics, prometheusText } = await import('../../src/deploy/metrics.js');
+    const m = new SlotMetrics(60_000);
+    const t0 = 1_000_000_000_000;
+    for (let i = 0; i < 100; i++) m.record(1 + (i % 10), false, t0 + 10);
+    for (let i = 0; i < 100; i++) m.record(100, i < 5, t0 + 1010);
+    m.record(5000, true, t0 + 2010); // current second
+    const all = m.window(t0);
+    expect(all.requests).toBe(201);
+    expect(all.errors).toBe(6);
+    expect(all.latencyMs.max).toBeCloseTo(5000, -1);
+    expect(all.latencyMs.p50).toBeGreaterThanOrEqual(10);
+    const last = m.window(t0 + 1500);
+    expect(last).toMatchObject({ requests: 101, errors: 6 });
+    expect(last.latencyMs.p50).toBeCloseTo(100, 0);
+    const text = prometheusText({ blue: m });
+    expect(text).toMatch(/bulwark_router_requests_total\{slot="blue"\} 201/);
+    expect(text).toMatch(/bulwark_router_request_duration_seconds_bucket\{slot="blue",le="0.01"\} 100/);
+    expect(text).toMatch(/bulwark_router_request_duration_seconds_bucket\{slot="blue",le="\+Inf"\} 201/);
+  });
+
+  it('forgets seconds older than the retention', async () => {
+    const { SlotMetrics } = await import('../../src/deploy/metrics.js');
+    const m = new SlotMetrics(10_000);
+    const t0 = 1_000_000_000_000;
+    m.record(1, false, t0);
+    m.record(1, false, t0 + 30_000);
+    expect(m.window(0).requests).toBe(1);
+  });
+});

@@ -3,11 +3,10 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { Counter, Histogram, Registry } from 'prom-client';
 import type { Dispatcher } from 'undici';
 import { Pool, request as undiciRequest } from 'undici';
 import { DeployError } from '../errors.js';
-import { SlotMetrics } from '../metrics.js';
+import { prometheusText, SlotMetrics } from '../metrics.js';
 import { assertSafeBackends, assertSafeWeights } from '../safety.js';
 import {
   type Backend,
@@ -63,7 +62,6 @@ interface SlotRuntime {
   next: number;
   inFlight: number;
   metrics: SlotMetrics;
-  prom: { requests: Counter.Internal; errors: Counter.Internal; duration: Histogram.Internal<string> };
 }
 
 interface SavedTable {
@@ -86,42 +84,19 @@ export class EmbeddedRouter implements Router {
   private weights: Weights = { blue: 0, green: 0 };
   private readonly slots: Record<Slot, SlotRuntime>;
   private readonly opts: EmbeddedRouterOptions;
-  /** Prometheus exposition (admin API GET /metrics), for the Prometheus analysis source and dashboards. */
-  readonly registry = new Registry();
 
   constructor(options: EmbeddedRouterOptions) {
     this.opts = options;
     const retention = options.metricsRetentionMs ?? 15 * 60_000;
-    const requests = new Counter({
-      name: 'bulwark_router_requests_total',
-      help: 'Requests answered per slot',
-      labelNames: ['slot'],
-      registers: [this.registry],
-    });
-    const errors = new Counter({
-      name: 'bulwark_router_errors_total',
-      help: 'Requests per slot answered 5xx or not forwarded',
-      labelNames: ['slot'],
-      registers: [this.registry],
-    });
-    const duration = new Histogram({
-      name: 'bulwark_router_request_duration_seconds',
-      help: 'Time from request to the end of the answer, per slot',
-      labelNames: ['slot'],
-      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-      registers: [this.registry],
-    });
-    const mk = (slot: Slot): SlotRuntime => ({
+    const mk = (): SlotRuntime => ({
       weight: 0,
       backends: [],
       leaving: new Set(),
       next: 0,
       inFlight: 0,
       metrics: new SlotMetrics(retention),
-      // Children bound once: no label lookup on the request path.
-      prom: { requests: requests.labels(slot), errors: errors.labels(slot), duration: duration.labels(slot) },
     });
-    this.slots = { blue: mk('blue'), green: mk('green') };
+    this.slots = { blue: mk(), green: mk() };
   }
 
   get frontendUrl(): string {
@@ -315,11 +290,7 @@ export class EmbeddedRouter implements Router {
       done = true;
       rt.inFlight--;
       backend.inFlight--;
-      const ms = performance.now() - started;
-      rt.metrics.record(ms, isError);
-      rt.prom.requests.inc();
-      if (isError) rt.prom.errors.inc();
-      rt.prom.duration.observe(ms / 1000);
+      rt.metrics.record(performance.now() - started, isError);
     };
     const handler: Dispatcher.DispatchHandler = {
       onRequestStart: (controller) => {
@@ -434,8 +405,9 @@ export class EmbeddedRouter implements Router {
     try {
       if (req.method === 'GET' && url.pathname === '/v1/state') return sendJson(res, 200, await this.state());
       if (req.method === 'GET' && url.pathname === '/metrics') {
-        const text = await this.registry.metrics();
-        res.writeHead(200, { 'content-type': this.registry.contentType }).end(text);
+        // Prometheus exposition, derived from the same per-slot counters the analysis reads.
+        const text = prometheusText({ blue: this.slots.blue.metrics, green: this.slots.green.metrics });
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(text);
         return;
       }
       if (req.method === 'PUT' && url.pathname === '/v1/weights') {
