@@ -135,9 +135,9 @@ export function prometheusText(slots: Record<string, SlotMetrics>): string {
   lines.push('# HELP bulwark_router_request_duration_seconds Time from request to the end of the answer, per slot');
   lines.push('# TYPE bulwark_router_request_duration_seconds histogram');
   for (const [slot, m] of Object.entries(slots)) {
-    PROM_BUCKETS.forEach((le, i) =>
-      lines.push(`bulwark_router_request_duration_seconds_bucket{slot="${slot}",le="${le}"} ${m.totals.buckets[i]}`),
-    );
+    PROM_BUCKETS.forEach((le, i) => {
+      lines.push(`bulwark_router_request_duration_seconds_bucket{slot="${slot}",le="${le}"} ${m.totals.buckets[i]}`);
+    });
     lines.push(`bulwark_router_request_duration_seconds_bucket{slot="${slot}",le="+Inf"} ${m.totals.requests}`);
     lines.push(`bulwark_router_request_duration_seconds_sum{slot="${slot}"} ${m.totals.sumSeconds}`);
     lines.push(`bulwark_router_request_duration_seconds_count{slot="${slot}"} ${m.totals.requests}`);
