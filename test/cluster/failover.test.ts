@@ -342,6 +342,25 @@ describe('monitor on a real cluster', () => {
     expect(await waitHealthy(c.dir, 60_000)).toBe(to);
   });
 
+  it('re-points a replica that stopped streaming from the primary', async () => {
+    const primary = await waitHealthy(c.dir);
+    const replica = c.spec.nodes.map((x) => x.name).find((x) => x !== primary)!;
+    // Point it at a port where nothing listens: it runs, but it no longer streams.
+    await queryNode(c.url(replica), "ALTER SYSTEM SET primary_conninfo = 'host=127.0.0.1 port=1 user=postgres'");
+    await queryNode(c.url(replica), 'SELECT pg_reload_conf()');
+    await waitFor('the replica to stop streaming', async () => {
+      const r = await queryNode(
+        c.url(replica),
+        'SELECT count(*)::int AS n FROM pg_stat_wal_receiver WHERE status = $1',
+        ['streaming'],
+      );
+      return r.rows[0].n === 0;
+    });
+    expect(await waitHealthy(c.dir, 30_000)).toBe(primary);
+    const r = await queryNode(c.url(replica), 'SELECT sender_port FROM pg_stat_wal_receiver');
+    expect(r.rows[0].sender_port).toBe(portOf(primary));
+  });
+
   it('serves /primary, /replica and /health for load balancers and pools', async () => {
     const primary = await waitHealthy(c.dir);
     await waitFor('monitor sees the primary', async () => (await fetch(`${monitor!.httpUrl}/primary`)).status === 200);
