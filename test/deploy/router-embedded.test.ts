@@ -116,4 +116,27 @@ describe('embedded router specifics', () => {
       await r2.close();
     }
   });
+
+  it('a restarted router restores its routing table (backends and weights) from statePath', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'bulwark-router-table-'));
+    const statePath = join(dir, 'router.json');
+    try {
+      const first = await startEmbeddedRouter({ port: 0, statePath });
+      await first.setBackends('green', [{ id: 'g', url: up.green.url }]);
+      await first.setWeights({ blue: 0, green: 100 });
+      await first.close();
+      const second = await startEmbeddedRouter({ port: 0, statePath });
+      try {
+        expect(await servedBy(second.url, 5)).toEqual({ green: 5 });
+        expect((await second.state()).slots.green.weight).toBe(100);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -156,11 +156,7 @@ export class EmbeddedRouter implements Router {
         url: b.url,
         origin: u.origin,
         inFlight: 0,
-        pool: new Pool(u.origin, {
-          connections: this.opts.connections ?? 128,
-          keepAliveTimeout: 30_000,
-          keepAliveMaxTimeout: 60_000,
-        }),
+        pool: this.newPool(u.origin),
       });
     }
     rt.backends = next;
@@ -357,6 +353,14 @@ export class EmbeddedRouter implements Router {
     );
   }
 
+  private newPool(origin: string): Pool {
+    return new Pool(origin, {
+      connections: this.opts.connections ?? 128,
+      keepAliveTimeout: 30_000,
+      keepAliveMaxTimeout: 60_000,
+    });
+  }
+
   // ---- persistence ------------------------------------------------------------------------------
 
   private save(): void {
@@ -383,7 +387,7 @@ export class EmbeddedRouter implements Router {
     for (const slot of SLOTS) {
       this.slots[slot].backends = (table.backends[slot] ?? []).map((b) => {
         const u = new URL(b.url!);
-        return { id: b.id, url: b.url!, origin: u.origin, inFlight: 0, pool: new Pool(u.origin, { connections: 128 }) };
+        return { id: b.id, url: b.url!, origin: u.origin, inFlight: 0, pool: this.newPool(u.origin) };
       });
     }
     this.weights = table.weights;
