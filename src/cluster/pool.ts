@@ -72,7 +72,8 @@ type Callback = (err: Error | null, result?: pg.QueryResult) => void;
  * Failure contract: a write that could not reach the primary (connect failed, node read-only) waits
  * for a new primary up to writeTimeoutMillis and is then sent once; a write whose connection broke
  * after it was sent rejects with AmbiguousCommitError and is never retried. Reads retry on another
- * node. Events: 'topology', 'route', 'fallback', 'primary-wait', 'ambiguous', 'error'.
+ * node. Events: 'topology', 'route', 'fallback', 'primary-wait', 'ambiguous', 'error', and pg-pool's
+ * 'connect', 'acquire', 'release', 'remove' (with the node as second argument).
  */
 export class ClusterPool extends EventEmitter {
   readonly metrics: Registry;
@@ -480,6 +481,9 @@ export class ClusterPool extends EventEmitter {
       // A server that dies sends FATAL to connections that are checked out but between queries;
       // pg would throw that as an uncaught 'error'. The next query on the client fails anyway.
       p.on('connect', (client) => client.on('error', () => {}));
+      // pg-pool's own events, as node-postgres users know them
+      for (const event of ['connect', 'acquire', 'release', 'remove'] as const)
+        p.on(event as 'connect', (client: pg.PoolClient) => this.emit(event, client, this.nameOf(key)));
       this.pools.set(key, p);
     }
     return p;

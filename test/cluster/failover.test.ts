@@ -82,7 +82,10 @@ describe('routing pool on a real cluster', () => {
       'both replicas eligible',
       async () => pool.topology().replicas.filter((r) => r.eligible).length === 2,
     );
+    const acquired: string[] = [];
+    pool.on('acquire', (_client, node) => acquired.push(node));
     const w = await pool.query('SELECT inet_server_port() AS port, pg_is_in_recovery() AS r');
+    expect(acquired).toEqual([`127.0.0.1:${portOf('node1')}`]);
     expect(w.rows[0]).toEqual({ port: portOf('node1'), r: false });
     const ports = new Set<number>();
     for (let i = 0; i < 10; i++) {
