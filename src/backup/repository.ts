@@ -78,11 +78,16 @@ export class Repository {
     name: string,
     source: Readable,
     encoding: Encoding,
-    options: { threads?: number; onRawBytes?: (n: number) => void } = {},
+    /** precompressed: `source` is already in `encoding.compression` (pg_basebackup server-side compression) */
+    options: { threads?: number; onRawBytes?: (n: number) => void; precompressed?: boolean } = {},
   ): Promise<ObjectEntry> {
     const key = `backups/${id}/${name}${encodingSuffix(encoding)}`;
     const raw = new HashCounter(options.onRawBytes);
-    let s = chain([source, raw, compressor(encoding.compression, encoding.level, options.threads)]);
+    let s = chain([
+      source,
+      raw,
+      options.precompressed ? undefined : compressor(encoding.compression, encoding.level, options.threads),
+    ]);
     if (encoding.encryption === 'age') s = await encryptStream(s, this.key);
     const stored = new HashCounter();
     const tail = chain([s, stored]);
