@@ -61,15 +61,24 @@ measure() {
   local name=$1 conns=$2
   shift 3
   local out="$WORK/out.txt"
-  timeout $((DURATION + 60)) taskset -c "$GEN_CPU" /usr/bin/time -f 'MAXRSS_KB %M' "$@" >"$out" 2>&1 || true
-  local rps rss
+  rm -f "$WORK/summary.json"
+  timeout $((DURATION + 60)) taskset -c "$GEN_CPU" /usr/bin/time -f 'MAXRSS_KB %M CPU_S %U %S' "$@" >"$out" 2>&1 || true
+  local rps total rss cpu
   case $name in
-    wrk) rps=$(awk '/Requests\/sec/ {print $2}' "$out") ;;
-    autocannon) rps=$(node -e "const o=require('fs').readFileSync('$out','utf8');const j=JSON.parse(o.slice(o.indexOf('{'),o.lastIndexOf('}')+1));console.log(j.requests.total/j.duration)") ;;
-    bulwark) rps=$(node -e "console.log(require('$WORK/summary.json').totals.rps)") ;;
+    wrk)
+      rps=$(awk '/Requests\/sec/ {print $2}' "$out")
+      total=$(awk '/requests in/ {print $1}' "$out") ;;
+    autocannon)
+      read -r rps total < <(node -e "const o=require('fs').readFileSync('$out','utf8');const j=JSON.parse(o.slice(o.indexOf('{'),o.lastIndexOf('}')+1));console.log(j.requests.total/j.duration, j.requests.total)") ;;
+    bulwark)
+      read -r rps total < <(node -e "const s=require('$WORK/summary.json');console.log(s.totals.rps, s.totals.requests)") ;;
   esac
   rss=$(awk '/MAXRSS_KB/ {printf "%.0f", $2/1024}' "$out")
-  echo "$name $conns ${rps:-0} ${rss:-0}" | tee -a "$RESULTS"
+  cpu=$(awk '/CPU_S/ {print $4 + $5}' "$out")
+  # req/cpu-s: requests per second of generator CPU, the figure least bent by other work on the machine.
+  local per_cpu
+  per_cpu=$(node -e "console.log(Math.round(${total:-0} / Math.max(${cpu:-0}, 0.01)))")
+  echo "$name $conns ${rps:-0} ${rss:-0} ${per_cpu}" | tee -a "$RESULTS"
 }
 
 run_round() {
@@ -79,7 +88,7 @@ run_round() {
   measure bulwark "$conns" -- "$BULWARK" load "$HERE/get.ts" --host "$BASE" -u "$conns" -d "${DURATION}s" --quiet --no-typecheck --summary-json "$WORK/summary.json"
 }
 
-echo "# tool conns rps rss_mb   (nginx on CPU $TARGET_CPU, generators on CPU $GEN_CPU, ${DURATION}s runs)"
+echo "# tool conns rps rss_mb req/cpu-s   (nginx on CPU $TARGET_CPU, generators on CPU $GEN_CPU, ${DURATION}s runs)"
 for _ in $(seq "$RUNS"); do run_round "$CONNS"; done
 [[ $BIG_CONNS -gt 0 ]] && run_round "$BIG_CONNS"
 
@@ -96,7 +105,9 @@ const pick = (tool, c, col) => median(rows.filter((r) => r[0] === tool && r[1] =
 console.log(`\nSummary (medians)`);
 for (const c of [conns, big].filter((c) => Number(c) > 0)) {
   const w = pick('wrk', c, 2), a = pick('autocannon', c, 2), b = pick('bulwark', c, 2);
-  console.log(`${c} connections: wrk ${w.toFixed(0)} req/s, autocannon ${a.toFixed(0)}, bulwark ${b.toFixed(0)} | bulwark/autocannon ${(b / a).toFixed(2)}, bulwark/wrk ${(b / w).toFixed(2)} | RSS MB wrk ${pick('wrk', c, 3)}, autocannon ${pick('autocannon', c, 3)}, bulwark ${pick('bulwark', c, 3)}`);
+  const wc = pick('wrk', c, 4), ac = pick('autocannon', c, 4), bc = pick('bulwark', c, 4);
+  console.log(`${c} connections: req/s wrk ${w.toFixed(0)}, autocannon ${a.toFixed(0)}, bulwark ${b.toFixed(0)} | bulwark/autocannon ${(b / a).toFixed(2)}, bulwark/wrk ${(b / w).toFixed(2)}`);
+  console.log(`${' '.repeat(String(c).length)}  req/cpu-s wrk ${wc}, autocannon ${ac}, bulwark ${bc} | bulwark/autocannon ${(bc / ac).toFixed(2)} | peak RSS MB wrk ${pick('wrk', c, 3)}, autocannon ${pick('autocannon', c, 3)}, bulwark ${pick('bulwark', c, 3)}`);
 }
 if (Number(idle) > 0) console.log(`${idle} VUs thinking between(1, 3): bulwark peak RSS ${pick('bulwark', 'idle' + idle, 3)} MB`);
 JS

@@ -103,7 +103,10 @@ interface HttpGroup {
 
 /** Recording for one user type: its `user` tag is part of every series it writes. */
 export class UserRecorder implements RequestRecorder {
-  private readonly groups = new Map<string, HttpGroup>();
+  // name -> method -> status -> series: lookups on the scenario's own (interned) strings and a number,
+  // so recording a request builds no key string.
+  private readonly byName = new Map<string, Map<string, Map<number, HttpGroup>>>();
+  private readonly tagged = new Map<string, HttpGroup>();
   private iterationSeries: { count: Series; duration: Series } | undefined;
   private readonly checkSeries = new Map<string, Series>();
 
@@ -115,10 +118,39 @@ export class UserRecorder implements RequestRecorder {
   request(s: RequestSample): void {
     const t = this.thread;
     if (t.muted) return;
-    let key = `${s.name}\u0000${s.method}\u0000${s.status}`;
-    if (s.tags) for (const k in s.tags) key += `\u0000${k}=${s.tags[k]}`;
-    let g = this.groups.get(key);
-    if (!g) g = this.newGroup(key, s);
+    let g: HttpGroup | undefined;
+    if (s.tags) {
+      let key = `${s.name}\u0000${s.method}\u0000${s.status}`;
+      for (const k in s.tags) key += `\u0000${k}=${s.tags[k]}`;
+      g = this.tagged.get(key);
+      if (!g) {
+        g = this.newGroup(s, s.name);
+        this.tagged.set(key, g);
+      }
+    } else {
+      let name = s.name;
+      let byMethod = this.byName.get(name);
+      if (!byMethod) {
+        // Unbounded names (a raw id in every URL) must not grow memory: past the cap they share '(other)'.
+        if (this.thread.endpointGroups >= MAX_ENDPOINT_GROUPS) name = '(other)';
+        else this.thread.endpointGroups++;
+        byMethod = this.byName.get(name);
+        if (!byMethod) {
+          byMethod = new Map();
+          this.byName.set(name, byMethod);
+        }
+      }
+      let byStatus = byMethod.get(s.method);
+      if (!byStatus) {
+        byStatus = new Map();
+        byMethod.set(s.method, byStatus);
+      }
+      g = byStatus.get(s.status);
+      if (!g) {
+        g = this.newGroup(s, name);
+        byStatus.set(s.status, g);
+      }
+    }
     g.reqs.add(1);
     g.duration.add(s.durationMs);
     g.failed.add(s.failed ? 1 : 0);
@@ -132,10 +164,7 @@ export class UserRecorder implements RequestRecorder {
     }
   }
 
-  private newGroup(key: string, s: RequestSample): HttpGroup {
-    // Unbounded names (a raw id in every URL) would make memory grow with the test: fold the excess.
-    const overflow = this.thread.endpointGroups >= MAX_ENDPOINT_GROUPS;
-    const name = overflow ? '(other)' : s.name;
+  private newGroup(s: RequestSample, name: string): HttpGroup {
     const tags = {
       ...this.thread.globalTags,
       ...s.tags,
@@ -145,14 +174,11 @@ export class UserRecorder implements RequestRecorder {
       user: this.userType,
     };
     const store = this.thread.store;
-    const g = {
+    return {
       reqs: store.get('http_reqs', 'counter', tags),
       duration: store.get('http_req_duration', 'trend', tags),
       failed: store.get('http_req_failed', 'rate', tags),
     };
-    if (!overflow) this.thread.endpointGroups++;
-    this.groups.set(key, g);
-    return g;
   }
 
   iteration(durationMs: number): void {

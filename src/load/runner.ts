@@ -32,6 +32,8 @@ export interface RunLoadOptions extends LoadOverrides {
   signal?: AbortSignal;
   /** Called about once a second with the aggregate so far (the live view). */
   onProgress?: (progress: Progress) => void;
+  /** Called once when the load starts (after validation and setup), with the plan. */
+  onStart?: (info: { plan: Plan; workers: number; file?: string }) => void;
   /** Write the summary JSON here. */
   summaryJson?: string;
   /** URLs of `bulwark worker` processes (other hosts); each runs one share of the load. */
@@ -208,6 +210,7 @@ async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
   const onAbort = () => stopAll();
   o.signal?.addEventListener('abort', onAbort, { once: true });
   agg.startedAt = performance.now();
+  o.onStart?.({ plan: p.plan, workers: n, file: p.file });
   const ticker = setInterval(() => {
     evaluateLive();
     o.onProgress?.({ elapsedMs: agg.elapsedMs(), totalMs: p.plan.totalMs, aggregate: agg });

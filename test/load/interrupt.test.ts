@@ -31,10 +31,13 @@ export default scenario({
     const out = join(dir, 'long.json');
     const r = await runCli(['load', file, '--host', server.url, '--summary-json', out], {
       onSpawn: (child) => {
-        // Interrupt once the run is under way (its first progress line is on stderr only on a TTY, so wait).
-        setTimeout(() => child.kill('SIGINT'), 4000);
+        // Interrupt two seconds after the load has started (the "running ..." line on stderr).
+        child.stderr!.on('data', (d: Buffer) => {
+          if (d.toString().includes('running ')) setTimeout(() => child.kill('SIGINT'), 2000);
+        });
       },
     });
+    expect(r.stderr).toMatch(/running \S*long\.ts: constant-vus, up to 3 VUs, 10m/);
     expect(r.stderr).toMatch(/stopping gracefully/);
     expect(r.code).toBe(0);
     expect(r.stdout).toMatch(/stopped early/);

@@ -91,6 +91,7 @@ export async function runLoadFromCli(
       signal: controller.signal,
       summaryJson: opts.summaryJson ? resolve(opts.summaryJson) : undefined,
       onProgress: live?.onProgress,
+      onStart: live?.onStart,
       remoteWorkers: opts.remoteWorker,
       workerToken: process.env.BULWARK_WORKER_TOKEN,
     });

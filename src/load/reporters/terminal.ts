@@ -1,4 +1,6 @@
+import { relative } from 'node:path';
 import { formatDuration } from '../../config/duration.js';
+import type { Plan } from '../executors/plan.js';
 import type { Progress } from '../runner.js';
 import type { LatencyMs, Summary } from '../summary.js';
 
@@ -113,10 +115,25 @@ function statusLine(p: Progress): string {
  * Live progress on stderr: on a TTY one line redrawn every second; otherwise (CI logs) one plain line
  * every 5 s, so logs stay readable.
  */
-export function liveView(stream: NodeJS.WriteStream = process.stderr): { onProgress(p: Progress): void; end(): void } {
+export function liveView(stream: NodeJS.WriteStream = process.stderr): {
+  onStart(info: { plan: Plan; workers: number; file?: string }): void;
+  onProgress(p: Progress): void;
+  end(): void;
+} {
   const tty = Boolean(stream.isTTY);
   let lastPlain = 0;
   return {
+    onStart({ plan, workers, file }) {
+      const peak = Math.max(plan.start, ...plan.stages.map((s) => s.target));
+      const what =
+        plan.kind === 'closed'
+          ? `up to ${Math.ceil(peak)} VUs`
+          : `up to ${Number(peak.toFixed(2))} iterations/s, max ${plan.maxVUs} VUs`;
+      const where = workers > 1 ? ` on ${workers} workers` : '';
+      stream.write(
+        `running ${file ? relative(process.cwd(), file) || file : 'scenario'}: ${plan.executor}, ${what}, ${formatDuration(plan.totalMs)}${where}\n`,
+      );
+    },
     onProgress(p) {
       if (tty) {
         stream.write(`\r\x1b[2K${statusLine(p)}`);
