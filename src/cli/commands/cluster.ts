@@ -127,7 +127,10 @@ export function registerClusterCommands(program: Command): void {
     .option('--scope <name>', 'etcd key prefix /bulwark/<scope>/ (default: the cluster name)')
     .option('--lease-ttl <seconds>', 'etcd leader lease TTL', parseIntOption('--lease-ttl'), 5)
     .option('--no-rejoin', 'leave fenced old primaries down instead of rewinding them as replicas')
+    .option('--log-format <format>', 'json (one JSON object per line) or text', 'json')
     .action(async (opts, cmd: Command) => {
+      if (opts.logFormat !== 'json' && opts.logFormat !== 'text')
+        throw new UsageError(`--log-format must be json or text, got "${opts.logFormat}"`);
       const { parseDuration, parseSize } = await import('../../config/index.js');
       const { ClusterMonitor, EtcdDcs, readSpec } = await import('../../cluster/index.js');
       const section = await clusterSection(opts.config);
@@ -153,8 +156,10 @@ export function registerClusterCommands(program: Command): void {
         : fromFile.etcd?.hosts;
       const leaseTtl = flag('leaseTtl') ? opts.leaseTtl : (fromFile.etcd?.leaseTtl ?? opts.leaseTtl);
       if (leaseTtl < 2) throw new UsageError('--lease-ttl must be at least 2 seconds');
+      const { createTextLogger } = await import('../../cluster/monitor/text-log.js');
       const monitor = new ClusterMonitor({
         dir,
+        logger: opts.logFormat === 'text' ? createTextLogger() : undefined,
         name: opts.name ?? fromFile.name,
         intervalMs:
           flag('interval') || fromFile.interval === undefined
