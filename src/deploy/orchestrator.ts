@@ -315,6 +315,7 @@ export class Deployer {
     const beforeSwitch = Date.now();
     const stableBaseline = await this.o.metrics.window(stable, beforeSwitch - monitorMs, { version: d.from!.version });
     if (d.phase !== 'monitoring') {
+      this.interruptIfRequested();
       await this.o.metrics.window(d.to, Date.now(), { version: d.version }); // baseline sample (cumulative-counter routers)
       await this.shift({ [d.to]: 100, [stable]: 0 } as Weights, `switch to ${d.version}`);
       d.phase = 'monitoring';
@@ -334,6 +335,7 @@ export class Deployer {
       const step = steps[i]!;
       d.step = i;
       d.phase = `step ${i + 1}/${steps.length}`;
+      this.interruptIfRequested();
       const since = Date.now();
       await this.o.metrics.window(d.to, since, { version: d.version });
       await this.o.metrics.window(stable, since, { version: d.from!.version });
@@ -432,6 +434,15 @@ export class Deployer {
         }
       }
     }
+  }
+
+  /** Before moving traffic: an abort or rollback asked for meanwhile wins (a promote waits for the next pause). */
+  private interruptIfRequested(): void {
+    const c = this.store.takeControl();
+    if (!c) return;
+    if (c.action === 'abort') throw new Interrupted('abort', 'aborted by request');
+    if (c.action === 'rollback') throw new Interrupted('rollback', 'rollback requested');
+    this.store.requestControl(c.action);
   }
 
   /** Wait up to `ms`, returning early with a promote; abort and rollback interrupt the flow. */

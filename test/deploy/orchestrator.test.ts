@@ -177,4 +177,17 @@ describe('Deployer (library)', () => {
     await expect(running).rejects.toThrow(/cannot return to blue: its instances are not running/);
     expect((await router.state()).slots.green.weight).toBe(20); // green keeps serving its share
   });
+
+  it('an abort asked for while the new instances start wins before any traffic moves', async () => {
+    const { store, deployer } = make();
+    cleanups.push(() => deployer.down());
+    await deployer.deploy('v1');
+    log.length = 0;
+    const running = deployer.deploy('v2');
+    store.requestControl('abort');
+    await expect(running).rejects.toMatchObject({ code: 'BULWARK_E_DEPLOY_ABORTED' });
+    expect(log.some((l) => /green 100%|green [1-9]\d*%/.test(l))).toBe(false);
+    expect(store.load()).toMatchObject({ active: 'blue', slots: { green: null }, deployment: { status: 'aborted' } });
+    expect(await servedBy(router.url, 5)).toEqual({ v1: 5 });
+  });
 });
