@@ -39,6 +39,9 @@ describe('bulwark cluster from a global install', () => {
     const r2 = await bulwark('cluster', 'init', '--dir', join(root, 'x'), '--auth', 'md5');
     expect(r2.code).toBe(2);
     expect(r2.stderr.trim().split('\n')).toHaveLength(1);
+    const r4 = await bulwark('cluster', 'monitor', '--dir', root, '--log-format', 'xml');
+    expect(r4.code).toBe(2);
+    expect(r4.stderr).toMatch(/--log-format must be json or text/);
     const r3 = await bulwark('cluster', 'status', '--dir', root);
     expect(r3.code).toBe(2);
     expect(r3.stderr).toMatch(/not a Bulwark cluster/);
