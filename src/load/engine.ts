@@ -270,7 +270,8 @@ export class Engine {
     while (!vu.stop.stopped) {
       await this.runTask(vu);
       if (vu.stop.stopped) break;
-      await vu.stop.sleep(waitMs(vu.type.def.wait, vu.random));
+      const pause = waitMs(vu.type.def.wait, vu.random);
+      if (pause > 0) await vu.stop.sleep(pause);
     }
     await this.stopVu(vu);
   }
