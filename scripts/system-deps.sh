@@ -19,5 +19,6 @@ for p in ${missing[@]+"${missing[@]}"}; do
   case "$p" in
     etcd-server) service etcd stop >/dev/null 2>&1 || true ;;
     haproxy) service haproxy stop >/dev/null 2>&1 || true ;;
+    prometheus) service prometheus stop >/dev/null 2>&1 || true ;;
   esac
 done
