@@ -210,14 +210,41 @@ export class ClusterPool extends EventEmitter {
     const deadline = Date.now() + this.opts.writeTimeoutMillis;
     for (;;) {
       const key = await this.waitForPrimary(deadline);
+      let client: pg.PoolClient;
       try {
-        const client = await this.poolFor(key).connect();
-        this.m.queries.inc({ kind: 'transaction', node: this.nameOf(key), role: 'primary' });
-        return client;
+        client = await this.poolFor(key).connect();
       } catch (err) {
         this.lostPrimary(key, err);
+        continue;
       }
+      this.m.queries.inc({ kind: 'transaction', node: this.nameOf(key), role: 'primary' });
+      return this.guardCommit(client, key);
     }
+  }
+
+  /**
+   * Inside a transaction, a broken connection before COMMIT means nothing committed (a plain error);
+   * a connection that breaks during COMMIT leaves the outcome unknown: report that as
+   * AmbiguousCommitError, as for single writes. Promise-style calls only; callbacks pass through.
+   */
+  private guardCommit(client: pg.PoolClient, key: string): pg.PoolClient {
+    const original = client.query.bind(client) as (...args: any[]) => any;
+    const isCommit = (q: unknown) => {
+      const text = typeof q === 'string' ? q : (q as { text?: string })?.text;
+      return typeof text === 'string' && /^\s*(commit|end)(\s+(work|transaction))?\s*;?\s*$/i.test(text);
+    };
+    (client as any).query = (...args: any[]) => {
+      const result = original(...args);
+      if (!isCommit(args[0]) || typeof args[args.length - 1] === 'function' || !result?.then) return result;
+      return result.catch((err: unknown) => {
+        if (!connectionLevel(err)) throw err;
+        this.lostPrimary(key, err);
+        this.m.ambiguous.inc();
+        this.emit('ambiguous', { node: this.nameOf(key), error: (err as Error).message });
+        throw new AmbiguousCommitError(this.nameOf(key), err);
+      });
+    };
+    return client;
   }
 
   async end(): Promise<void> {
