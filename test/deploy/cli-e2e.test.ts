@@ -188,8 +188,12 @@ export default defineConfig((env) => ({
   it('an interrupted deploy blocks new ones until it is aborted cleanly', async () => {
     const run = cliChild(['deploy', 'shop', '--version', 'v7'], dir);
     await waitPaused('v7'); // no traffic: inconclusive, paused with v7 serving
-    run.child.kill('SIGKILL');
-    await run.done;
+    run.child.kill('SIGTERM');
+    const interrupted = await run.done;
+    expect(interrupted.code).toBe(130);
+    expect(interrupted.stderr).toMatch(
+      /SIGTERM: deploy of shop interrupted; continue with `bulwark deploy shop --resume` or undo/,
+    );
     const next = await cli(['deploy', 'shop', '--version', 'v8'], dir);
     expect(next.code).toBe(1);
     expect(next.stderr).toMatch(

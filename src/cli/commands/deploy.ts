@@ -87,6 +87,15 @@ export function registerDeployCommands(program: Command): void {
           throw new UsageError(`--strategy: "${opts.strategy}" must be blue-green or canary`);
         const { config, baseDir } = await deployConfig(opts.config);
         const deployer = deployerFromConfig(config, app, { baseDir, log: printer(app) });
+        // Ctrl-C leaves the deploy where it is (traffic included): say how to continue or undo it.
+        const onSignal = (sig: NodeJS.Signals) => {
+          console.error(
+            `bulwark: ${sig}: deploy of ${app} interrupted; continue with \`bulwark deploy ${app} --resume\` or undo with \`bulwark deploy abort ${app}\``,
+          );
+          process.exit(130);
+        };
+        process.once('SIGINT', onSignal);
+        process.once('SIGTERM', onSignal);
         const d = await deployer.deploy(opts.version ?? '', {
           strategy: opts.strategy as 'blue-green' | 'canary' | undefined,
           resume: opts.resume,
