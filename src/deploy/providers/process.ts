@@ -81,7 +81,9 @@ export class ProcessProvider implements Provider {
     const handles: ProcessHandle[] = [];
     try {
       for (let i = 0; i < count; i++) {
-        const port = fixed?.[i] ?? (await freePort({ below: 32768 }));
+        let port = fixed?.[i] ?? (await freePort({ below: 32768 }));
+        // freePort only checks that a port is free now: never hand the same one to two instances.
+        while (!fixed && handles.some((h) => h.port === port)) port = await freePort({ below: 32768 });
         const log = join(this.opts.logDir, `${slot}-${i + 1}.log`);
         const fd = openSync(log, 'a');
         const command = this.opts.command
