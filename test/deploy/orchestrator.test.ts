@@ -190,4 +190,27 @@ describe('Deployer (library)', () => {
     expect(store.load()).toMatchObject({ active: 'blue', slots: { green: null }, deployment: { status: 'aborted' } });
     expect(await servedBy(router.url, 5)).toEqual({ v1: 5 });
   });
+
+  it('promote --full takes a canary straight to 100 %, skipping the remaining steps', async () => {
+    const { store, deployer } = make({
+      strategy: 'canary',
+      canary: {
+        steps: [
+          { weight: 20, pauseMs: 60_000 },
+          { weight: 50, pauseMs: 60_000 },
+        ],
+        keepOldForMs: 0,
+      },
+    });
+    cleanups.push(() => deployer.down());
+    await deployer.deploy('v1');
+    log.length = 0;
+    const running = deployer.deploy('v2');
+    await waitFor(() => store.load().deployment?.weights?.green === 20);
+    store.requestControl('promote-full');
+    expect((await running).status).toBe('succeeded');
+    expect(log.some((l) => /promoted to full traffic, skipping the remaining steps/.test(l))).toBe(true);
+    expect(log.some((l) => /green 50%/.test(l))).toBe(false);
+    expect(await servedBy(router.url, 5)).toEqual({ v2: 5 });
+  });
 });
