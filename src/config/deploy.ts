@@ -212,7 +212,16 @@ const appSchema = z
     /** How long to wait for in-flight requests of a slot that lost its traffic. */
     drainTimeout: duration('30s'),
   })
-  .strict();
+  .strict()
+  .superRefine((app, ctx) => {
+    // An analysis that can never see traffic would skip every check: refuse it instead of ignoring it.
+    if (app.router.type === 'aws-alb' && app.analysis.source === 'router')
+      ctx.addIssue({
+        code: 'custom',
+        path: ['analysis', 'source'],
+        message: 'the aws-alb router has no traffic metrics: set a prometheus source',
+      });
+  });
 
 const RESERVED = new Set(['status', 'history', 'promote', 'abort', 'rollback', 'router', 'down']);
 

@@ -74,5 +74,17 @@ describe('deploy config (bulwark.config.ts deploy section)', () => {
         },
       }),
     ).toMatch(/provider\.taskDefinition: must contain \{version\}/);
+    expect(
+      await configError({
+        apps: {
+          shop: {
+            ...minimal,
+            router: { type: 'aws-alb', listenerArn: 'arn:l', targetGroups: { blue: 'b', green: 'g' } },
+          },
+        },
+      }),
+    ).toMatch(
+      /deploy\.apps\.shop\.analysis\.source: the aws-alb router has no traffic metrics: set a prometheus source/,
+    );
   });
 });
