@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { DescribeServicesCommand, ECSClient, UpdateServiceCommand } from '@aws-sdk/client-ecs';
 import {
   DeregisterTargetsCommand,
@@ -8,7 +11,8 @@ import {
   RegisterTargetsCommand,
 } from '@aws-sdk/client-elastic-load-balancing-v2';
 import { mockClient } from 'aws-sdk-client-mock';
-import { beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { Deployer, type MetricsSource, type SlotWindow, StateStore } from '../../src/deploy/index.js';
 import { EcsProvider } from '../../src/deploy/providers/ecs.js';
 import { AlbRouter } from '../../src/deploy/routers/alb.js';
 
@@ -209,5 +213,129 @@ describe('aws-ecs provider (aws-sdk-client-mock)', () => {
       service: 'shop-blue',
       desiredCount: 0,
     });
+  });
+});
+
+describe('Deployer with aws-alb + aws-ecs (aws-sdk-client-mock)', () => {
+  const elb = mockClient(ElasticLoadBalancingV2Client);
+  const ecs = mockClient(ECSClient);
+  const dir = mkdtempSync(join(tmpdir(), 'bulwark-aws-deploy-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  let weights = { blue: 100, green: 0 };
+  const taskDefs: Record<string, string> = {};
+
+  beforeEach(() => {
+    elb.reset();
+    ecs.reset();
+    weights = { blue: 100, green: 0 };
+    elb.on(DescribeListenersCommand).callsFake(() => ({
+      Listeners: [
+        {
+          DefaultActions: [
+            {
+              Type: 'forward',
+              ForwardConfig: {
+                TargetGroups: [
+                  { TargetGroupArn: BLUE, Weight: weights.blue },
+                  { TargetGroupArn: GREEN, Weight: weights.green },
+                ],
+              },
+            },
+          ],
+        },
+      ],
+    }));
+    // ECS registers its tasks in the target groups; both groups have healthy targets once their service runs.
+    elb.on(DescribeTargetHealthCommand).callsFake((input: { TargetGroupArn: string }) => ({
+      TargetHealthDescriptions: taskDefs[input.TargetGroupArn === BLUE ? 'shop-blue' : 'shop-green']
+        ? [{ Target: { Id: '10.0.0.1', Port: 8000 }, TargetHealth: { State: 'healthy' } }]
+        : [],
+    }));
+    elb.on(ModifyListenerCommand).callsFake((input) => {
+      const g = input.DefaultActions[0].ForwardConfig.TargetGroups;
+      weights = { blue: g[0].Weight, green: g[1].Weight };
+      return {};
+    });
+    ecs
+      .on(UpdateServiceCommand)
+      .callsFake((input: { service: string; taskDefinition?: string; desiredCount: number }) => {
+        if (input.desiredCount === 0) delete taskDefs[input.service];
+        else taskDefs[input.service] = input.taskDefinition!;
+        return {};
+      });
+    ecs.on(DescribeServicesCommand).callsFake((input: { services: string[] }) => {
+      const td = taskDefs[input.services[0]!];
+      return {
+        services: [
+          {
+            runningCount: td ? 2 : 0,
+            desiredCount: td ? 2 : 0,
+            deployments: [
+              { taskDefinition: `arn:aws:ecs:eu-west-1:1:task-definition/${td}`, runningCount: 2, desiredCount: 2 },
+            ],
+          },
+        ],
+      };
+    });
+  });
+
+  const make = (badVersion?: string) => {
+    // An injected metrics source stands in for Prometheus (the ALB has none of its own).
+    const metrics: MetricsSource = {
+      async window(_slot, _since, ctx): Promise<SlotWindow> {
+        const bad = ctx.version === badVersion;
+        return { requests: 500, errors: bad ? 100 : 0, latencyMs: { p99: 50 } };
+      },
+    };
+    return new Deployer({
+      app: 'shop',
+      router: new AlbRouter({
+        client: new ElasticLoadBalancingV2Client({ region: 'eu-west-1' }),
+        listenerArn: LISTENER,
+        targetGroups: { blue: BLUE, green: GREEN },
+        pollIntervalMs: 1,
+      }),
+      provider: new EcsProvider({
+        client: new ECSClient({ region: 'eu-west-1' }),
+        cluster: 'prod',
+        services: { blue: 'shop-blue', green: 'shop-green' },
+        taskDefinition: 'shop:{version}',
+        pollIntervalMs: 1,
+      }),
+      store: new StateStore(dir, 'shop'),
+      metrics,
+      plan: {
+        strategy: 'canary',
+        healthChecks: [],
+        analysis: { minRequests: 100, maxErrorRate: 0.01, intervalMs: 20 },
+        blueGreen: { monitorMs: 60, keepOldForMs: 0 },
+        canary: { steps: [{ weight: 10, pauseMs: 60 }], keepOldForMs: 0 },
+        abort: { newSlot: 'stop' },
+        drainTimeoutMs: 1000,
+      },
+      controlPollMs: 5,
+    });
+  };
+
+  it('canary through weighted target groups, then the old ECS service is scaled to zero', async () => {
+    await make().deploy('1');
+    expect(weights).toEqual({ blue: 100, green: 0 });
+    const d = await make().deploy('2');
+    expect(d.status).toBe('succeeded');
+    const sent = elb
+      .commandCalls(ModifyListenerCommand)
+      .map((c) => c.args[0].input.DefaultActions?.[0]?.ForwardConfig?.TargetGroups?.map((g) => g.Weight));
+    expect(sent).toEqual([
+      [100, 0],
+      [90, 10],
+      [0, 100],
+    ]);
+    expect(taskDefs).toEqual({ 'shop-green': 'shop:2' });
+  });
+
+  it('a failing analysis sends all traffic back to the stable target group and scales the canary service down', async () => {
+    await expect(make('3').deploy('3')).rejects.toMatchObject({ code: 'BULWARK_E_DEPLOY_FAILED' });
+    expect(weights).toEqual({ blue: 0, green: 100 });
+    expect(taskDefs).toEqual({ 'shop-green': 'shop:2' });
   });
 });
