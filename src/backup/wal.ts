@@ -1,8 +1,9 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { copyFile, mkdir, readdir, readFile, rename, rm, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Encoding } from './codec.js';
+import { BackupError } from './errors.js';
 import type { Repository } from './repository.js';
 
 /**
@@ -219,7 +220,11 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<{ fetched: nu
   const parallel = Math.max(1, o.parallel ?? 2);
   const idleMs = o.idleMs ?? 10_000;
   const inDir = join(o.spool, 'in');
+  const missingDir = join(o.spool, 'missing');
   await mkdir(inDir, { recursive: true, mode: 0o700 });
+  await mkdir(missingDir, { recursive: true, mode: 0o700 });
+  let historyCheckedAt = 0;
+  const markMissing = (name: string) => writeFile(join(missingDir, name), '').catch(() => {});
   const pidFile = join(o.spool, 'pusher.pid');
   try {
     await writeFile(pidFile, String(process.pid), { flag: 'wx' });
@@ -241,6 +246,22 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<{ fetched: nu
       } else if (Date.now() - lastChange > idleMs && !inflight.size) break;
       const window = nextSegments(want, count);
       const keep = new Set([want, ...window]);
+      // at promotion PostgreSQL asks for the next timelines' history files, one process each; answer
+      // "not there" from a marker when the archive has none (checked at most every 2 s)
+      if (/^[0-9A-F]{8}/.test(want) && Date.now() - historyCheckedAt > 2000) {
+        historyCheckedAt = Date.now();
+        const tli = Number.parseInt(want.slice(0, 8), 16);
+        for (let t = tli + 1; t <= tli + 2; t++) {
+          const h = `${t.toString(16).toUpperCase().padStart(8, '0')}.history`;
+          if (await o.repo.findWal(h).catch(() => true)) await unlink(join(missingDir, h)).catch(() => {});
+          else await markMissing(h);
+        }
+      }
+      // a "missing" answer is only trusted while fresh: older markers are dropped and re-checked
+      for (const f of await readdir(missingDir).catch(() => [] as string[])) {
+        const st = await stat(join(missingDir, f)).catch(() => undefined);
+        if (st && Date.now() - st.mtimeMs > 3000) await unlink(join(missingDir, f)).catch(() => {});
+      }
       const have = new Set(await readdir(inDir).catch(() => [] as string[]));
       // drop what recovery went past (or never asked for)
       for (const f of have) if (!keep.has(f) && !f.startsWith('.')) await unlink(join(inDir, f)).catch(() => {});
@@ -253,11 +274,12 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<{ fetched: nu
             const tmp = join(inDir, `.${name}.tmp`);
             await writeFile(tmp, data, { mode: 0o600 });
             await rename(tmp, join(inDir, name));
+            await unlink(join(missingDir, name)).catch(() => {});
             fetched++;
           } catch (err) {
             missingAt.set(name, Date.now());
-            if (!(err instanceof Error && /not in/.test(err.message)))
-              o.log?.(`prefetch ${name}: ${(err as Error).message}`);
+            if (err instanceof BackupError && err.code === 'BULWARK_E_NOT_FOUND') await markMissing(name);
+            else o.log?.(`prefetch ${name}: ${(err as Error).message}`);
           }
         })().finally(() => inflight.delete(name));
         inflight.set(name, p);
@@ -269,6 +291,7 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<{ fetched: nu
     const owner = await readFile(pidFile, 'utf8').catch(() => '');
     if (owner.trim() === String(process.pid)) await unlink(pidFile).catch(() => {});
     await rm(inDir, { recursive: true, force: true });
+    await rm(missingDir, { recursive: true, force: true });
     // a restore's spool is private to it: nothing in it is worth keeping once recovery moved on
     if (o.removeSpoolOnExit) await rm(o.spool, { recursive: true, force: true });
   }

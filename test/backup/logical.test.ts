@@ -1,7 +1,14 @@
 import { join } from 'node:path';
 import { generateIdentity } from 'age-encryption';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type KeyMaterial, logicalBackup, logicalRestore, openStorage, Repository } from '../../src/backup/index.js';
+import {
+  type KeyMaterial,
+  logicalBackup,
+  logicalRestore,
+  openStorage,
+  Repository,
+  verifyBackup,
+} from '../../src/backup/index.js';
 import { makePostgresOwnedTempDir, startTestPostgres, type TestPostgres } from '../harness/postgres.js';
 import { startTestS3, type TestS3 } from '../harness/s3.js';
 
@@ -58,6 +65,15 @@ describe.each(drivers)('logical backup and restore ($name driver)', (d) => {
     await logicalRestore({ repo, pg: { url: pg.url }, database: target, force: true });
     const [again] = await pg.query('select count(*)::int as n from orders', [], target);
     expect(again.n).toBe(5000);
+  });
+
+  it('verify --restore restores the dump into a throw-away instance and finds the rows', async () => {
+    const repo = new Repository(openStorage(d.uri()), key);
+    const r = await verifyBackup({ repo, backup: 'latest', restore: true });
+    expect(r.problems).toEqual([]);
+    expect(r.restore?.checks.join('\n')).toMatch(/shop: 1 table\(s\), 5000 row\(s\) readable/);
+    expect(r.restore?.amcheck).toBe('ok');
+    expect(r.ok).toBe(true);
   });
 
   if (d.encrypt) {

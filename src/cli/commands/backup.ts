@@ -130,12 +130,13 @@ export function selfCommand(): string {
  * restore_command for a restored data folder. Recovery runs it once per segment, and starting Node
  * costs more than replaying a segment, so a tiny shell step comes first: record the segment asked for
  * (the prefetcher's window follows it) and move the segment in if the prefetcher already downloaded
- * and verified it; only otherwise start bulwark (`wal fetch --prefetch`, which also starts the
- * prefetcher). The spool is private to this restore.
+ * and verified it, or answer "not in the archive" from the prefetcher's fresh (< 3 s) marker; only
+ * otherwise start bulwark (`wal fetch --prefetch`, which also starts the prefetcher). The spool is
+ * private to this restore.
  */
 export function restoreCommandFor(repoUri: string, depth = 8): string {
   const spool = `${tmpdir()}/bulwark-get-${randomBytes(6).toString('hex')}`;
-  const script = `echo "$1" > "$3/want" 2>/dev/null; mv -f "$3/in/$1" "$2" 2>/dev/null || exec ${selfCommand()} wal fetch "$1" "$2" --prefetch ${depth} --spool "$3" --repo "$4"`;
+  const script = `echo "$1" > "$3/want" 2>/dev/null; test -e "$3/missing/$1" && exit 1; mv -f "$3/in/$1" "$2" 2>/dev/null || exec ${selfCommand()} wal fetch "$1" "$2" --prefetch ${depth} --spool "$3" --repo "$4"`;
   return `sh -c ${shellQuote(script)} sh "%f" "%p" ${shellQuote(spool)} ${shellQuote(repoUri)}`;
 }
 
