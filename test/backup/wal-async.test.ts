@@ -102,4 +102,27 @@ describe('wal push --async (background pusher)', () => {
       await c.end();
     }
   });
+
+  it('an age-encrypted physical backup verifies and restores only with its key', async () => {
+    const { generateIdentity } = await import('age-encryption');
+    const { physicalBackup, verifyBackup } = await import('../../src/backup/index.js');
+    const key = { identity: await generateIdentity() };
+    const encUri = `file://${join(work, 'repo-encrypted')}`;
+    const repo = new Repository(openStorage(encUri), key);
+    const m = await physicalBackup({ repo, pg: { url: pg.url }, encoding: { compression: 'zstd', encryption: 'age' } });
+    expect(m.objects[0]!.key).toBe('base.tar.zst.age');
+    // checksums need no key; the test restore does
+    const noKey = await verifyBackup({ repo: new Repository(openStorage(encUri)), backup: m.id });
+    expect(noKey.ok).toBe(true);
+    const r = await verifyBackup({ repo, backup: m.id, restore: true });
+    expect(r.restore?.checks.join('\n')).toMatch(/postgres: 1 table\(s\), 24000 row\(s\) readable/);
+    expect(r.ok).toBe(true);
+    const wrong = await verifyBackup({
+      repo: new Repository(openStorage(encUri), { identity: await generateIdentity() }),
+      backup: m.id,
+      restore: true,
+    });
+    expect(wrong.ok).toBe(false);
+    expect(wrong.restore?.checks.join('\n')).toMatch(/cannot decrypt/);
+  });
 });
