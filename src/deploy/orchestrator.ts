@@ -4,7 +4,15 @@ import { type HttpCheckSpec, runHttpChecks } from './checks.js';
 import { DeployError } from './errors.js';
 import { assertSafeToStop } from './safety.js';
 import type { AppState, ControlAction, DeploymentRecord, StateStore } from './state.js';
-import { otherSlot, type Provider, type Router, type Slot, type SlotInstances, type Weights } from './types.js';
+import {
+  otherSlot,
+  type Provider,
+  type Router,
+  type RouterState,
+  type Slot,
+  type SlotInstances,
+  type Weights,
+} from './types.js';
 import { type DeployEventName, notifyWebhooks, type Webhook } from './webhooks.js';
 
 /** A short `bulwark load` run; resolves with what the run measured. */
@@ -498,6 +506,7 @@ export class Deployer {
       assertSafeToStop(old, await this.o.router.state());
       await this.o.provider.stop(old, inst);
       this.state.slots[old] = null;
+      await this.o.router.setBackends(old, []); // the router forgets addresses nothing listens on
       this.say(`stopped ${inst.version} on ${old}`);
     }
     this.finish(d, `${d.version} is live on ${d.to}`);
@@ -553,6 +562,7 @@ export class Deployer {
     }
     await this.o.provider.stop(d.to, inst);
     this.state.slots[d.to] = null;
+    await this.o.router.setBackends(d.to, []);
     this.say(`stopped ${inst.version} on ${d.to}`);
   }
 
@@ -629,6 +639,15 @@ export class Deployer {
     const state = this.store.load();
     const holder = this.store.lockHolder();
     return { ...state, ...(holder ? { running: { pid: holder.pid, startedAt: holder.startedAt } } : {}) };
+  }
+
+  /** What the router itself reports (live weights and backends), or why it cannot be asked. */
+  async routerState(): Promise<RouterState | { error: string }> {
+    try {
+      return await this.o.router.state();
+    } catch (err) {
+      return { error: (err as Error).message };
+    }
   }
 
   history(): DeploymentRecord[] {

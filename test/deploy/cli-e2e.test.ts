@@ -224,6 +224,7 @@ export default defineConfig((env) => ({
     const status = await cli(['deploy', 'status', 'shop'], dir);
     expect(status.stdout).toMatch(/active slot green/);
     expect(status.stdout).toMatch(/blue {2}\(empty\)/);
+    expect(status.stdout).toMatch(/router \(embedded\): blue 0% \(0 ready backends\), green 100% \(2 ready backends\)/);
   });
 
   it('runs the smoke load test (bulwark load, thresholds) against the new slot before any traffic', async () => {

@@ -115,9 +115,24 @@ export function registerDeployCommands(program: Command): void {
     .option('--json', 'print the state as JSON')
     .action(async (app: string, opts: { config?: string; json?: boolean }) => {
       const { config, baseDir } = await deployConfig(opts.config);
-      const s = deployerFromConfig(config, app, { baseDir }).status();
-      if (opts.json) console.log(JSON.stringify(s, null, 2));
-      else for (const l of describeState(s)) console.log(l);
+      const deployer = deployerFromConfig(config, app, { baseDir });
+      const s = deployer.status();
+      const router = await deployer.routerState();
+      if (opts.json) console.log(JSON.stringify({ ...s, router }, null, 2));
+      else {
+        for (const l of describeState(s)) console.log(l);
+        if ('error' in router) console.log(`  router: ${router.error}`);
+        else
+          console.log(
+            `  router (${router.kind}): ${(['blue', 'green'] as const)
+              .map((slot) => {
+                const st = router.slots[slot];
+                const ready = st.backends.filter((b) => b.state === 'ready').length;
+                return `${slot} ${st.weight}% (${ready} ready backend${ready === 1 ? '' : 's'})`;
+              })
+              .join(', ')}`,
+          );
+      }
     });
 
   withApp('history', 'past deploys with their decisions')
