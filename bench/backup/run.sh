@@ -243,4 +243,4 @@ fi
   echo
   echo "correctness checks (want before=1 after=0 sum_ok=y; history rows equal):"
   sed 's/^/  /' "$SCR/checks.txt"
-} | tee "$HERE/last-run.txt"
+} | tee "${OUT:-${TMPDIR:-/tmp}/bulwark-bench-backup-last.txt}"
