@@ -122,4 +122,37 @@ describe('bulwark schedule (CLI, config file)', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toMatch(/bad\.config\.ts: backup\.retention\.keepLast/);
   });
+
+  it('restore flags are checked before the repository is touched: a bad target is exit 2 naming the flag', async () => {
+    const main = resolve(import.meta.dirname, '../../dist/cli/main.js');
+    const repo = `file://${join(dir, 'nothing-here')}`;
+    const bad = await bulwark(process.execPath, [
+      main,
+      'restore',
+      '--pgdata',
+      join(dir, 'x'),
+      '--to-time',
+      'yesterday-ish',
+      '--repo',
+      repo,
+    ]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--to-time: "yesterday-ish" is not a timestamp/);
+    const two = await bulwark(process.execPath, [
+      main,
+      'restore',
+      '--pgdata',
+      join(dir, 'x'),
+      '--to-lsn',
+      '0/1',
+      '--to-xid',
+      '9',
+      '--repo',
+      repo,
+    ]);
+    expect(two.code).toBe(2);
+    const noRepo = await bulwark(process.execPath, [main, 'backup', 'list'], { BULWARK_REPO: undefined });
+    expect(noRepo.code).toBe(2);
+    expect(noRepo.stderr).toMatch(/no backup repository: pass --repo/);
+  });
 });

@@ -516,6 +516,21 @@ export function registerBackupCommands(program: Command): void {
     if (targets.length > 1) throw new UsageError('give at most one of --to-time, --to-lsn, --to-xid, --to-latest');
     if (opts.archiveMode !== 'preserve' && opts.archiveMode !== 'off')
       throw new UsageError(`--archive-mode: "${opts.archiveMode}" must be preserve or off`);
+    // check every flag before touching the repository: a typo is a usage error (exit 2), not a failed restore
+    let target: import('../../backup/index.js').RecoveryTarget = { kind: 'latest' };
+    if (opts.toTime) {
+      const t = new Date(opts.toTime);
+      if (Number.isNaN(t.getTime()))
+        throw new UsageError(`--to-time: "${opts.toTime}" is not a timestamp (use ISO 8601)`);
+      target = { kind: 'time', time: opts.toTime };
+    } else if (opts.toLsn) {
+      if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(opts.toLsn))
+        throw new UsageError(`--to-lsn: "${opts.toLsn}" is not an LSN like 0/16B3748`);
+      target = { kind: 'lsn', lsn: opts.toLsn.toUpperCase() };
+    } else if (opts.toXid) {
+      if (!/^\d+$/.test(opts.toXid)) throw new UsageError(`--to-xid: "${opts.toXid}" is not a transaction id`);
+      target = { kind: 'xid', xid: opts.toXid };
+    }
     const c = await context(opts);
     const m = await c.repo.resolveBackupId(opts.backup);
     const logical = opts.backup !== 'latest' ? m.kind === 'logical' : !opts.pgdata;
@@ -535,20 +550,6 @@ export function registerBackupCommands(program: Command): void {
         `restored ${r.backup.id} into database ${r.database}${r.created ? ' (created)' : ' (existing, --force)'} in ${(r.durationMs / 1000).toFixed(1)}s`,
       );
       return;
-    }
-    let target: import('../../backup/index.js').RecoveryTarget = { kind: 'latest' };
-    if (opts.toTime) {
-      const t = new Date(opts.toTime);
-      if (Number.isNaN(t.getTime()))
-        throw new UsageError(`--to-time: "${opts.toTime}" is not a timestamp (use ISO 8601)`);
-      target = { kind: 'time', time: opts.toTime };
-    } else if (opts.toLsn) {
-      if (!/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(opts.toLsn))
-        throw new UsageError(`--to-lsn: "${opts.toLsn}" is not an LSN like 0/16B3748`);
-      target = { kind: 'lsn', lsn: opts.toLsn.toUpperCase() };
-    } else if (opts.toXid) {
-      if (!/^\d+$/.test(opts.toXid)) throw new UsageError(`--to-xid: "${opts.toXid}" is not a transaction id`);
-      target = { kind: 'xid', xid: opts.toXid };
     }
     const { resolve } = await import('node:path');
     const restoreCommand = restoreCommandFor(c.repoUri);
