@@ -104,3 +104,29 @@ export function planExpire(
     walReason,
   };
 }
+
+/**
+ * Leftovers of interrupted backups: `backups/<id>/` folders without a manifest whose newest object is
+ * older than `ageMs` (pure). The age keeps a backup that is still running (it has no manifest yet)
+ * from being deleted under its feet.
+ */
+export function findOrphans(
+  objects: { key: string; size: number; modified?: Date }[],
+  ageMs: number,
+  now: Date = new Date(),
+): { id: string; keys: string[]; bytes: number }[] {
+  const byId = new Map<string, { keys: string[]; bytes: number; newest: number; complete: boolean }>();
+  for (const o of objects) {
+    const m = /^backups\/([^/]+)\/(.+)$/.exec(o.key);
+    if (!m) continue;
+    const e = byId.get(m[1]!) ?? { keys: [], bytes: 0, newest: 0, complete: false };
+    e.keys.push(o.key);
+    e.bytes += o.size;
+    e.newest = Math.max(e.newest, o.modified?.getTime() ?? now.getTime());
+    if (m[2] === 'manifest.json' || m[2] === 'manifest.copy.json') e.complete = true;
+    byId.set(m[1]!, e);
+  }
+  return [...byId.entries()]
+    .filter(([, e]) => !e.complete && now.getTime() - e.newest >= ageMs)
+    .map(([id, e]) => ({ id, keys: e.keys, bytes: e.bytes }));
+}

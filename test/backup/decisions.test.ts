@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   type BackupManifest,
   chooseBackup,
+  findOrphans,
   formatLsn,
   nextSegments,
   parseBasebackupLog,
@@ -180,5 +181,22 @@ describe('ParallelGzip', () => {
     )
       members++;
     expect(members).toBeGreaterThanOrEqual(10);
+  });
+});
+
+describe('findOrphans (leftovers of interrupted backups)', () => {
+  const now = new Date('2026-03-01T12:00:00Z');
+  const at = (h: number) => new Date(now.getTime() - h * 3600_000);
+  const objects = [
+    { key: 'backups/A/base.tar.zst', size: 10, modified: at(30) },
+    { key: 'backups/A/manifest.json', size: 1, modified: at(30) },
+    { key: 'backups/B/base.tar.zst', size: 20, modified: at(30) },
+    { key: 'backups/C/base.tar.zst', size: 30, modified: at(1) },
+  ];
+  it('only folders without a manifest, older than the age (a running backup is young)', () => {
+    expect(findOrphans(objects, 24 * 3600_000, now)).toEqual([
+      { id: 'B', keys: ['backups/B/base.tar.zst'], bytes: 20 },
+    ]);
+    expect(findOrphans(objects, 0, now).map((o) => o.id)).toEqual(['B', 'C']);
   });
 });

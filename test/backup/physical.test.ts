@@ -192,6 +192,28 @@ describe.each(drivers)('physical backup, WAL archive and PITR ($name driver)', (
     expect(objects.some((o) => o.key.endsWith('base.tar.zst'))).toBe(true);
     const list = await bulwark(install.bin, ['backup', 'list', '--json', '--repo', uri]);
     expect(JSON.parse(list.stdout)).toHaveLength(before);
+    // its leftovers are removed by expire once older than --orphan-age; complete backups stay
+    const young = await bulwark(install.bin, ['backup', 'expire', '--keep-last', '10', '--repo', uri]);
+    expect(young.stdout).toMatch(/and 0 interrupted backup\(s\)/);
+    const old = await bulwark(install.bin, [
+      'backup',
+      'expire',
+      '--keep-last',
+      '10',
+      '--orphan-age',
+      '0s',
+      '--repo',
+      uri,
+    ]);
+    expect(old.code, old.stderr).toBe(0);
+    expect(old.stdout).toMatch(/removed \S+-P {2}\(interrupted backup: no manifest/);
+    expect(
+      (await storage.list('backups/')).some(
+        (o) => o.key.endsWith('base.tar.zst') && !objects.some((p) => p.key === o.key),
+      ),
+    ).toBe(false);
+    expect((await new Repository(storage).listBackups()).length).toBe(before);
+    expect((await storage.list('backups/')).filter((o) => o.key.endsWith('base.tar.zst')).length).toBe(before);
   });
 
   it('verify --restore restores into a throw-away instance and runs sanity queries and pg_amcheck', async () => {

@@ -157,7 +157,7 @@ export class FsStorage implements StorageDriver {
           const key = relative(this.root, full).split(sep).join('/');
           if (key.startsWith(prefix)) {
             const st = await stat(full).catch(() => undefined);
-            if (st) out.push({ key, size: st.size });
+            if (st) out.push({ key, size: st.size, modified: st.mtime });
           }
         }
       }

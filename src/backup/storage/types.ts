@@ -27,6 +27,8 @@ export interface StorageDriver {
 export interface StoredObject {
   key: string;
   size: number;
+  /** last modification (fs mtime, S3 LastModified); used to age out leftovers of interrupted backups */
+  modified?: Date;
 }
 
 /** S3-specific settings (from the repo URI's query string or bulwark.config.ts backup.s3). */

@@ -272,6 +272,7 @@ export function registerBackupCommands(program: Command): void {
       )
       .option('--keep-weekly <n>', 'same, per ISO week', intArg('--keep-weekly', 1))
       .option('--keep-monthly <n>', 'same, per month', intArg('--keep-monthly', 1))
+      .option('--orphan-age <duration>', 'also delete data of interrupted backups (no manifest) older than this', '24h')
       .option('--dry-run', 'print what would be deleted, delete nothing'),
   ).action(async (opts) => {
     const c = await context(opts);
@@ -284,7 +285,7 @@ export function registerBackupCommands(program: Command): void {
       ? { keepLast: opts.keepLast, daily: opts.keepDaily, weekly: opts.keepWeekly, monthly: opts.keepMonthly }
       : { keepLast: r.keepLast, daily: r.daily, weekly: r.weekly, monthly: r.monthly };
     const full = { ...policy, maxAgeMs: maxAge === undefined ? undefined : parseDuration(maxAge, '--max-age') };
-    await runExpire(c, full, Boolean(opts.dryRun));
+    await runExpire(c, full, Boolean(opts.dryRun), parseDuration(opts.orphanAge, '--orphan-age'));
   });
 
   withCommon(
@@ -607,7 +608,12 @@ async function readVerify(repo: import('../../backup/index.js').Repository, id: 
   }
 }
 
-async function runExpire(c: Ctx, policy: import('../../backup/index.js').RetentionPolicy, dryRun: boolean) {
+async function runExpire(
+  c: Ctx,
+  policy: import('../../backup/index.js').RetentionPolicy,
+  dryRun: boolean,
+  orphanAgeMs = 24 * 3600_000,
+) {
   const b = await import('../../backup/index.js');
   if (!b.hasRule(policy))
     throw new UsageError(
@@ -621,7 +627,16 @@ async function runExpire(c: Ctx, policy: import('../../backup/index.js').Retenti
     console.log(`${dryRun ? 'expire' : 'expired'} ${e.id}  (${e.kind}, ended ${e.stoppedAt})`);
   }
   if (!dryRun && plan.walExpire.length) await c.repo.storage.delete(plan.walExpire.map((w) => w.key));
-  console.log(`${verb} ${plan.expire.length} backup(s) and ${plan.walExpire.length} WAL file(s); ${plan.walReason}`);
+  const orphans = b.findOrphans(await c.repo.storage.list('backups/'), orphanAgeMs);
+  for (const o of orphans) {
+    if (!dryRun) await c.repo.storage.delete(o.keys);
+    console.log(
+      `${dryRun ? 'remove' : 'removed'} ${o.id}  (interrupted backup: no manifest, ${b.formatBytes(o.bytes)})`,
+    );
+  }
+  console.log(
+    `${verb} ${plan.expire.length} backup(s), ${plan.walExpire.length} WAL file(s) and ${orphans.length} interrupted backup(s); ${plan.walReason}`,
+  );
 }
 
 function printTable(head: string[], rows: string[][]) {
