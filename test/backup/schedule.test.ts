@@ -155,4 +155,29 @@ describe('bulwark schedule (CLI, config file)', () => {
     expect(noRepo.code).toBe(2);
     expect(noRepo.stderr).toMatch(/no backup repository: pass --repo/);
   });
+
+  it('--log-format json turns stderr into one JSON object per line (no secret in it)', async () => {
+    const main = resolve(import.meta.dirname, '../../dist/cli/main.js');
+    const repo = `file://${join(dir, 'repo-json')}`;
+    const url = pg.url.replace('postgres@', 'postgres:s3cret-pw@');
+    const r = await bulwark(process.execPath, [
+      main,
+      'backup',
+      'create',
+      '--kind',
+      'logical',
+      '--repo',
+      repo,
+      '--pg',
+      url,
+      '--log-format',
+      'json',
+    ]);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stderr.trim().split('\n').filter(Boolean);
+    expect(lines.length).toBeGreaterThan(0);
+    for (const l of lines) expect(JSON.parse(l)).toHaveProperty('msg');
+    expect(r.stderr + r.stdout).not.toContain('s3cret-pw');
+    expect(r.stdout).toMatch(/backup \S+-L complete/);
+  });
 });
