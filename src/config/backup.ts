@@ -43,7 +43,10 @@ export const backupConfigSchema = z
           .strict()
           .optional(),
         expire: z.object({ cron: z.string() }).strict().optional(),
-        verify: z.object({ cron: z.string(), restore: z.boolean().default(false) }).strict().optional(),
+        verify: z
+          .object({ cron: z.string(), restore: z.boolean().default(false) })
+          .strict()
+          .optional(),
         /** POSTed a JSON body when a job fails. */
         webhook: z.string().url().optional(),
         /** Serve Prometheus metrics on 127.0.0.1:<port>/metrics. */
