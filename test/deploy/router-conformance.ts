@@ -1,4 +1,6 @@
+import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startDemoServer } from '../../src/demo/index.js';
 import type { Router } from '../../src/deploy/index.js';
 import { keepAliveTraffic, servedBy, sleep, startUpstreams } from './helpers.js';
 
@@ -92,6 +94,30 @@ export function routerConformance(name: string, make: () => Promise<RouterUnderT
       expect(await t.router.drain('green', 10_000)).toBe(true);
       const st = await t.router.state();
       expect(st.slots.green.backends.reduce((n, b) => n + (b.inFlight ?? 0), 0)).toBe(0);
+    });
+
+    it('lets requests in flight on a slot that loses its traffic finish, and drain waits for them', async () => {
+      const slow = await startDemoServer({ port: 0, label: 'slow', latencyMs: 600 });
+      try {
+        await t.router.setBackends('green', [{ id: 'green-slow', url: slow.url }]);
+        await t.router.setWeights({ blue: 0, green: 100 });
+        let finished = 0;
+        const inFlight = Array.from({ length: 5 }, async () => {
+          const r = await request(`${t.frontendUrl}/api/products`);
+          await r.body.dump();
+          finished++;
+          return `${r.statusCode} ${r.headers['x-served-by']}`;
+        });
+        await sleep(200); // the five requests are now waiting on the slow instance
+        await t.router.setWeights({ blue: 100, green: 0 });
+        expect(await t.router.drain('green', 10_000)).toBe(true);
+        expect(finished).toBe(5); // drain returned only after every in-flight request was answered
+        expect(await Promise.all(inFlight)).toEqual(Array(5).fill('200 slow'));
+        expect(await servedBy(t.frontendUrl, 5)).toEqual({ blue: 5 });
+        await t.router.setBackends('green', [backend('green')]);
+      } finally {
+        await slow.close();
+      }
     });
 
     it('counts each slot’s requests in a window', async () => {
