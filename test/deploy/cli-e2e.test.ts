@@ -256,4 +256,22 @@ export default defineConfig((env) => ({
     expect(await servedBy(routerUrl, 20)).toEqual({ v12: 20 });
     expect(stateOf()).toMatchObject({ deployment: { version: 'v13', status: 'rolled-back' } });
   });
+
+  it('an interrupted canary resumes at its recorded step and can be promoted to full traffic', async () => {
+    const first = cliChild(['deploy', 'shop', '--version', 'v14', '--strategy', 'canary'], dir);
+    await waitPaused('v14'); // paused at step 1 (25 %), no traffic
+    first.child.kill('SIGKILL');
+    await first.done;
+    const resumed = cliChild(['deploy', 'shop', '--resume'], dir);
+    await sleep(500);
+    await waitPaused('v14');
+    const promote = await cli(['deploy', 'promote', 'shop', '--full'], dir);
+    expect(promote.stdout).toMatch(/to promote-full/);
+    const r = await resumed.done;
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/resuming the deploy of v14 to green from phase "step 1\/3"/);
+    expect(r.stdout).toMatch(/traffic blue 75% \/ green 25% \(canary step 1\/3/);
+    expect(r.stdout).toMatch(/promoted to full traffic/);
+    expect(await servedBy(routerUrl, 10)).toEqual({ v14: 10 });
+  });
 });
