@@ -197,7 +197,7 @@ export class Deployer {
     }
   }
 
-  /** Stop every instance of the app (both slots), after taking its traffic: for tear-down. */
+  /** Stop every instance of the app (both slots), serving ones included: tear-down, not a deploy step. */
   async down(): Promise<void> {
     this.release = this.store.acquireLock();
     try {
@@ -234,7 +234,7 @@ export class Deployer {
       if (d.finishedAt) throw err; // already settled (e.g. rolled back from the warm old slot)
       if (err instanceof Interrupted) {
         if (err.action === 'promote' || err.action === 'promote-full') throw err; // never escapes waits
-        const status = err.action === 'abort' ? 'aborted' : err.action === 'rollback' ? 'rolled-back' : 'rolled-back';
+        const status = err.action === 'abort' ? 'aborted' : 'rolled-back'; // a failed analysis is a rollback
         await this.returnToStable(status, err.why);
         throw new DeployError(
           status === 'aborted' ? 'BULWARK_E_DEPLOY_ABORTED' : 'BULWARK_E_DEPLOY_FAILED',
