@@ -299,7 +299,7 @@ export class Deployer {
           const r = await this.o.loadHook(target, 'smoke');
           if (!r.ok) throw new DeployError('BULWARK_E_DEPLOY_FAILED', `smoke load test failed on ${d.to}: ${r.detail}`);
           this.say(`smoke load test passed on ${d.to}: ${r.detail}`);
-        }
+        } else this.say(`smoke load test skipped: ${d.to}'s instances have no direct address (platform-managed)`);
       }
       if (!(await this.o.router.confirmServing(d.to)))
         throw new DeployError('BULWARK_E_DEPLOY_FAILED', `the router cannot reach ${d.to}'s instances`);
