@@ -265,10 +265,7 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<{ fetched: nu
       const have = new Set(await readdir(inDir).catch(() => [] as string[]));
       // drop what recovery went past (or never asked for)
       for (const f of have) if (!keep.has(f) && !f.startsWith('.')) await unlink(join(inDir, f)).catch(() => {});
-      // the segment asked for right now comes first: restore_command waits for it (or its "missing"
-      // marker) instead of starting a process of its own
-      for (const name of [want, ...window]) {
-        if (!name) continue;
+      for (const name of window) {
         if (inflight.size >= parallel) break;
         if (have.has(name) || inflight.has(name) || Date.now() - (missingAt.get(name) ?? 0) < 1000) continue;
         const p = (async () => {

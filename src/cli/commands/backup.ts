@@ -136,22 +136,7 @@ export function selfCommand(): string {
  */
 export function restoreCommandFor(repoUri: string, depth = 8): string {
   const spool = `${tmpdir()}/bulwark-get-${randomBytes(6).toString('hex')}`;
-  // while a prefetcher runs (its pid file exists), wait up to 2 s for it to deliver the file or a
-  // "missing" marker: that is cheaper than starting Node, which fetches the same file
-  const script = [
-    'echo "$1" > "$3/want" 2>/dev/null',
-    'i=0',
-    'while [ $i -lt 200 ]; do',
-    '[ -e "$3/missing/$1" ] && exit 1',
-    'mv -f "$3/in/$1" "$2" 2>/dev/null && exit 0',
-    '[ -e "$3/pusher.pid" ] || break',
-    'sleep 0.01; i=$((i+1))',
-    'done',
-    `exec ${selfCommand()} wal fetch "$1" "$2" --prefetch ${depth} --spool "$3" --repo "$4"`,
-  ]
-    .join('; ')
-    .replace(/do;/g, 'do')
-    .replace(/; done/g, '; done');
+  const script = `echo "$1" > "$3/want" 2>/dev/null; test -e "$3/missing/$1" && exit 1; mv -f "$3/in/$1" "$2" 2>/dev/null || exec ${selfCommand()} wal fetch "$1" "$2" --prefetch ${depth} --spool "$3" --repo "$4"`;
   return `sh -c ${shellQuote(script)} sh "%f" "%p" ${shellQuote(spool)} ${shellQuote(repoUri)}`;
 }
 
