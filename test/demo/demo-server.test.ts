@@ -31,14 +31,14 @@ describe('demo shop API', () => {
     const health = await fetch(`${url}/health`);
     expect(health.headers.get('x-served-by')).toBe('blue');
     expect(await health.json()).toEqual({ status: 'ok', label: 'blue' });
-    const products = await (await fetch(`${url}/api/products`)).json();
+    const products = (await (await fetch(`${url}/api/products`)).json()) as any;
     expect(products.products.length).toBeGreaterThan(0);
-    const search = await (await fetch(`${url}/api/products/search?q=laptop`)).json();
+    const search = (await (await fetch(`${url}/api/products/search?q=laptop`)).json()) as any;
     expect(search.products.every((p: { category: string }) => p.category === 'laptop')).toBe(true);
     expect((await fetch(`${url}/api/orders`, { method: 'POST', body: '{}' })).status).toBe(401);
-    const login = await (
+    const login = (await (
       await fetch(`${url}/auth/login`, { method: 'POST', body: JSON.stringify({ email: 'a@b.c', password: 'pw' }) })
-    ).json();
+    ).json()) as any;
     const auth = { authorization: `Bearer ${login.access_token}` };
     const bad = await fetch(`${url}/api/orders`, {
       method: 'POST',
@@ -52,8 +52,8 @@ describe('demo shop API', () => {
       body: JSON.stringify({ items: [{ product_id: 3, quantity: 2 }] }),
     });
     expect(order.status).toBe(201);
-    const { order_id } = await order.json();
-    const history = await (await fetch(`${url}/api/orders/history`, { headers: auth })).json();
+    const { order_id } = (await order.json()) as any;
+    const history = (await (await fetch(`${url}/api/orders/history`, { headers: auth })).json()) as any;
     expect(history.orders.map((o: { order_id: string }) => o.order_id)).toEqual([order_id]);
     expect((await fetch(`${url}/api/heavy-query`)).status).toBe(200);
     expect((await fetch(`${url}/api/critical`)).status).toBe(200);
