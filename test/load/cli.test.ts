@@ -113,10 +113,23 @@ describe('bulwark load', () => {
         "duration: '1s'",
       ),
     );
-    const r = await runCli(['load', file, '--host', server.url, '--quiet']);
+    const junit = join(dir, 'impossible.xml');
+    const csv = join(dir, 'impossible.csv');
+    const r = await runCli(['load', file, '--host', server.url, '--quiet', '--junit', junit, '--csv', csv]);
     expect(r.code).toBe(99);
     expect(r.stdout).toMatch(/✗\s+http_req_duration\s+max<0.001/);
     expect(r.stdout).toMatch(/1 threshold\(s\) crossed/);
+    // CI artifacts: the crossed threshold is a failed JUnit test case; the endpoint table as CSV.
+    const xml = readFileSync(junit, 'utf8');
+    expect(xml).toMatch(/<testsuite name="bulwark load" tests="5" failures="1"/);
+    expect(xml).toMatch(
+      /<testcase classname="thresholds" name="http_req_duration max&lt;0.001"><failure message="http_req_duration max&lt;0.001: value [\d.]+"\/>/,
+    );
+    expect(xml).toMatch(/<testcase classname="checks" name="search is 200"\/>/);
+    const lines = readFileSync(csv, 'utf8').trim().split('\n');
+    expect(lines[0]).toBe('name,method,requests,failures,error_rate,rps,avg_ms,p50_ms,p90_ms,p95_ms,p99_ms,max_ms');
+    expect(lines.at(-1)).toMatch(/^TOTAL,,\d+,0,0,/);
+    expect(lines.some((l) => l.startsWith('/api/products/search,GET,'))).toBe(true);
   });
 
   it('aborts early on abortOnFail, still printing the summary', async () => {

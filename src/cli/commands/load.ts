@@ -45,6 +45,8 @@ export interface LoadCliOptions {
   seed?: number;
   summaryJson?: string;
   html?: string;
+  junit?: string;
+  csv?: string;
   typecheck?: boolean;
   quiet?: boolean;
   remoteWorker?: string[];
@@ -71,10 +73,11 @@ export async function runLoadFromCli(
   process.on('SIGTERM', onSigint);
   if (opts.env) Object.assign(process.env, opts.env);
   // Loaded here, not at the top: every other command would pay the load engine's memory otherwise.
-  const [{ runLoad }, { formatSummary, liveView }, { writeHtmlReport }] = await Promise.all([
+  const [{ runLoad }, { formatSummary, liveView }, { writeHtmlReport }, { writeJunit, writeCsv }] = await Promise.all([
     import('../../load/runner.js'),
     import('../../load/reporters/terminal.js'),
     import('../../load/reporters/html.js'),
+    import('../../load/reporters/junit.js'),
   ]);
   const live = opts.quiet ? undefined : liveView();
   try {
@@ -101,6 +104,8 @@ export async function runLoadFromCli(
       writeHtmlReport(resolve(opts.html), result.summary);
       process.stdout.write(`HTML report: ${resolve(opts.html)}\n`);
     }
+    if (opts.junit) writeJunit(resolve(opts.junit), result.summary);
+    if (opts.csv) writeCsv(resolve(opts.csv), result.summary);
     if (opts.summaryJson) process.stdout.write(`summary JSON: ${resolve(opts.summaryJson)}\n`);
     return { code: result.exitCode, result };
   } finally {
@@ -133,6 +138,8 @@ export function registerLoadCommands(program: Command): void {
     .option('--seed <n>', 'seed vu.random for a repeatable run', intArg('--seed'))
     .option('--summary-json <file>', 'write the summary as JSON (schema version 1)')
     .option('--html <file>', 'write a self-contained HTML report')
+    .option('--junit <file>', 'write thresholds and checks as JUnit XML test cases')
+    .option('--csv <file>', 'write the endpoint table as CSV')
     .option('--no-typecheck', 'skip type-checking a TypeScript scenario')
     .option('-q, --quiet', 'no live progress')
     .action(async (file: string, opts: LoadCliOptions) => {
