@@ -107,7 +107,7 @@ Q "checkpoint"; sync
 
 # ------------------------------------------------------------ logical
 log "logical"
-t=$(now); as_pg "$PG_BIN/pg_dump" -h "$SOCK" -p "$PORT" -U postgres -Fc -f "$SCR/dump.fc" bench; rec logical "pg_dump -Fc (to a local file)" "$(dt "$t")" "$(bytes "$SCR/dump.fc")"
+sync; t=$(now); as_pg "$PG_BIN/pg_dump" -h "$SOCK" -p "$PORT" -U postgres -Fc -f "$SCR/dump.fc" bench; rec logical "pg_dump -Fc (to a local file)" "$(dt "$t")" "$(bytes "$SCR/dump.fc")"
 rm -f "$SCR/dump.fc"
 t=$(now); BW backup create --kind logical --repo "file://$BREPO" --pg "postgresql://postgres@127.0.0.1:$PORT/bench" >/dev/null 2>"$SCR/bw.err"
 rec logical "bulwark backup create --kind logical (zstd, to repo)" "$(dt "$t")" "$(bytes "$BREPO/backups")"
@@ -157,6 +157,7 @@ restore_bulwark() {  # name target-args...
   local name=$1; shift
   local dir=$SCR/r-$name port; port=$(free_port)
   STARTED+=("$dir")
+  sync   # no step pays for the previous one's writeback (the first restore ran right after pgbench)
   t=$(now)
   BW restore --repo "file://$BREPO" --pgdata "$dir" --backup "$BW_ZSTD" "$@" --start --port "$port" --archive-mode off > "$SCR/bw-$name.out" 2>>"$SCR/bw.err"
   wait_ready "$port"; T=$(dt "$t"); PORT_R=$port; DIR_R=$dir
@@ -165,6 +166,7 @@ restore_pgbr() {  # name target-args...
   local name=$1; shift
   local dir=$SCR/p-$name port; port=$(free_port)
   as_pg mkdir -m 700 "$dir"; STARTED+=("$dir")
+  sync
   t=$(now)
   BR restore --pg1-path="$dir" --set="$PGBR_ZST" --archive-mode=off "$@" >/dev/null
   printf "port = %s\n" "$port" | as_pg tee -a "$dir/postgresql.auto.conf" >/dev/null
