@@ -143,6 +143,10 @@ export function restoreCommandFor(repoUri: string, depth = 8): string {
     'mv -f "$3/in/$1" "$2" 2>/dev/null && exit 0',
   ];
   if (repoUri.startsWith('file://')) {
+    // no prefetcher yet: start one, or the shell path below would serve every segment serially
+    steps.push(
+      `[ -e "$3/pusher.pid" ] || (${selfCommand()} wal prefetcher --spool "$3" --prefetch ${depth} --repo "$4" </dev/null >/dev/null 2>&1 &)`,
+    );
     // a local repository and an unencrypted zstd segment: zstd and sha256sum do what `wal fetch` does
     // (decompress, compare with the SHA-256 in the object name, rename into place) in a few ms
     const seg = '[0-9A-F]'.repeat(24);
