@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import type { BackupConfig } from '../../config/backup.js';
 import { parseDuration } from '../../config/duration.js';
@@ -137,30 +136,8 @@ export function selfCommand(): string {
  */
 export function restoreCommandFor(repoUri: string, depth = 8): string {
   const spool = `${tmpdir()}/bulwark-get-${randomBytes(6).toString('hex')}`;
-  const steps = [
-    '{ echo "$1" > "$3/want"; } 2>/dev/null',
-    'test -e "$3/missing/$1" && exit 1',
-    'mv -f "$3/in/$1" "$2" 2>/dev/null && exit 0',
-  ];
-  if (repoUri.startsWith('file://')) {
-    // no prefetcher yet: start one, or the shell path below would serve every segment serially
-    steps.push(
-      `[ -e "$3/pusher.pid" ] || (${selfCommand()} wal prefetcher --spool "$3" --prefetch ${depth} --repo "$4" </dev/null >/dev/null 2>&1 &)`,
-    );
-    // a local repository and an unencrypted zstd segment: zstd and sha256sum do what `wal fetch` does
-    // (decompress, compare with the SHA-256 in the object name, rename into place) in a few ms
-    const seg = '[0-9A-F]'.repeat(24);
-    steps.push(
-      `case "$1" in ${seg}*) d=$(printf %.16s "$1") ;; *) d=other ;; esac`,
-      // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a JS template
-      'for f in "$5/wal/$d/$1"-*.zst; do [ -f "$f" ] || break; h=${f##*/"$1"-}; h=${h%.zst}; ' +
-        'zstd -d -q -c "$f" > "$2.bulwark-tmp" 2>/dev/null && [ "$(sha256sum < "$2.bulwark-tmp" | cut -c1-64)" = "$h" ] && mv -f "$2.bulwark-tmp" "$2" && exit 0; ' +
-        'rm -f "$2.bulwark-tmp"; done',
-    );
-  }
-  steps.push(`exec ${selfCommand()} wal fetch "$1" "$2" --prefetch ${depth} --spool "$3" --repo "$4"`);
-  const root = repoUri.startsWith('file://') ? fileURLToPath(repoUri) : '';
-  return `sh -c ${shellQuote(steps.join('; '))} sh "%f" "%p" ${shellQuote(spool)} ${shellQuote(repoUri)} ${shellQuote(root)}`;
+  const script = `echo "$1" > "$3/want" 2>/dev/null; test -e "$3/missing/$1" && exit 1; mv -f "$3/in/$1" "$2" 2>/dev/null || exec ${selfCommand()} wal fetch "$1" "$2" --prefetch ${depth} --spool "$3" --repo "$4"`;
+  return `sh -c ${shellQuote(script)} sh "%f" "%p" ${shellQuote(spool)} ${shellQuote(repoUri)}`;
 }
 
 function shellQuote(s: string): string {
