@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateIdentity } from 'age-encryption';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -30,6 +31,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await Promise.all([pg?.destroy(), s3?.stop()]);
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 const drivers = [

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStorage, physicalBackup, Repository } from '../../src/backup/index.js';
@@ -24,6 +24,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await s3?.stop();
   install?.remove();
+  if (work) rmSync(work, { recursive: true, force: true });
 });
 
 const drivers = [

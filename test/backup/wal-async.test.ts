@@ -1,4 +1,4 @@
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStorage, Repository } from '../../src/backup/index.js';
@@ -40,6 +40,7 @@ describe('wal push --async (background pusher)', () => {
     for (const dir of stopDirs)
       await run(pgBin('pg_ctl'), ['-D', dir, '-m', 'immediate', 'stop'], { asUser: POSTGRES_USER, check: false });
     await pg?.destroy();
+    if (work) rmSync(work, { recursive: true, force: true });
   });
 
   it('archives a burst of segments through the pusher, every one verified, and PITR --to-latest replays them', async () => {
