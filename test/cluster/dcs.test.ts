@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { EtcdDcs } from '../../src/cluster/dcs/etcd.js';
 import type { Dcs } from '../../src/cluster/dcs/index.js';
@@ -11,14 +12,17 @@ let etcd: TestEtcd;
 beforeAll(async () => {
   etcd = await startTestEtcd();
 });
+const tempDirs: string[] = [];
 afterAll(async () => {
   await etcd?.stop();
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
 });
 
 let scope = 0;
 const drivers: Record<string, () => (name: string) => Dcs> = {
   local: () => {
     const dir = makePostgresOwnedTempDir('bulwark-dcs-');
+    tempDirs.push(dir);
     return (name) => new LocalDcs(dir, { name, http: `http://${name}` });
   },
   etcd: () => {
