@@ -23,6 +23,26 @@ function tableHtml(id: string, header: string[], rows: Array<Array<string | numb
 
 const f = (n: number) => (Number.isFinite(n) ? (Math.round(n * 100) / 100).toString() : '');
 
+/** One row of the endpoints table (an endpoint, or the totals). */
+function endpointRow(
+  label: string,
+  e: Pick<Summary['totals'], 'requests' | 'failures' | 'errorRate' | 'rps' | 'latencyMs'>,
+) {
+  const l = e.latencyMs;
+  return [
+    label,
+    e.requests,
+    e.failures,
+    f(e.errorRate * 100),
+    f(l.avg),
+    f(l.p50),
+    f(l.p95),
+    f(l.p99),
+    f(l.max),
+    f(e.rps),
+  ];
+}
+
 /** At most `max` points per chart: average neighbouring seconds of long runs (max keeps the max). */
 function downsample(points: Summary['timeline'], max = 1500): Summary['timeline'] {
   if (points.length <= max) return points;
@@ -92,32 +112,7 @@ th:first-child,td:first-child{text-align:left}th{background:#f6f6f6}
 ${tableHtml(
   'endpoints',
   ['endpoint', 'requests', 'failures', 'error %', 'avg ms', 'p50 ms', 'p95 ms', 'p99 ms', 'max ms', 'req/s'],
-  [
-    ...s.endpoints.map((e) => [
-      `${e.method} ${e.name}`,
-      e.requests,
-      e.failures,
-      f(e.errorRate * 100),
-      f(e.latencyMs.avg),
-      f(e.latencyMs.p50),
-      f(e.latencyMs.p95),
-      f(e.latencyMs.p99),
-      f(e.latencyMs.max),
-      f(e.rps),
-    ]),
-    [
-      'TOTAL',
-      tot.requests,
-      tot.failures,
-      f(tot.errorRate * 100),
-      f(tot.latencyMs.avg),
-      f(tot.latencyMs.p50),
-      f(tot.latencyMs.p95),
-      f(tot.latencyMs.p99),
-      f(tot.latencyMs.max),
-      f(tot.rps),
-    ],
-  ],
+  [...s.endpoints.map((e) => endpointRow(`${e.method} ${e.name}`, e)), endpointRow('TOTAL', tot)],
 )}
 ${
   s.checks.length
