@@ -23,16 +23,24 @@ export function bulwark(bin: string, args: string[], env: Record<string, string 
   });
 }
 
-/** Wait until PostgreSQL reports `segment` (or a later one) archived; fails after `tries` polls. */
+/**
+ * Wait until PostgreSQL reports `segment` (or a later one) archived. Fails only after `tries` polls
+ * (100 ms apart) without progress: a busy CI machine may archive slowly, but it must keep archiving.
+ */
 export async function waitArchived(pg: TestPostgres, segment: string, tries = 300): Promise<void> {
-  for (let i = 0; i < tries; i++) {
+  let seen: string | null = null;
+  for (let idle = 0; idle < tries; idle++) {
     const [r] = await pg.query<{ last: string | null; failed: string | null }>(
       'select last_archived_wal as last, last_failed_wal as failed from pg_stat_archiver',
     );
     if (r?.last && r.last >= segment) return;
+    if (r?.last && r.last !== seen) {
+      seen = r.last;
+      idle = 0;
+    }
     await new Promise((res) => setTimeout(res, 100));
   }
-  throw new Error(`segment ${segment} was not archived`);
+  throw new Error(`segment ${segment} was not archived (last archived: ${seen ?? 'none'})`);
 }
 
 /** Switch to a new WAL segment and wait until the one just closed is archived. */
