@@ -1,27 +1,29 @@
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStorage, Repository } from '../../src/backup/index.js';
 import { run } from '../../src/lib/child.js';
 import { POSTGRES_USER, pgBin } from '../../src/lib/postgres.js';
+import { type GlobalInstall, installGlobally } from '../harness/global-install.js';
 import { makePostgresOwnedTempDir, startTestPostgres, type TestPostgres } from '../harness/postgres.js';
 import { bulwark, waitArchived } from './cli-helpers.js';
 
 // `wal push --async`: a background pusher archives ready segments ahead; archive_command confirms
-// from its markers. Runs the repo's build (dist/) as archive_command, as the postgres user.
+// from its markers. Runs the globally installed package as archive_command, as the postgres user: the
+// checkout itself may sit in a folder postgres cannot enter (a `mktemp -d` clone is 0700).
 describe('wal push --async (background pusher)', () => {
   let pg: TestPostgres;
   let work: string;
   let uri: string;
-  const main = resolve(import.meta.dirname, '../../dist/cli/main.js');
+  let install: GlobalInstall;
   const stopDirs: string[] = [];
 
   beforeAll(async () => {
+    install = installGlobally();
     work = makePostgresOwnedTempDir('bulwark-async-');
     uri = `file://${join(work, 'repo')}`;
     // the line users paste: `bulwark wal archive-command --async` prints it
-    const line = await bulwark(process.execPath, [
-      main,
+    const line = await bulwark(install.bin, [
       'wal',
       'archive-command',
       '--async',
@@ -41,10 +43,11 @@ describe('wal push --async (background pusher)', () => {
       await run(pgBin('pg_ctl'), ['-D', dir, '-m', 'immediate', 'stop'], { asUser: POSTGRES_USER, check: false });
     await pg?.destroy();
     if (work) rmSync(work, { recursive: true, force: true });
+    install?.remove();
   });
 
   it('archives a burst of segments through the pusher, every one verified, and PITR --to-latest replays them', async () => {
-    const b = await bulwark(process.execPath, [main, 'backup', 'create', '--repo', uri, '--pg', pg.url]);
+    const b = await bulwark(install.bin, ['backup', 'create', '--repo', uri, '--pg', pg.url]);
     expect(b.code, b.stderr).toBe(0);
     await pg.query('create table t(id int primary key, v text)');
     let last = '';
@@ -79,8 +82,7 @@ describe('wal push --async (background pusher)', () => {
     const port = await freePort({ below: 32768 });
     const dir = join(work, 'restored');
     stopDirs.push(dir);
-    const r = await bulwark(process.execPath, [
-      main,
+    const r = await bulwark(install.bin, [
       'restore',
       '--repo',
       uri,
