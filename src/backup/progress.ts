@@ -1,3 +1,18 @@
+import { UsageError } from '../lib/errors.js';
+
+/**
+ * How often a running backup or restore reports progress: BULWARK_PROGRESS_INTERVAL_MS, default
+ * 2000; 0 reports every chunk (tests, or piping the lines into something that wants them all).
+ */
+export function progressIntervalMs(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.BULWARK_PROGRESS_INTERVAL_MS;
+  if (v === undefined || v === '') return 2000;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0)
+    throw new UsageError(`BULWARK_PROGRESS_INTERVAL_MS: "${v}" must be a whole number of milliseconds >= 0`);
+  return n;
+}
+
 /** Numbers a long backup or restore reports while it runs, and once at the end. */
 export interface ProgressEvent {
   phase: string;
@@ -23,7 +38,7 @@ export class ProgressMeter {
     private phase: string,
     private total: number | undefined,
     private listener: ProgressListener | undefined,
-    private everyMs = 2000,
+    private everyMs = progressIntervalMs(),
   ) {}
 
   add = (n: number): void => {

@@ -26,6 +26,19 @@ export const backupConfigSchema = z
     compression: compression.optional(),
     level: z.number().int().min(0).max(22).optional(),
     encryption: z.enum(['none', 'age']).optional(),
+    /** logical backups (`backup create --kind logical`, scheduled logical backups): pg_dump format and jobs */
+    logical: z
+      .object({
+        format: z.enum(['custom', 'directory']).optional(),
+        /** tables dumped at once (pg_dump -j), directory format only; default 2 */
+        jobs: z.number().int().min(1).optional(),
+      })
+      .strict()
+      .refine((l) => l.jobs === undefined || l.format === 'directory', {
+        message: 'jobs needs format: "directory" (pg_dump\'s custom format dumps with one job)',
+        path: ['jobs'],
+      })
+      .optional(),
     retention: z
       .object({
         keepLast: z.number().int().min(1).optional(),

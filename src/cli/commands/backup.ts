@@ -41,6 +41,11 @@ function compressionArg(v: string): 'zstd' | 'gzip' | 'none' {
   return v;
 }
 
+function dumpFormatArg(v: string): 'custom' | 'directory' {
+  if (v !== 'custom' && v !== 'directory') throw new UsageError(`--format: "${v}" must be custom or directory`);
+  return v;
+}
+
 function withCommon(cmd: Command, what: { pg?: boolean; encoding?: boolean } = {}): Command {
   cmd
     .option('--repo <uri>', 'repository: file:///path or s3://bucket/prefix (default $BULWARK_REPO, then config)')
@@ -78,6 +83,7 @@ async function context(o: CommonOpts): Promise<Ctx> {
     import('../../backup/progress.js'),
   ]);
   const b = { ...storageMod, ...codec, ...repoMod, ...progressMod };
+  b.progressIntervalMs(); // a bad BULWARK_PROGRESS_INTERVAL_MS is a usage error before anything starts
   const hasPgEnv = PG_VARS.some((v) => process.env[v]);
   const needConfig = o.config !== undefined || (!o.repo && !process.env.BULWARK_REPO) || (!o.pg && !hasPgEnv);
   // loaded lazily: the config loader (esbuild, zod) costs more start-up than a whole `wal push`
@@ -157,24 +163,48 @@ export function registerBackupCommands(program: Command): void {
       .description('take a backup now: physical (whole instance, PITR base) or logical (pg_dump of one database)')
       .option('--kind <kind>', 'physical or logical', 'physical')
       .option('--database <name>', 'logical: database to dump (default: the connection database)')
+      .option(
+        '--format <format>',
+        'logical: custom (one object, no local copy; default, or config) or directory (parallel dump, one object per file)',
+        dumpFormatArg,
+      )
+      .option(
+        '--jobs <n>',
+        'logical --format directory: tables dumped at once (pg_dump -j; default 2, or config)',
+        intArg('--jobs', 1),
+      )
       .option('--label <text>', 'free text stored in the manifest'),
     { pg: true, encoding: true },
   ).action(async (opts) => {
     if (opts.kind !== 'physical' && opts.kind !== 'logical')
       throw new UsageError(`--kind: "${opts.kind}" must be physical or logical`);
+    if (opts.kind !== 'logical' && (opts.format !== undefined || opts.jobs !== undefined))
+      throw new UsageError(`${opts.format !== undefined ? '--format' : '--jobs'}: applies to --kind logical only`);
     const b = await import('../../backup/index.js');
+    if (opts.format !== undefined) b.checkDumpOptions(opts.format, opts.jobs);
     const c = await context(opts);
-    c.say(`backup (${opts.kind}) to ${c.repo.description} ...`);
+    const format = opts.format ?? c.cfg.logical?.format ?? 'custom';
+    if (opts.kind === 'logical') b.checkDumpOptions(format, opts.jobs);
+    c.say(`backup (${opts.kind}${opts.kind === 'logical' ? `, ${format} format` : ''}) to ${c.repo.description} ...`);
+    // Ctrl-C / SIGTERM stop pg_dump and remove what was stored and the local temp folder
+    const stop = new AbortController();
+    const onSignal = () => stop.abort();
+    if (opts.kind === 'logical') process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
     const m =
       opts.kind === 'logical'
-        ? await b.logicalBackup({
-            repo: c.repo,
-            pg: c.pg,
-            database: opts.database,
-            encoding: c.encoding,
-            label: opts.label,
-            onProgress: c.progress,
-          })
+        ? await b
+            .logicalBackup({
+              repo: c.repo,
+              pg: c.pg,
+              database: opts.database,
+              encoding: c.encoding,
+              label: opts.label,
+              format,
+              jobs: format === 'directory' ? (opts.jobs ?? c.cfg.logical?.jobs) : undefined,
+              onProgress: c.progress,
+              signal: stop.signal,
+            })
+            .finally(() => process.off('SIGINT', onSignal).off('SIGTERM', onSignal))
         : await b.physicalBackup({
             repo: c.repo,
             pg: c.pg,
@@ -212,9 +242,11 @@ export function registerBackupCommands(program: Command): void {
       `${(m.durationMs / 1000).toFixed(1)}s`,
       fmtSize(b, m.sizes.raw),
       fmtSize(b, m.sizes.stored),
-      m.kind === 'physical' ? `${m.pg.startWal}..${m.pg.stopWal}` : (m.pg.database ?? ''),
+      m.kind === 'physical'
+        ? `${m.pg.startWal}..${m.pg.stopWal}`
+        : `${m.pg.database ?? ''} (${m.pg.dumpFormat ?? 'custom'})`,
     ]);
-    printTable(['id', 'kind', 'stopped', 'duration', 'size', 'stored', 'WAL needed / database'], rows);
+    printTable(['id', 'kind', 'stopped', 'duration', 'size', 'stored', 'WAL needed / database (format)'], rows);
   });
 
   withCommon(
@@ -367,7 +399,13 @@ export function registerBackupCommands(program: Command): void {
         run: async () => {
           const m =
             kind === 'logical'
-              ? await b.logicalBackup({ repo: c.repo, pg: c.pg, encoding: c.encoding })
+              ? await b.logicalBackup({
+                  repo: c.repo,
+                  pg: c.pg,
+                  encoding: c.encoding,
+                  format: c.cfg.logical?.format,
+                  jobs: c.cfg.logical?.jobs,
+                })
               : await b.physicalBackup({ repo: c.repo, pg: c.pg, encoding: c.encoding });
           c.say(`schedule: backup ${m.id} complete (${b.formatBytes(m.sizes.stored)} stored)`);
           return { sizeBytes: m.sizes.stored };
@@ -548,7 +586,7 @@ export function registerBackupCommands(program: Command): void {
         onProgress: c.progress,
       });
       console.log(
-        `restored ${r.backup.id} into database ${r.database}${r.created ? ' (created)' : ' (existing, --force)'} in ${(r.durationMs / 1000).toFixed(1)}s`,
+        `restored ${r.backup.id} (${r.backup.pg.dumpFormat ?? 'custom'} format, ${fmtSize(b, r.backup.sizes.raw)}) into database ${r.database}${r.created ? ' (created)' : ' (existing, --force)'} in ${(r.durationMs / 1000).toFixed(1)}s`,
       );
       return;
     }
@@ -595,6 +633,7 @@ export function summary(m: import('../../backup/index.js').BackupManifest) {
     stopLsn: m.pg.stopLsn,
     walNeeded: m.kind === 'physical' ? { from: m.pg.startWal, to: m.pg.stopWal } : undefined,
     database: m.pg.database,
+    dumpFormat: m.pg.dumpFormat,
   };
 }
 
