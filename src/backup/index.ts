@@ -3,6 +3,8 @@ import './errors.js';
 
 export * from './codec.js';
 export { BackupError, BackupErrorCodes } from './errors.js';
+export * from './incremental/backup.js';
+export { resolveChain } from './incremental/chain.js';
 export * from './logical.js';
 export * from './manifest.js';
 export * from './pg.js';

@@ -18,6 +18,8 @@ export interface BackupManifest {
   format: 1;
   id: string;
   kind: 'logical' | 'physical';
+  /** physical only: a full copy, or only what changed since `incremental.reference` (absent = full) */
+  type?: 'full' | 'incremental';
   label?: string;
   startedAt: string;
   stoppedAt: string;
@@ -41,6 +43,24 @@ export interface BackupManifest {
     /** every transaction id >= this one started after the backup ended (used to pick a backup for --to-xid) */
     nextXid?: string;
   };
+  /** incremental physical backups: what this layer sits on and how to finish laying it out */
+  incremental?: {
+    /** the backup this one holds the changes since (full or incremental): restore applies the chain */
+    reference: string;
+    /** blocks whose page LSN is at or above this (the reference's start LSN) were copied */
+    sinceLsn: string;
+    /** pg_backup_stop()'s backup_label, written into the restored folder after the last layer */
+    backupLabel: string;
+    /** bytes of the data folder read to find the changes, blocks and whole files copied */
+    scannedBytes: number;
+    changedBlocks: number;
+    wholeFiles: number;
+  };
+}
+
+/** A physical backup is incremental when it names a reference. */
+export function isIncremental(m: BackupManifest): boolean {
+  return m.kind === 'physical' && m.incremental !== undefined;
 }
 
 /** `20261127T235501123Z-P`: sortable by time, kind letter last (P physical, L logical). */

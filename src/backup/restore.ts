@@ -6,6 +6,8 @@ import { pipeline } from 'node:stream/promises';
 import { asUserCommand, isRoot, run } from '../lib/child.js';
 import { POSTGRES_USER, pgBin } from '../lib/postgres.js';
 import { BackupError } from './errors.js';
+import { applyLayer } from './incremental/apply.js';
+import { resolveChain } from './incremental/chain.js';
 import type { BackupManifest } from './manifest.js';
 import { chooseBackup, type RecoveryTarget, recoverySettings } from './pitr.js';
 import { type ProgressListener, ProgressMeter } from './progress.js';
@@ -89,6 +91,10 @@ function asPg(command: string, args: string[]) {
   return spawn(cmd, argv, { stdio: ['pipe', 'ignore', 'pipe'] });
 }
 
+async function writeAsPg(file: string, text: string): Promise<void> {
+  await run('sh', ['-c', 'cat > "$1"', 'sh', file], { asUser: POSTGRES_USER, input: text });
+}
+
 async function appendAsPg(file: string, text: string): Promise<void> {
   await run('sh', ['-c', 'cat >> "$1"', 'sh', file], { asUser: POSTGRES_USER, input: text });
 }
@@ -104,10 +110,16 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
   if ('error' in picked) throw new BackupError('BULWARK_E_RESTORE', picked.error);
   const m = picked.backup;
   o.log?.(`restore: ${picked.reason}`);
+  // an incremental backup is laid out over its full backup and the layers between them
+  const resolved = resolveChain(await o.repo.listBackups(), m);
+  if ('error' in resolved) throw new BackupError('BULWARK_E_RESTORE', resolved.error);
+  const [full, ...layers] = resolved.chain as [BackupManifest, ...BackupManifest[]];
+  if (layers.length) o.log?.(`restore: full backup ${full.id} + ${layers.length} incremental layer(s)`);
   await prepareDataDir(o.pgdata, Boolean(o.force));
-  const entry = m.objects.find((e) => e.name === 'base.tar');
-  if (!entry) throw new BackupError('BULWARK_E_RESTORE', `backup ${m.id} has no base.tar object`);
-  const meter = new ProgressMeter('restore', m.sizes.stored, o.onProgress);
+  const entry = full.objects.find((e) => e.name === 'base.tar');
+  if (!entry) throw new BackupError('BULWARK_E_RESTORE', `backup ${full.id} has no base.tar object`);
+  const total = resolved.chain.reduce((n, b) => n + b.sizes.stored, 0);
+  const meter = new ProgressMeter('restore', total, o.onProgress);
   // decompress and untar in one shell pipeline as the postgres user: the (large) decompressed stream
   // never passes through this process, only the verified compressed bytes do
   const decompress =
@@ -119,7 +131,21 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
   });
   const tarDone = new Promise<number>((resolve) => tar.on('close', (c) => resolve(c ?? 1)));
   try {
-    await pipeline(await o.repo.readObject(m, entry, meter.add, { decompress: false }), tar.stdin!);
+    await pipeline(await o.repo.readObject(full, entry, meter.add, { decompress: false }), tar.stdin!);
+    const code = await tarDone;
+    if (code !== 0) throw new BackupError('BULWARK_E_RESTORE', `tar exited with ${code}: ${tarErr.trim()}`);
+    const pgOwner = await owner();
+    for (const layer of layers) {
+      const layerEntry = layer.objects.find((e) => e.name === 'layer');
+      if (!layerEntry) throw new BackupError('BULWARK_E_RESTORE', `backup ${layer.id} has no layer object`);
+      await applyLayer(
+        o.pgdata,
+        (await o.repo.readObject(layer, layerEntry, meter.add)) as AsyncIterable<Buffer>,
+        pgOwner,
+      );
+    }
+    const top = layers.at(-1);
+    if (top?.incremental) await writeAsPg(join(o.pgdata, 'backup_label'), top.incremental.backupLabel);
   } catch (err) {
     tar.kill('SIGKILL');
     await tarDone;
@@ -129,8 +155,6 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
       ? err
       : new BackupError('BULWARK_E_RESTORE', `restore of ${m.id} failed: ${(err as Error).message}`, { cause: err });
   }
-  const code = await tarDone;
-  if (code !== 0) throw new BackupError('BULWARK_E_RESTORE', `tar exited with ${code}: ${tarErr.trim()}`);
   meter.finish();
   await appendAsPg(
     join(o.pgdata, 'postgresql.auto.conf'),

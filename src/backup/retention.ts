@@ -1,10 +1,12 @@
+import { chainAncestors } from './incremental/chain.js';
 import type { BackupManifest } from './manifest.js';
 import type { WalObject } from './repository.js';
 import { isSegmentName, segmentNumber } from './wal-names.js';
 
 /**
  * Retention rules; a backup is kept when ANY rule keeps it. Each kind (physical, logical) is counted
- * separately, and the newest complete backup of each kind is always kept.
+ * separately, and the newest complete backup of each kind is always kept, as is every backup a kept
+ * incremental backup builds on.
  * - keepLast: the N newest
  * - maxAgeMs: every backup that ended less than this long ago
  * - daily/weekly/monthly (GFS): the newest backup of each of the N most recent UTC days / ISO weeks /
@@ -78,6 +80,12 @@ export function planExpire(
       }
     }
   }
+  // an incremental backup is only restorable with the backups below it: keep its whole chain
+  for (const [id, by] of chainAncestors(
+    backups,
+    backups.filter((b) => reasons.has(b.id)),
+  ))
+    keep(id, `base of kept incremental backup ${by}`);
   const kept = backups.filter((b) => reasons.has(b.id));
   const expire = backups
     .filter((b) => !reasons.has(b.id))

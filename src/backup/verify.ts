@@ -2,8 +2,9 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { run } from '../lib/child.js';
 import { pgBinDir } from '../lib/postgres.js';
+import { resolveChain } from './incremental/chain.js';
 import { logicalRestore } from './logical.js';
-import type { BackupManifest } from './manifest.js';
+import { type BackupManifest, isIncremental } from './manifest.js';
 import { pgEnv, withClient } from './pg.js';
 import type { Repository } from './repository.js';
 import { physicalRestore } from './restore.js';
@@ -62,6 +63,12 @@ export function walGaps(from: string, archived: string[]): { to?: string; segmen
 export async function verifyBackup(o: VerifyOptions): Promise<VerifyReport> {
   const m = await o.repo.resolveBackupId(o.backup);
   const problems = await o.repo.checkObjects(m);
+  // an incremental backup restores only with every backup below it intact
+  if (isIncremental(m)) {
+    const r = resolveChain(await o.repo.listBackups(), m);
+    if ('error' in r) problems.push({ object: `backups/${m.id}/manifest.json`, problem: r.error });
+    else for (const b of r.chain.slice(0, -1)) problems.push(...(await o.repo.checkObjects(b)));
+  }
   const report: VerifyReport = {
     backup: m.id,
     kind: m.kind,

@@ -173,11 +173,20 @@ export function registerBackupCommands(program: Command): void {
         'logical --format directory: tables dumped at once (pg_dump -j; default 2, or config)',
         intArg('--jobs', 1),
       )
+      .option(
+        '--type <type>',
+        'physical: full, or incr (only the pages changed since the newest physical backup; needs WAL archiving into the repository)',
+      )
       .option('--label <text>', 'free text stored in the manifest'),
     { pg: true, encoding: true },
   ).action(async (opts) => {
     if (opts.kind !== 'physical' && opts.kind !== 'logical')
       throw new UsageError(`--kind: "${opts.kind}" must be physical or logical`);
+    if (opts.type !== undefined && !['full', 'incr', 'incremental'].includes(opts.type))
+      throw new UsageError(`--type: "${opts.type}" must be full or incr`);
+    if (opts.type !== undefined && opts.kind !== 'physical')
+      throw new UsageError('--type: applies to --kind physical only');
+    const incremental = opts.type === 'incr' || opts.type === 'incremental';
     if (opts.kind !== 'logical' && (opts.format !== undefined || opts.jobs !== undefined))
       throw new UsageError(`${opts.format !== undefined ? '--format' : '--jobs'}: applies to --kind logical only`);
     const b = await import('../../backup/index.js');
@@ -205,14 +214,19 @@ export function registerBackupCommands(program: Command): void {
               signal: stop.signal,
             })
             .finally(() => process.off('SIGINT', onSignal).off('SIGTERM', onSignal))
-        : await b.physicalBackup({
+        : await (incremental ? b.incrementalBackup : b.physicalBackup)({
             repo: c.repo,
             pg: c.pg,
             encoding: c.encoding,
             label: opts.label,
             onProgress: c.progress,
+            log: c.say,
           });
     const mibs = m.sizes.raw / 1048576 / (m.durationMs / 1000);
+    if (m.incremental)
+      c.say(
+        `incremental on ${m.incremental.reference}: read ${fmtSize(b, m.incremental.scannedBytes)}, copied ${m.incremental.changedBlocks} changed pages and ${m.incremental.wholeFiles} whole files`,
+      );
     console.log(
       `backup ${m.id} complete: ${fmtSize(b, m.sizes.raw)} -> ${fmtSize(b, m.sizes.stored)} (${m.encoding.compression}${m.encoding.encryption === 'age' ? '+age' : ''}) in ${(m.durationMs / 1000).toFixed(1)}s (${mibs.toFixed(0)} MiB/s)`,
     );
@@ -237,7 +251,7 @@ export function registerBackupCommands(program: Command): void {
     }
     const rows = list.map((m) => [
       m.id,
-      m.kind,
+      m.incremental ? 'physical incr' : m.kind,
       m.stoppedAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
       `${(m.durationMs / 1000).toFixed(1)}s`,
       fmtSize(b, m.sizes.raw),
@@ -279,6 +293,13 @@ export function registerBackupCommands(program: Command): void {
       ['server', `PostgreSQL ${m.pg.serverVersion ?? '?'}, system ${m.pg.systemIdentifier ?? '?'}`],
     ];
     if (m.kind === 'physical') {
+      if (m.incremental) {
+        lines.push(['type', `incremental on ${m.incremental.reference} (pages changed since LSN ${m.incremental.sinceLsn})`]);
+        lines.push([
+          'changes',
+          `${m.incremental.changedBlocks} pages + ${m.incremental.wholeFiles} whole files, of ${fmtSize(b, m.incremental.scannedBytes)} read`,
+        ]);
+      } else lines.push(['type', 'full']);
       lines.push(['timeline', String(m.pg.timeline)]);
       lines.push(['LSN', `${m.pg.startLsn} .. ${m.pg.stopLsn}`]);
       lines.push(['WAL needed', `${m.pg.startWal} .. ${m.pg.stopWal} (and every later segment for PITR)`]);
@@ -619,6 +640,8 @@ export function summary(m: import('../../backup/index.js').BackupManifest) {
   return {
     id: m.id,
     kind: m.kind,
+    type: m.kind === 'physical' ? (m.incremental ? 'incremental' : 'full') : undefined,
+    reference: m.incremental?.reference,
     label: m.label,
     startedAt: m.startedAt,
     stoppedAt: m.stoppedAt,
