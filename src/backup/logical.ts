@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, readlink, realpath, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, readlink, realpath, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
@@ -11,7 +11,7 @@ import type { Encoding } from './codec.js';
 import { BackupError } from './errors.js';
 import { type BackupManifest, newBackupId, type ObjectEntry } from './manifest.js';
 import { type PgTarget, pgEnv, quoteIdent, withClient } from './pg.js';
-import { type ProgressListener, ProgressMeter } from './progress.js';
+import { formatBytes, type ProgressListener, ProgressMeter } from './progress.js';
 import type { Repository } from './repository.js';
 
 export type DumpFormat = 'custom' | 'directory';
@@ -30,6 +30,8 @@ export interface LogicalBackupOptions {
   onProgress?: ProgressListener;
   /** Stops the dump (pg_dump is killed, stored objects and the temp folder removed). */
   signal?: AbortSignal;
+  /** Directory format: one line at the end on how much was streamed while pg_dump ran, and the local peak. */
+  log?: (msg: string) => void;
 }
 
 /** Checks a format/jobs pair; the message names the option as the CLI spells it. */
@@ -152,6 +154,13 @@ export function finishedDumpFiles(
   return listed.filter((f) => !taken.has(f) && (exited || !open!.has(f))).sort();
 }
 
+/** Bytes of `names` in `folder` now (files uploaded meanwhile count 0). */
+async function folderBytes(folder: string, names: string[]): Promise<number> {
+  let n = 0;
+  for (const f of names) n += (await stat(join(folder, f)).catch(() => undefined))?.size ?? 0;
+  return n;
+}
+
 /** pid and all its descendants (pg_dump -j forks its workers), from /proc/<pid>/stat's ppid field. */
 async function processTree(root: number): Promise<number[]> {
   const children = new Map<number, number[]>();
@@ -232,6 +241,8 @@ async function dumpDirectory(
   let exited: Promise<number> = Promise.resolve(0);
   let stderr = '';
   let failure: unknown;
+  let streamed = 0;
+  let peak = 0;
   const uploads = new Set<Promise<void>>();
   const limit = Math.max(1, Math.min(jobs, 4));
   const upload = async (file: string) => {
@@ -283,11 +294,13 @@ async function dumpDirectory(
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err; // pg_dump has not created it yet
       }
+      peak = Math.max(peak, await folderBytes(out, listed));
       const open = done || pid === undefined ? undefined : await openFilesUnder(out, pid);
       for (const f of finishedDumpFiles(listed, open, taken, done)) {
         if (!DUMP_FILE.test(f)) throw new BackupError('BULWARK_E_BACKUP', `pg_dump wrote an unexpected file ${f}`);
         taken.add(f);
         queue.push(f);
+        if (!done) streamed++;
       }
       while (queue.length && uploads.size < limit) startUpload(queue.shift()!);
       if (done && !queue.length) break;
@@ -304,6 +317,10 @@ async function dumpDirectory(
     await Promise.allSettled([...uploads]);
     if (failure) throw failure;
     if (!taken.has('toc.dat')) throw new BackupError('BULWARK_E_BACKUP', `pg_dump of ${db} wrote no toc.dat`);
+    const raw = entries.reduce((n, e) => n + e.rawBytes, 0);
+    o.log?.(
+      `pg_dump -Fd -j ${jobs}: ${taken.size} file(s), ${streamed} stored while pg_dump ran; local temp peak seen ${formatBytes(peak)} of ${formatBytes(raw)} dumped`,
+    );
     return entries.sort((a, b) => a.name.localeCompare(b.name));
   } catch (err) {
     if (exitCode === undefined) child?.kill('SIGTERM');

@@ -212,6 +212,7 @@ export function registerBackupCommands(program: Command): void {
               jobs: format === 'directory' ? (opts.jobs ?? c.cfg.logical?.jobs) : undefined,
               onProgress: c.progress,
               signal: stop.signal,
+              log: c.say,
             })
             .finally(() => process.off('SIGINT', onSignal).off('SIGTERM', onSignal))
         : await (incremental ? b.incrementalBackup : b.physicalBackup)({
