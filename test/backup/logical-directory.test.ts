@@ -1,7 +1,8 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { generateIdentity } from 'age-encryption';
+import pg_ from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   type BackupManifest,
@@ -13,6 +14,7 @@ import {
   type StorageDriver,
   verifyBackup,
 } from '../../src/backup/index.js';
+import { runCli } from '../harness/cli.js';
 import { makePostgresOwnedTempDir, startTestPostgres, type TestPostgres } from '../harness/postgres.js';
 import { startTestS3, type TestS3 } from '../harness/s3.js';
 import { bulwark } from './cli-helpers.js';
@@ -354,6 +356,53 @@ describe('CLI: --format directory --jobs N', () => {
     expect(verify.code).toBe(1);
     expect(verify.stdout).toContain(`PROBLEM backups/${id}/dump/${obj}: SHA-256`);
     expect(verify.stderr).toContain(`backups/${id}/dump/${obj}`);
+  });
+});
+
+describe('CLI: an interrupted directory backup cleans up', () => {
+  it('SIGTERM while pg_dump waits for a lock: exit 1, no backup listed, no object stored, temp folder removed', async () => {
+    const tmp = join(dir, 'tmp-sigterm');
+    mkdirSync(tmp, { recursive: true });
+    const repoDir = join(dir, 'repo-sigterm');
+    const locker = new pg_.Client({ connectionString: pg.urlFor('shop') });
+    await locker.connect();
+    try {
+      // pg_dump locks every table before dumping: this makes it wait, mid-backup, deterministically
+      await locker.query('begin; lock table items in access exclusive mode');
+      let child: ChildProcess | undefined;
+      const done = runCli(
+        [
+          'backup',
+          'create',
+          '--kind',
+          'logical',
+          '--format',
+          'directory',
+          '--repo',
+          `file://${repoDir}`,
+          '--pg',
+          pg.urlFor('shop'),
+        ],
+        { env: { TMPDIR: tmp }, onSpawn: (c) => (child = c) },
+      );
+      for (let i = 0; ; i++) {
+        const [w] = await pg.query(
+          `select count(*)::int as n from pg_stat_activity where application_name = 'pg_dump' and wait_event_type = 'Lock'`,
+        );
+        if (w.n > 0 && readdirSync(tmp).some((f) => f.startsWith('bulwark-dump-'))) break;
+        if (i > 300) throw new Error('pg_dump never started waiting for the lock');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      child!.kill('SIGTERM');
+      const r = await done;
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^bulwark: logical backup of shop interrupted$/m);
+      expect(readdirSync(tmp)).toEqual([]);
+      expect(existsSync(join(repoDir, 'backups')) ? readdirSync(join(repoDir, 'backups')) : []).toEqual([]);
+    } finally {
+      await locker.query('rollback').catch(() => {});
+      await locker.end();
+    }
   });
 });
 
