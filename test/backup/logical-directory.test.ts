@@ -359,6 +359,41 @@ describe('CLI: --format directory --jobs N', () => {
   });
 });
 
+describe('config: backup.logical', () => {
+  it('format/jobs from bulwark.config.ts are used by backup create; jobs without directory is exit 2 naming the key', async () => {
+    const repoUri = `file://${join(dir, 'repo-config')}`;
+    const good = join(dir, 'logical.config.ts');
+    writeFileSync(
+      good,
+      `export default { backup: { repo: ${JSON.stringify(repoUri)}, pg: ${JSON.stringify(pg.urlFor('shop'))}, logical: { format: 'directory', jobs: 2 } } };\n`,
+    );
+    const r = await bulwark(process.execPath, [MAIN, 'backup', 'create', '--kind', 'logical', '--config', good]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/pg_dump -Fd -j 2: \d+ file\(s\)/);
+    // --format on the command line wins over the config
+    const custom = await bulwark(process.execPath, [
+      MAIN,
+      'backup',
+      'create',
+      '--kind',
+      'logical',
+      '--format',
+      'custom',
+      '--config',
+      good,
+    ]);
+    expect(custom.code, custom.stderr).toBe(0);
+    const list = await new Repository(openStorage(repoUri)).listBackups();
+    expect(list.map((m) => m.pg.dumpFormat)).toEqual(['directory', 'custom']);
+    const bad = join(dir, 'bad-logical.config.ts');
+    writeFileSync(bad, `export default { backup: { repo: ${JSON.stringify(repoUri)}, logical: { jobs: 4 } } };\n`);
+    const e = await bulwark(process.execPath, [MAIN, 'backup', 'list', '--config', bad]);
+    expect(e.code).toBe(2);
+    expect(e.stderr.trim().split('\n')).toHaveLength(1);
+    expect(e.stderr).toMatch(/bad-logical\.config\.ts: backup\.logical\.jobs: jobs needs format: "directory"/);
+  });
+});
+
 describe('CLI: an interrupted directory backup cleans up', () => {
   it('SIGTERM while pg_dump waits for a lock: exit 1, no backup listed, no object stored, temp folder removed', async () => {
     const tmp = join(dir, 'tmp-sigterm');
