@@ -138,11 +138,12 @@ const DUMP_FILE = /^[A-Za-z0-9_.-]+$/;
 
 /**
  * Files of pg_dump's output folder that are complete and not yet taken (pure). A file is complete
- * once no pg_dump process holds it open: pg_dump creates every file (toc.dat, <dumpId>.dat,
- * blobs.toc, blob_<oid>.dat) with one open, writes it and closes it, and never reopens it for
- * writing. `listed` must be read BEFORE `open`, so a file created in between is not in `listed`.
- * `open` undefined means "cannot tell" (no /proc, or no permission to read it): nothing is ready
- * until pg_dump has exited, when every file is.
+ * once no pg_dump process holds it open: pg_dump writes toc.dat, every <dumpId>.dat and every
+ * blob_<oid>.dat with one open ("wb"), write and close, and never reopens them. The large-object
+ * list (blobs.toc, blobs_<dumpId>.toc from PostgreSQL 17) is opened in append mode, so it is taken
+ * only after pg_dump exited. `listed` must be read BEFORE `open`, so a file created in between is
+ * not in `listed`. `open` undefined means "cannot tell" (no /proc, or no permission to read it):
+ * nothing is ready until pg_dump has exited, when every file is.
  */
 export function finishedDumpFiles(
   listed: string[],
@@ -151,7 +152,7 @@ export function finishedDumpFiles(
   exited: boolean,
 ): string[] {
   if (!exited && open === undefined) return [];
-  return listed.filter((f) => !taken.has(f) && (exited || !open!.has(f))).sort();
+  return listed.filter((f) => !taken.has(f) && (exited || (!open!.has(f) && !/^blobs.*\.toc$/.test(f)))).sort();
 }
 
 /** Bytes of `names` in `folder` now (files uploaded meanwhile count 0). */
@@ -250,7 +251,16 @@ async function dumpDirectory(
     const entry = await o.repo.writeObject(id, `dump/${file}`, createReadStream(path), o.encoding, {
       onRawBytes: meter.add,
     });
-    entries.push(entry);
+    entries.push(entry); // stored: deleted again if the backup fails
+    // pg_dump never writes a file again once it closed it (finishedDumpFiles); check it anyway:
+    // a file that grew while it was stored, or reappears after, fails the backup instead of
+    // leaving a short object behind
+    const now = await stat(path);
+    if (now.size !== entry.rawBytes)
+      throw new BackupError(
+        'BULWARK_E_BACKUP',
+        `pg_dump wrote to ${file} again after closing it (${now.size} bytes, ${entry.rawBytes} stored)`,
+      );
     await rm(path, { force: true });
   };
   const startUpload = (file: string) => {
@@ -316,6 +326,9 @@ async function dumpDirectory(
       );
     await Promise.allSettled([...uploads]);
     if (failure) throw failure;
+    const again = (await readdir(out).catch(() => [] as string[])).filter((f) => taken.has(f));
+    if (again.length)
+      throw new BackupError('BULWARK_E_BACKUP', `pg_dump wrote ${again.join(', ')} again after closing it`);
     if (!taken.has('toc.dat')) throw new BackupError('BULWARK_E_BACKUP', `pg_dump of ${db} wrote no toc.dat`);
     const raw = entries.reduce((n, e) => n + e.rawBytes, 0);
     o.log?.(
