@@ -55,6 +55,8 @@ export const backupConfigSchema = z
           .object({ cron: z.string(), kind: z.enum(['physical', 'logical']).default('physical') })
           .strict()
           .optional(),
+        /** incremental physical backups (only changed pages) between the full ones of `backup` */
+        incremental: z.object({ cron: z.string() }).strict().optional(),
         expire: z.object({ cron: z.string() }).strict().optional(),
         verify: z
           .object({ cron: z.string(), restore: z.boolean().default(false) })

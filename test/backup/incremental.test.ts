@@ -167,8 +167,26 @@ describe.each(drivers)('incremental physical backups ($name driver)', (d) => {
     expect(got.has_temporary_table).toBe(true);
   });
 
+  it('bulwark schedule runs the incremental job from bulwark.config.ts', async () => {
+    const cfg = join(work, `schedule-${d.name}.config.ts`);
+    writeFileSync(
+      cfg,
+      `export default { backup: { repo: ${JSON.stringify(uri)}, pg: ${JSON.stringify(pg.url)},
+         schedule: { incremental: { cron: '* * * * * *' } } } };\n`,
+    );
+    const before = await list();
+    const r = await bulwark(install.bin, ['schedule', '--config', cfg, '--max-runs', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/schedule: incremental succeeded/);
+    const after = await list();
+    expect(after).toHaveLength(before.length + 1);
+    expect(after.at(-1).type).toBe('incremental');
+    expect(after.at(-1).reference).toBe(before.at(-1).id);
+    ids.push(after.at(-1).id);
+  });
+
   it('verify checks the whole chain and names a corrupted object of the full backup below', async () => {
-    const ok = await bulwark(install.bin, ['backup', 'verify', ids[2]!, '--repo', uri]);
+    const ok = await bulwark(install.bin, ['backup', 'verify', ids.at(-1)!, '--repo', uri]);
     expect(ok.code, ok.stderr + ok.stdout).toBe(0);
     const dry = await bulwark(install.bin, ['backup', 'expire', '--keep-last', '1', '--dry-run', '--repo', uri]);
     expect(dry.code, dry.stderr).toBe(0);
@@ -178,9 +196,10 @@ describe.each(drivers)('incremental physical backups ($name driver)', (d) => {
     const folder = join(work, 'repo', 'backups', ids[0]!);
     const base = readdirSync(folder).find((f) => f.startsWith('base.tar'))!;
     const bytes = readFileSync(join(folder, base));
-    bytes[Math.floor(bytes.length / 2)] ^= 0xff;
+    const mid = Math.floor(bytes.length / 2);
+    bytes[mid] = bytes[mid]! ^ 0xff;
     writeFileSync(join(folder, base), bytes);
-    const bad = await bulwark(install.bin, ['backup', 'verify', ids[2]!, '--repo', uri]);
+    const bad = await bulwark(install.bin, ['backup', 'verify', ids.at(-1)!, '--repo', uri]);
     expect(bad.code).toBe(1);
     expect(bad.stdout + bad.stderr).toContain(`backups/${ids[0]}/${base}`);
   });

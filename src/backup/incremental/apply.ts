@@ -1,4 +1,5 @@
-import { chown, type FileHandle, mkdir, open, rm } from 'node:fs/promises';
+import { chownSync, closeSync, fchownSync, ftruncateSync, mkdirSync, openSync, writeSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackupError } from '../errors.js';
 import { walkDataDir } from './data-files.js';
@@ -35,22 +36,25 @@ export async function applyLayer(
     throw new BackupError('BULWARK_E_RESTORE', 'not an incremental layer (v1)');
   const listed = new Set<string>();
   const result: ApplyResult = { files: 0, blocks: 0, wholeFiles: 0, removed: 0 };
-  let open_: { path: string; fh: FileHandle } | undefined;
-  const closeOpen = async () => {
-    if (open_) await open_.fh.close();
-    open_ = undefined;
+  // Synchronous file calls on purpose: a layer is thousands of scattered 8 KiB writes into the page
+  // cache, each a few microseconds, and an async round trip per write cost 10x more than the write
+  // (1.3 s instead of ~0.1 s for 10,000 pages). Nothing else runs in this process meanwhile.
+  let current: { path: string; fd: number } | undefined;
+  const closeCurrent = () => {
+    if (current) closeSync(current.fd);
+    current = undefined;
   };
   // files the layer creates must belong to the postgres user, like the ones tar laid out
-  const create = async (abs: string, flags: 'w' | 'r+', mode: number): Promise<FileHandle> => {
-    let fh: FileHandle;
+  const openFile = (abs: string, flags: 'w' | 'r+', mode: number): number => {
+    let fd: number;
     try {
-      fh = await open(abs, flags, mode);
+      fd = openSync(abs, flags, mode);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      fh = await open(abs, 'w', mode);
+      fd = openSync(abs, 'w', mode);
     }
-    if (owner) await fh.chown(owner.uid, owner.gid);
-    return fh;
+    if (owner) fchownSync(fd, owner.uid, owner.gid);
+    return fd;
   };
   try {
     for (;;) {
@@ -60,23 +64,23 @@ export async function applyLayer(
       if (rec.t === 'layer') throw new BackupError('BULWARK_E_RESTORE', 'incremental layer holds a second header');
       const abs = safePath(pgdata, rec.p);
       if (rec.t === 'dir') {
-        await closeOpen();
-        const made = await mkdir(abs, { recursive: true, mode: rec.mode });
-        if (made && owner) await chown(abs, owner.uid, owner.gid);
+        closeCurrent();
+        const made = mkdirSync(abs, { recursive: true, mode: rec.mode });
+        if (made && owner) chownSync(abs, owner.uid, owner.gid);
         listed.add(rec.p);
         continue;
       }
       if (rec.t === 'file') {
-        await closeOpen();
-        const fh = await create(abs, 'w', rec.mode);
+        closeCurrent();
+        const fd = openFile(abs, 'w', rec.mode);
         try {
           let pos = 0;
           for await (const piece of r.payload(rec.size)) {
-            await fh.write(piece, 0, piece.length, pos);
+            writeFully(fd, piece, 0, piece.length, pos);
             pos += piece.length;
           }
         } finally {
-          await fh.close();
+          closeSync(fd);
         }
         listed.add(rec.p);
         result.files++;
@@ -84,21 +88,22 @@ export async function applyLayer(
         continue;
       }
       // blocks: the first record of a file sets its length, the following ones carry changed pages
-      if (open_?.path !== rec.p) {
-        await closeOpen();
-        const fh = await create(abs, 'r+', rec.mode);
-        await fh.truncate(rec.size);
-        open_ = { path: rec.p, fh };
+      if (current?.path !== rec.p) {
+        closeCurrent();
+        const fd = openFile(abs, 'r+', rec.mode);
+        ftruncateSync(fd, rec.size);
+        current = { path: rec.p, fd };
         listed.add(rec.p);
         result.files++;
       }
       if (!rec.blocks.length) continue;
-      const data = Buffer.concat(await collect(r.payload(rec.blocks.length * BLOCK_SIZE, 8 * 1024 * 1024)));
+      const parts = await collect(r.payload(rec.blocks.length * BLOCK_SIZE, 8 * 1024 * 1024));
+      const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
       // one write per run of consecutive blocks
       for (let i = 0; i < rec.blocks.length; ) {
         let j = i + 1;
         while (j < rec.blocks.length && rec.blocks[j] === rec.blocks[j - 1]! + 1) j++;
-        await open_.fh.write(data, i * BLOCK_SIZE, (j - i) * BLOCK_SIZE, rec.blocks[i]! * BLOCK_SIZE);
+        writeFully(current.fd, data, i * BLOCK_SIZE, (j - i) * BLOCK_SIZE, rec.blocks[i]! * BLOCK_SIZE);
         i = j;
       }
       result.blocks += rec.blocks.length;
@@ -106,7 +111,7 @@ export async function applyLayer(
     // read to the very end: the object's SHA-256 is checked when its stream ends
     if ((await r.next()) !== undefined) throw new BackupError('BULWARK_E_RESTORE', 'data after the end of the layer');
   } finally {
-    await closeOpen();
+    closeCurrent();
   }
   // what the layer does not list was dropped between the layer below and this one
   const present = await walkDataDir(pgdata);
@@ -118,6 +123,15 @@ export async function applyLayer(
     result.removed++;
   }
   return result;
+}
+
+function writeFully(fd: number, buf: Buffer, offset: number, length: number, position: number): void {
+  while (length > 0) {
+    const n = writeSync(fd, buf, offset, length, position);
+    offset += n;
+    length -= n;
+    position += n;
+  }
 }
 
 async function collect(it: AsyncIterable<Buffer>): Promise<Buffer[]> {

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { run } from '../../lib/child.js';
@@ -209,8 +209,7 @@ async function* layerRecords(
         yield encodeRecord({ t: 'file', p: f.path, size, mode: f.mode });
         for (let pos = 0; pos < size; ) {
           const want = Math.min(1024 * 1024, size - pos);
-          const buf = Buffer.alloc(want); // zeros if the file shrank meanwhile (replay truncates it again)
-          await fh.read(buf, 0, want, pos);
+          const buf = await readAt(fh, want, pos);
           pos += want;
           stats.scannedBytes += want;
           onScanned(want);
@@ -223,8 +222,7 @@ async function* layerRecords(
       const refBlocks = refSize / BLOCK_SIZE;
       for (let pos = 0; pos < size; ) {
         const want = Math.min(CHUNK_BLOCKS * BLOCK_SIZE, size - pos);
-        const buf = Buffer.alloc(want);
-        await fh.read(buf, 0, want, pos);
+        const buf = await readAt(fh, want, pos);
         const first = pos / BLOCK_SIZE;
         const blocks = changedBlocks(buf, first, sinceLsn, refBlocks);
         pos += want;
@@ -242,6 +240,19 @@ async function* layerRecords(
     }
   }
   yield encodeRecord({ t: 'end', files });
+}
+
+/** `length` bytes at `position`; zeros past the end if the file shrank meanwhile (replay truncates it again). */
+async function readAt(fh: FileHandle, length: number, position: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, got, length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  if (got < length) buf.fill(0, got);
+  return buf;
 }
 
 /** START WAL LOCATION and START TIMELINE of a backup_label. */

@@ -295,7 +295,10 @@ export function registerBackupCommands(program: Command): void {
     ];
     if (m.kind === 'physical') {
       if (m.incremental) {
-        lines.push(['type', `incremental on ${m.incremental.reference} (pages changed since LSN ${m.incremental.sinceLsn})`]);
+        lines.push([
+          'type',
+          `incremental on ${m.incremental.reference} (pages changed since LSN ${m.incremental.sinceLsn})`,
+        ]);
         lines.push([
           'changes',
           `${m.incremental.changedBlocks} pages + ${m.incremental.wholeFiles} whole files, of ${fmtSize(b, m.incremental.scannedBytes)} read`,
@@ -407,9 +410,9 @@ export function registerBackupCommands(program: Command): void {
     const b = await import('../../backup/index.js');
     const c = await context({ ...opts, config: opts.config ?? 'bulwark.config.ts' });
     const s = c.cfg.schedule;
-    if (!s || (!s.backup && !s.expire && !s.verify))
+    if (!s || (!s.backup && !s.incremental && !s.expire && !s.verify))
       throw new UsageError(
-        'schedule: bulwark.config.ts has no backup.schedule.backup/expire/verify job',
+        'schedule: bulwark.config.ts has no backup.schedule.backup/incremental/expire/verify job',
         'BULWARK_E_CONFIG',
       );
     const jobs: import('../../backup/index.js').ScheduledJob[] = [];
@@ -430,6 +433,19 @@ export function registerBackupCommands(program: Command): void {
                 })
               : await b.physicalBackup({ repo: c.repo, pg: c.pg, encoding: c.encoding });
           c.say(`schedule: backup ${m.id} complete (${b.formatBytes(m.sizes.stored)} stored)`);
+          return { sizeBytes: m.sizes.stored };
+        },
+      });
+    }
+    if (s.incremental) {
+      jobs.push({
+        name: 'incremental',
+        cron: s.incremental.cron,
+        run: async () => {
+          const m = await b.incrementalBackup({ repo: c.repo, pg: c.pg, encoding: c.encoding, log: c.say });
+          c.say(
+            `schedule: ${m.incremental ? 'incremental ' : ''}backup ${m.id} complete (${b.formatBytes(m.sizes.stored)} stored)`,
+          );
           return { sizeBytes: m.sizes.stored };
         },
       });
