@@ -18,8 +18,11 @@ export interface BackupManifest {
   format: 1;
   id: string;
   kind: 'logical' | 'physical';
-  /** physical only: a full copy, or only what changed since `incremental.reference` (absent = full) */
-  type?: 'full' | 'incremental';
+  /**
+   * physical only: a full copy, or only what changed since `incremental.reference`: the newest physical
+   * backup (incremental) or the newest full one (differential). Absent = full.
+   */
+  type?: 'full' | 'incremental' | 'differential';
   label?: string;
   startedAt: string;
   stoppedAt: string;

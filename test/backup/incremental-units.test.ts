@@ -232,6 +232,11 @@ describe('chains of incremental backups', () => {
     expect(pickReference([full], '43', 1)).toHaveProperty('fallback');
     expect(pickReference([full, inc1], '42', 2)).toEqual({ fallback: expect.stringMatching(/timeline 2/) });
     expect(pickReference([full, inc2], '42', 1)).toEqual({ fallback: expect.stringMatching(/chain is broken/) });
+    // differential: always the newest full backup
+    expect(pickReference([full, inc1, inc2], '42', 1, 'differential')).toEqual({ backup: full });
+    expect(pickReference([inc1], '42', 1, 'differential')).toEqual({
+      fallback: expect.stringMatching(/no earlier full backup/),
+    });
   });
   it('retention keeps every backup a kept incremental builds on', () => {
     expect(chainAncestors([full, inc1, inc2], [inc2])).toEqual(

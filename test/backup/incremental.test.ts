@@ -185,13 +185,32 @@ describe.each(drivers)('incremental physical backups ($name driver)', (d) => {
     ids.push(after.at(-1).id);
   });
 
+  it('a differential backup builds on the full one, and --to-latest restores full + it + WAL', async () => {
+    await pg.query(`update big set v = 'changed-4-' || id where id % 999 = 0`);
+    await pg.query(`insert into marker(note) values ('diff')`);
+    const r = await bulwark(install.bin, ['backup', 'create', '--type', 'diff', '--repo', uri, '--pg', pg.url]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(new RegExp(`differential on ${ids[0]}`));
+    const l = await list();
+    expect(l.at(-1).type).toBe('differential');
+    expect(l.at(-1).reference).toBe(ids[0]);
+    ids.push(l.at(-1).id);
+    await pg.query(`insert into marker(note) values ('after diff')`);
+    await switchAndArchive(pg);
+    const [want] = await pg.query(STATE_SQL);
+    expect(await restoreAndQuery('diff', ['--to-latest'])).toEqual(want);
+  });
+
   it('verify checks the whole chain and names a corrupted object of the full backup below', async () => {
     const ok = await bulwark(install.bin, ['backup', 'verify', ids.at(-1)!, '--repo', uri]);
     expect(ok.code, ok.stderr + ok.stdout).toBe(0);
     const dry = await bulwark(install.bin, ['backup', 'expire', '--keep-last', '1', '--dry-run', '--repo', uri]);
     expect(dry.code, dry.stderr).toBe(0);
-    // the newest (incremental) backup is kept, so are the layer and the full backup it builds on
-    expect(dry.stdout).not.toMatch(/expire 2/);
+    // the newest backup (the differential) is kept, and so is the full backup it builds on; the
+    // incremental layers nothing kept needs would go
+    expect(dry.stdout).toMatch(new RegExp(`keep +${ids[0]} .*base of kept incremental backup ${ids.at(-1)}`));
+    expect(dry.stdout).toMatch(new RegExp(`expire ${ids[1]} `));
+    expect(dry.stdout).not.toMatch(new RegExp(`expire ${ids[0]} `));
     if (d.name !== 'fs') return;
     const folder = join(work, 'repo', 'backups', ids[0]!);
     const base = readdirSync(folder).find((f) => f.startsWith('base.tar'))!;

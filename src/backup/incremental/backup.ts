@@ -18,6 +18,8 @@ import { BLOCK_SIZE, changedBlocks, lsnToNumber } from './pages.js';
 import { listTar } from './tar-list.js';
 
 export interface IncrementalBackupOptions extends PhysicalBackupOptions {
+  /** incremental (default): changes since the newest physical backup; differential: since the newest full one */
+  type?: 'incremental' | 'differential';
   /** How long to wait for the backup's last WAL segment to reach the repository (default 5 min). */
   archiveTimeoutMs?: number;
   /** Warnings, e.g. "no earlier backup: taking a full one". */
@@ -60,9 +62,10 @@ export async function incrementalBackup(o: IncrementalBackupOptions): Promise<Ba
     return r.rows[0] as { v: string; sysid: string; dir: string; archive_mode: string; tli: number; standby: boolean };
   });
   const backups = await o.repo.listBackups();
-  const choice = pickReference(backups, info.sysid, Number(info.tli));
+  const type = o.type ?? 'incremental';
+  const choice = pickReference(backups, info.sysid, Number(info.tli), type);
   if ('fallback' in choice) {
-    o.log?.(`incremental backup: ${choice.fallback}; taking a full backup instead`);
+    o.log?.(`${type} backup: ${choice.fallback}; taking a full backup instead`);
     return physicalBackup(o);
   }
   const ref = choice.backup;
@@ -111,7 +114,7 @@ export async function incrementalBackup(o: IncrementalBackupOptions): Promise<Ba
       format: 1,
       id,
       kind: 'physical',
-      type: 'incremental',
+      type,
       ...(o.label ? { label: o.label } : {}),
       startedAt: started.toISOString(),
       stoppedAt: stopped.toISOString(),

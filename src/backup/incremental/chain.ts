@@ -9,16 +9,26 @@ export type ReferenceChoice = { backup: BackupManifest } | { fallback: string };
 
 /**
  * The reference of a new incremental backup: the newest physical backup of the same server (system
- * identifier) whose chain is complete. Page LSNs only prove "unchanged since the reference" when the
+ * identifier) whose chain is complete (for a differential one, the newest full backup). Page LSNs only prove "unchanged since the reference" when the
  * server's history since then is linear, so a timeline switch (a promotion, a PITR, a pg_rewind) since
  * the reference means a full backup instead, as it does when there is nothing to build on.
  */
-export function pickReference(backups: BackupManifest[], systemIdentifier: string, timeline: number): ReferenceChoice {
+export function pickReference(
+  backups: BackupManifest[],
+  systemIdentifier: string,
+  timeline: number,
+  /** differential: build on the newest FULL backup (a chain of two; pgBackRest's --type=diff) */
+  type: 'incremental' | 'differential' = 'incremental',
+): ReferenceChoice {
   const physical = backups
     .filter((b) => b.kind === 'physical' && b.pg.systemIdentifier === systemIdentifier)
+    .filter((b) => type === 'incremental' || !b.incremental)
     .sort((a, b) => (a.id < b.id ? -1 : 1));
   const last = physical.at(-1);
-  if (!last) return { fallback: 'no earlier physical backup of this server in the repository' };
+  if (!last)
+    return {
+      fallback: `no earlier ${type === 'differential' ? 'full' : 'physical'} backup of this server in the repository`,
+    };
   if (last.pg.timeline !== timeline)
     return {
       fallback: `the server is on timeline ${timeline} but the newest backup ${last.id} was taken on timeline ${last.pg.timeline}`,

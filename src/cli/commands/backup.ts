@@ -175,18 +175,23 @@ export function registerBackupCommands(program: Command): void {
       )
       .option(
         '--type <type>',
-        'physical: full, or incr (only the pages changed since the newest physical backup; needs WAL archiving into the repository)',
+        'physical: full, incr (only the pages changed since the newest physical backup) or diff (since the newest full one); incr and diff need WAL archiving into the repository',
       )
       .option('--label <text>', 'free text stored in the manifest'),
     { pg: true, encoding: true },
   ).action(async (opts) => {
     if (opts.kind !== 'physical' && opts.kind !== 'logical')
       throw new UsageError(`--kind: "${opts.kind}" must be physical or logical`);
-    if (opts.type !== undefined && !['full', 'incr', 'incremental'].includes(opts.type))
-      throw new UsageError(`--type: "${opts.type}" must be full or incr`);
+    if (opts.type !== undefined && !['full', 'incr', 'incremental', 'diff', 'differential'].includes(opts.type))
+      throw new UsageError(`--type: "${opts.type}" must be full, incr or diff`);
     if (opts.type !== undefined && opts.kind !== 'physical')
       throw new UsageError('--type: applies to --kind physical only');
-    const incremental = opts.type === 'incr' || opts.type === 'incremental';
+    const changesOnly: 'incremental' | 'differential' | undefined =
+      opts.type === 'incr' || opts.type === 'incremental'
+        ? 'incremental'
+        : opts.type === 'diff' || opts.type === 'differential'
+          ? 'differential'
+          : undefined;
     if (opts.kind !== 'logical' && (opts.format !== undefined || opts.jobs !== undefined))
       throw new UsageError(`${opts.format !== undefined ? '--format' : '--jobs'}: applies to --kind logical only`);
     const b = await import('../../backup/index.js');
@@ -215,18 +220,27 @@ export function registerBackupCommands(program: Command): void {
               log: c.say,
             })
             .finally(() => process.off('SIGINT', onSignal).off('SIGTERM', onSignal))
-        : await (incremental ? b.incrementalBackup : b.physicalBackup)({
-            repo: c.repo,
-            pg: c.pg,
-            encoding: c.encoding,
-            label: opts.label,
-            onProgress: c.progress,
-            log: c.say,
-          });
+        : changesOnly
+          ? await b.incrementalBackup({
+              repo: c.repo,
+              pg: c.pg,
+              encoding: c.encoding,
+              label: opts.label,
+              onProgress: c.progress,
+              log: c.say,
+              type: changesOnly,
+            })
+          : await b.physicalBackup({
+              repo: c.repo,
+              pg: c.pg,
+              encoding: c.encoding,
+              label: opts.label,
+              onProgress: c.progress,
+            });
     const mibs = m.sizes.raw / 1048576 / (m.durationMs / 1000);
     if (m.incremental)
       c.say(
-        `incremental on ${m.incremental.reference}: read ${fmtSize(b, m.incremental.scannedBytes)}, copied ${m.incremental.changedBlocks} changed pages and ${m.incremental.wholeFiles} whole files`,
+        `${m.type === 'differential' ? 'differential' : 'incremental'} on ${m.incremental.reference}: read ${fmtSize(b, m.incremental.scannedBytes)}, copied ${m.incremental.changedBlocks} changed pages and ${m.incremental.wholeFiles} whole files`,
       );
     console.log(
       `backup ${m.id} complete: ${fmtSize(b, m.sizes.raw)} -> ${fmtSize(b, m.sizes.stored)} (${m.encoding.compression}${m.encoding.encryption === 'age' ? '+age' : ''}) in ${(m.durationMs / 1000).toFixed(1)}s (${mibs.toFixed(0)} MiB/s)`,
@@ -252,7 +266,7 @@ export function registerBackupCommands(program: Command): void {
     }
     const rows = list.map((m) => [
       m.id,
-      m.incremental ? 'physical incr' : m.kind,
+      m.incremental ? `physical ${m.type === 'differential' ? 'diff' : 'incr'}` : m.kind,
       m.stoppedAt.replace('T', ' ').replace(/\.\d+Z$/, 'Z'),
       `${(m.durationMs / 1000).toFixed(1)}s`,
       fmtSize(b, m.sizes.raw),
@@ -297,7 +311,7 @@ export function registerBackupCommands(program: Command): void {
       if (m.incremental) {
         lines.push([
           'type',
-          `incremental on ${m.incremental.reference} (pages changed since LSN ${m.incremental.sinceLsn})`,
+          `${m.type === 'differential' ? 'differential' : 'incremental'} on ${m.incremental.reference} (pages changed since LSN ${m.incremental.sinceLsn})`,
         ]);
         lines.push([
           'changes',
@@ -657,7 +671,7 @@ export function summary(m: import('../../backup/index.js').BackupManifest) {
   return {
     id: m.id,
     kind: m.kind,
-    type: m.kind === 'physical' ? (m.incremental ? 'incremental' : 'full') : undefined,
+    type: m.kind === 'physical' ? (m.incremental ? (m.type ?? 'incremental') : 'full') : undefined,
     reference: m.incremental?.reference,
     label: m.label,
     startedAt: m.startedAt,
