@@ -104,6 +104,26 @@ describe.each(drivers)('incremental physical backups ($name driver)', (d) => {
     }
   }
 
+  it('a bad --type is exit 2 naming the flag, before the repository is touched', async () => {
+    const bad = await bulwark(install.bin, ['backup', 'create', '--type', 'weekly', '--repo', uri, '--pg', pg.url]);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr.trim().split('\n')).toHaveLength(1);
+    expect(bad.stderr).toMatch(/--type: "weekly" must be full, incr or diff/);
+    const logical = await bulwark(install.bin, [
+      'backup',
+      'create',
+      '--kind',
+      'logical',
+      '--type',
+      'incr',
+      '--repo',
+      uri,
+    ]);
+    expect(logical.code).toBe(2);
+    expect(logical.stderr).toMatch(/--type: applies to --kind physical only/);
+    expect(await list()).toHaveLength(0);
+  });
+
   it('with nothing to build on, --type incr takes a full backup and says so', async () => {
     const r = await bulwark(install.bin, ['backup', 'create', '--type', 'incr', '--repo', uri, '--pg', pg.url]);
     expect(r.code, r.stderr).toBe(0);
