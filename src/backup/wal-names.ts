@@ -36,3 +36,15 @@ export function segmentNumber(name: string, segSize = WAL_SEGMENT_SIZE): bigint 
 export function segmentTimeline(name: string): number {
   return Number.parseInt(name.slice(0, 8), 16);
 }
+
+/**
+ * How long restore_command trusts a prefetcher's "not in the archive" marker (ms). The prefetcher
+ * re-checks the archive and renews a marker at least twice that often; an older marker (say, a
+ * prefetcher that died) is ignored and the command asks the archive itself.
+ */
+export const MISSING_FRESH_MS = 1500;
+
+/** The WAL segment a base backup's recovery starts in, from its backup_label (undefined if none). */
+export function labelStartSegment(label: string): string | undefined {
+  return /^START WAL LOCATION: [0-9A-F]+\/[0-9A-F]+ \(file ([0-9A-F]{24})\)$/m.exec(label)?.[1];
+}

@@ -13,6 +13,7 @@ import {
   walFileName,
   walGaps,
 } from '../../src/backup/index.js';
+import { labelStartSegment } from '../../src/backup/wal-names.js';
 
 function backup(
   id: string,
@@ -48,6 +49,16 @@ describe('WAL names and LSNs', () => {
       '000000020000000400000001',
     ]);
     expect(nextSegments('00000002.history', 3)).toEqual([]);
+  });
+  it("finds the segment recovery starts in from a backup_label (the restore prefetcher's first segment)", () => {
+    const label =
+      'START WAL LOCATION: 0/2C000028 (file 00000001000000000000002C)\nCHECKPOINT LOCATION: 0/2C000060\nBACKUP METHOD: streamed\n';
+    expect(labelStartSegment(label)).toBe('00000001000000000000002C');
+    expect(labelStartSegment('START WAL LOCATION: 3/A1000028 (file 0000000200000003000000A1)\n')).toBe(
+      '0000000200000003000000A1',
+    );
+    expect(labelStartSegment('')).toBeUndefined();
+    expect(labelStartSegment('START WAL LOCATION: 0/2C000028\n')).toBeUndefined();
   });
   it('reads pg_basebackup -v positions', () => {
     const log =

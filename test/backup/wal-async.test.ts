@@ -1,7 +1,10 @@
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStorage, Repository } from '../../src/backup/index.js';
+import { startRestorePrefetcher } from '../../src/backup/wal.js';
+import { restoreCommandFor, selfCommand } from '../../src/cli/commands/backup.js';
 import { run } from '../../src/lib/child.js';
 import { POSTGRES_USER, pgBin } from '../../src/lib/postgres.js';
 import { type GlobalInstall, installGlobally } from '../harness/global-install.js';
@@ -127,5 +130,90 @@ describe('wal push --async (background pusher)', () => {
     });
     expect(wrong.ok).toBe(false);
     expect(wrong.restore?.checks.join('\n')).toMatch(/cannot decrypt/);
+  });
+
+  it('restore_command: the restore prefetcher serves segments, re-reads and "not in the archive" from the shell step; stale markers are not trusted; wal fetch exits 1 only for a missing file', async () => {
+    // four archived segments with known content, and a data folder whose backup_label starts at the first
+    const walUri = `file://${join(work, 'repo-fetch')}`;
+    const repo = new Repository(openStorage(walUri));
+    const names = ['10', '11', '12', '13'].map((n) => `0000000100000000000000${n}`);
+    const sha = new Map<string, string>();
+    for (const name of names) {
+      const data = randomBytes(16 * 1024 * 1024);
+      sha.set(name, createHash('sha256').update(data).digest('hex'));
+      await repo.pushWal(name, data, { compression: 'zstd', encryption: 'none' });
+    }
+    const pgdata = join(work, 'fetch-pgdata');
+    mkdirSync(join(pgdata, 'pg_wal'), { recursive: true });
+    writeFileSync(
+      join(pgdata, 'backup_label'),
+      `START WAL LOCATION: 0/10000028 (file ${names[0]})\nCHECKPOINT LOCATION: 0/10000060\n`,
+    );
+    await run('chown', ['-R', POSTGRES_USER, pgdata]);
+    const spool = join(work, 'fetch-spool');
+    // the fallback (starting bulwark) stands in as `exit 99` here, so every answer below is the shell step's
+    const line = restoreCommandFor(walUri, 8, spool).replace(selfCommand(), 'sh -c "exit 99" fallback');
+    const restoreCommand = (f: string) =>
+      run('sh', ['-c', line.replace('%f', f).replace('%p', 'pg_wal/RECOVERYXLOG')], {
+        asUser: POSTGRES_USER,
+        cwd: pgdata,
+        check: false,
+      });
+    const restored = () =>
+      createHash('sha256')
+        .update(readFileSync(join(pgdata, 'pg_wal', 'RECOVERYXLOG')))
+        .digest('hex');
+    const waitFor = async (path: string) => {
+      for (let i = 0; i < 200 && !existsSync(path); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(existsSync(path), path).toBe(true);
+    };
+    const prefetcher = await startRestorePrefetcher({ repo, spool, pgdata });
+    try {
+      // before recovery asks anything: the first segments (from backup_label) and the history answers
+      await waitFor(join(spool, 'in', names[0]!));
+      await waitFor(join(spool, 'missing', '00000002.history'));
+      expect((await restoreCommand('00000002.history')).code).toBe(1);
+      for (const name of names) {
+        await waitFor(join(spool, 'in', name));
+        expect((await restoreCommand(name)).code).toBe(0);
+        expect(restored()).toBe(sha.get(name));
+      }
+      // recovery reads the last segment once more when it ends: served from the second copy
+      expect((await restoreCommand(names[3]!)).code).toBe(0);
+      expect(restored()).toBe(sha.get(names[3]!));
+      // the end of the archive is answered "missing" only from the prefetcher's fresh check
+      await waitFor(join(spool, 'missing', '000000010000000000000014'));
+      expect((await restoreCommand('000000010000000000000014')).code).toBe(1);
+    } finally {
+      await prefetcher.stop();
+    }
+    expect(existsSync(spool)).toBe(false); // a restore's spool goes with it
+    // a marker nobody renews (prefetcher gone) is not an answer: the command asks bulwark instead
+    mkdirSync(join(spool, 'missing'), { recursive: true });
+    writeFileSync(join(spool, 'missing', '000000010000000000000014'), '');
+    const old = new Date(Date.now() - 10_000);
+    utimesSync(join(spool, 'missing', '000000010000000000000014'), old, old);
+    await run('chown', ['-R', POSTGRES_USER, spool]);
+    expect((await restoreCommand('000000010000000000000014')).code).toBe(99);
+    rmSync(spool, { recursive: true, force: true });
+
+    // `wal fetch` (restore_command's fallback): 0 with the verified file, 1 only for "not in the
+    // archive", above 125 for anything else, so PostgreSQL stops instead of ending recovery early
+    const dest = join(work, 'fetched');
+    const ok = await bulwark(install.bin, ['wal', 'fetch', names[1]!, dest, '--repo', walUri]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(createHash('sha256').update(readFileSync(dest)).digest('hex')).toBe(sha.get(names[1]!));
+    rmSync(dest);
+    const missing = await bulwark(install.bin, ['wal', 'fetch', '0000000100000000000000FF', dest, '--repo', walUri]);
+    expect(missing.code).toBe(1);
+    const stored = (await repo.findWal(names[2]!))!;
+    const file = join(work, 'repo-fetch', ...stored.key.split('/'));
+    const bytes = readFileSync(file);
+    bytes[bytes.length >> 1]! ^= 0xff;
+    writeFileSync(file, bytes);
+    const bad = await bulwark(install.bin, ['wal', 'fetch', names[2]!, dest, '--repo', walUri]);
+    expect(bad.code, bad.stderr).toBeGreaterThan(125);
+    expect(bad.stderr).toMatch(new RegExp(names[2]!));
+    expect(existsSync(dest)).toBe(false);
   });
 });

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { realpathSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import type { Command } from 'commander';
+import { MISSING_FRESH_MS } from '../../backup/wal-names.js';
 import type { BackupConfig } from '../../config/backup.js';
 import { parseDuration } from '../../config/duration.js';
 import { exitCodeOf, UsageError } from '../../lib/errors.js';
@@ -135,15 +136,22 @@ export function selfCommand(): string {
 /**
  * restore_command for a restored data folder. Recovery runs it once per segment, and starting Node
  * costs more than replaying a segment, so a tiny shell step comes first: record the segment asked for
- * (the prefetcher's window follows it) and move the segment in if the prefetcher already downloaded
- * and verified it, or answer "not in the archive" from the prefetcher's fresh (< 3 s) marker; only
- * otherwise start bulwark (`wal fetch --prefetch`, which also starts the prefetcher). The spool is
- * private to this restore.
+ * (the prefetcher's window follows it), move the segment in if the prefetcher already downloaded and
+ * verified it (or copy its second copy, when recovery asks again for a segment it already took), or
+ * answer "not in the archive" from the prefetcher's marker while it is fresh (younger than
+ * MISSING_FRESH_MS; `find -mmin` takes fractions of a minute); only otherwise start bulwark
+ * (`wal fetch --prefetch`, which also starts a prefetcher when none runs). The spool is private to
+ * this restore; `restore --start` runs the prefetcher itself (see startRestorePrefetcher).
  */
-export function restoreCommandFor(repoUri: string, depth = 8): string {
-  const spool = `${tmpdir()}/bulwark-get-${randomBytes(6).toString('hex')}`;
-  const script = `echo "$1" > "$3/want" 2>/dev/null; test -e "$3/missing/$1" && exit 1; mv -f "$3/in/$1" "$2" 2>/dev/null || exec ${selfCommand()} wal fetch "$1" "$2" --prefetch ${depth} --spool "$3" --repo "$4"`;
+export function restoreCommandFor(repoUri: string, depth = 8, spool = restoreSpool()): string {
+  const fresh = String(MISSING_FRESH_MS / 60_000);
+  const script = `echo "$1" > "$3/want" 2>/dev/null; mv -f "$3/in/$1" "$2" 2>/dev/null && exit 0; cp "$3/again/$1" "$2" 2>/dev/null && exit 0; test -e "$3/missing/$1" && test -n "$(find "$3/missing/$1" -mmin -${fresh} 2>/dev/null)" && exit 1; exec ${selfCommand()} wal fetch "$1" "$2" --prefetch ${depth} --spool "$3" --repo "$4"`;
   return `sh -c ${shellQuote(script)} sh "%f" "%p" ${shellQuote(spool)} ${shellQuote(repoUri)}`;
+}
+
+/** A new private spool folder name for one restore's prefetched WAL. */
+export function restoreSpool(): string {
+  return `${tmpdir()}/bulwark-get-${randomBytes(6).toString('hex')}`;
 }
 
 function shellQuote(s: string): string {
@@ -576,9 +584,13 @@ export function registerBackupCommands(program: Command): void {
       .command('fetch <name> <dest>')
       .description("restore one WAL file (restore_command = 'bulwark wal fetch %f %p --repo ...')"),
   ).action(async (name: string, dest: string, opts) => {
-    const b = await import('../../backup/index.js');
-    const c = await context({ ...opts, pg: 'unused' });
-    await b.walFetch(c.repo, name, dest);
+    const w = await import('../../backup/wal.js');
+    try {
+      const c = await context({ ...opts, pg: 'unused' });
+      await w.walFetch(c.repo, name, dest);
+    } catch (err) {
+      throw w.fetchFailure(err); // exit 1 only for "not in the archive" (restore_command contract)
+    }
   });
 
   withCommon(
@@ -643,21 +655,36 @@ export function registerBackupCommands(program: Command): void {
       return;
     }
     const { resolve } = await import('node:path');
-    const restoreCommand = restoreCommandFor(c.repoUri);
-    const r = await b.physicalRestore({
-      repo: c.repo,
-      pgdata: resolve(opts.pgdata),
-      backup: opts.backup,
-      target,
-      restoreCommand,
-      force: opts.force,
-      start: opts.start,
-      port: opts.port,
-      archiveMode: opts.archiveMode,
-      timeoutMs: parseDuration(opts.timeout, '--timeout'),
-      onProgress: c.progress,
-      log: c.say,
-    });
+    const spool = restoreSpool();
+    const restoreCommand = restoreCommandFor(c.repoUri, 8, spool);
+    // overlap the disk writes of the extracted files with the extraction (PostgreSQL fsyncs them all
+    // before recovery starts)
+    const writeback = (await import('../../backup/writeback.js')).startWriteback(resolve(opts.pgdata));
+    // --start waits for recovery anyway: prefetch WAL from this process, from before the server starts
+    const prefetcher = opts.start
+      ? await (await import('../../backup/wal.js')).startRestorePrefetcher({
+          repo: c.repo,
+          spool,
+          pgdata: resolve(opts.pgdata),
+          log: c.say,
+        })
+      : undefined;
+    const r = await b
+      .physicalRestore({
+        repo: c.repo,
+        pgdata: resolve(opts.pgdata),
+        backup: opts.backup,
+        target,
+        restoreCommand,
+        force: opts.force,
+        start: opts.start,
+        port: opts.port,
+        archiveMode: opts.archiveMode,
+        timeoutMs: parseDuration(opts.timeout, '--timeout'),
+        onProgress: c.progress,
+        log: c.say,
+      })
+      .finally(() => Promise.all([writeback.stop(), prefetcher?.stop()]));
     console.log(`restored ${r.backup.id} into ${r.pgdata} in ${(r.restoreMs / 1000).toFixed(1)}s (${r.reason})`);
     if (r.started)
       console.log(
@@ -840,6 +867,8 @@ export async function walFastPath(argv: string[]): Promise<number | undefined> {
   } catch (err) {
     if (verbose) console.error(err);
     else console.error(`bulwark: ${(err as Error)?.message ?? String(err)}`);
+    // restore_command: any exit up to 125 tells PostgreSQL "not in the archive"; keep that answer true
+    if (verb === 'fetch') return exitCodeOf((await import('../../backup/wal.js')).fetchFailure(err));
     return exitCodeOf(err);
   }
 }
