@@ -49,3 +49,63 @@ export async function switchAndArchive(pg: TestPostgres): Promise<string> {
   await waitArchived(pg, r!.seg);
   return r!.seg;
 }
+
+/** postgresql.conf settings of an instance whose archiver runs the installed `bulwark wal push` into `uri`. */
+export function archivingSettings(bin: string, uri: string): Record<string, string | number> {
+  return {
+    wal_level: 'replica',
+    archive_mode: 'on',
+    archive_command: `'"${bin}" wal push "%p" --repo ''${uri}'''`,
+    max_wal_senders: 5,
+  };
+}
+
+/**
+ * `bulwark restore --pgdata DIR ...target --start` on a free port, the copy not archiving into the
+ * repository. Pushes DIR onto `started` (the caller stops those servers in afterAll) before it runs.
+ */
+export async function restoreStarted(
+  bin: string,
+  uri: string,
+  dir: string,
+  target: string[],
+  started: string[],
+): Promise<{ port: number; result: CliResult }> {
+  const { freePort } = await import('../../src/lib/net.js');
+  const port = await freePort({ below: 32768 });
+  started.push(dir);
+  const result = await bulwark(bin, [
+    'restore',
+    '--repo',
+    uri,
+    '--pgdata',
+    dir,
+    ...target,
+    '--start',
+    '--port',
+    String(port),
+    '--archive-mode',
+    'off',
+  ]);
+  return { port, result };
+}
+
+/** Rows of `sql` on the server listening on 127.0.0.1:`port` (a restored copy). */
+export async function queryAt(port: number, sql: string): Promise<any[]> {
+  const { default: pgLib } = await import('pg');
+  const c = new pgLib.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+  await c.connect();
+  try {
+    return (await c.query(sql)).rows;
+  } finally {
+    await c.end();
+  }
+}
+
+/** Stop (immediately) the servers of restored data folders. */
+export async function stopServers(dirs: string[]): Promise<void> {
+  const { run } = await import('../../src/lib/child.js');
+  const { POSTGRES_USER, pgBin } = await import('../../src/lib/postgres.js');
+  for (const dir of dirs)
+    await run(pgBin('pg_ctl'), ['-D', dir, '-m', 'immediate', 'stop'], { asUser: POSTGRES_USER, check: false });
+}

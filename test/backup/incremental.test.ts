@@ -1,13 +1,10 @@
 import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { run } from '../../src/lib/child.js';
-import { freePort } from '../../src/lib/net.js';
-import { POSTGRES_USER, pgBin } from '../../src/lib/postgres.js';
 import { type GlobalInstall, installGlobally } from '../harness/global-install.js';
 import { makePostgresOwnedTempDir, startTestPostgres, type TestPostgres } from '../harness/postgres.js';
 import { startTestS3, type TestS3 } from '../harness/s3.js';
-import { bulwark, switchAndArchive } from './cli-helpers.js';
+import { archivingSettings, bulwark, queryAt, restoreStarted, stopServers, switchAndArchive } from './cli-helpers.js';
 
 // Incremental (changed-page) physical backups, end to end as a user runs them: the globally installed
 // package is PostgreSQL's archive_command, `bulwark backup create --type incr` layers only the pages
@@ -48,14 +45,7 @@ describe.each(drivers)('incremental physical backups ($name driver)', (d) => {
 
   beforeAll(async () => {
     uri = d.uri();
-    pg = await startTestPostgres({
-      settings: {
-        wal_level: 'replica',
-        archive_mode: 'on',
-        archive_command: `'"${install.bin}" wal push "%p" --repo ''${uri}'''`,
-        max_wal_senders: 5,
-      },
-    });
+    pg = await startTestPostgres({ settings: archivingSettings(install.bin, uri) });
     await pg.query('create table marker(id serial primary key, note text not null)');
     // ~3,600 pages: big enough that "only changed pages" and "the whole file" differ by far
     await pg.query(`create table big as select g as id, md5(g::text) || repeat('x', 100) as v
@@ -65,8 +55,7 @@ describe.each(drivers)('incremental physical backups ($name driver)', (d) => {
     await pg.query('checkpoint');
   });
   afterAll(async () => {
-    for (const dir of stopDirs)
-      await run(pgBin('pg_ctl'), ['-D', dir, '-m', 'immediate', 'stop'], { asUser: POSTGRES_USER, check: false });
+    await stopServers(stopDirs);
     await pg?.destroy();
   });
 
@@ -76,32 +65,11 @@ describe.each(drivers)('incremental physical backups ($name driver)', (d) => {
     return JSON.parse(r.stdout);
   }
 
-  async function restoreAndQuery(name: string, extra: string[]): Promise<Record<string, unknown>> {
+  async function restoreAndQuery(name: string, target: string[]): Promise<Record<string, unknown>> {
     const dir = join(work, `${name}-${d.name}`);
-    const port = await freePort({ below: 32768 });
-    stopDirs.push(dir);
-    const r = await bulwark(install.bin, [
-      'restore',
-      '--repo',
-      uri,
-      '--pgdata',
-      dir,
-      ...extra,
-      '--start',
-      '--port',
-      String(port),
-      '--archive-mode',
-      'off',
-    ]);
-    expect(r.code, r.stderr + r.stdout).toBe(0);
-    const { default: pgLib } = await import('pg');
-    const c = new pgLib.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
-    await c.connect();
-    try {
-      return (await c.query(STATE_SQL)).rows[0];
-    } finally {
-      await c.end();
-    }
+    const { port, result } = await restoreStarted(install.bin, uri, dir, target, stopDirs);
+    expect(result.code, result.stderr + result.stdout).toBe(0);
+    return (await queryAt(port, STATE_SQL))[0];
   }
 
   it('a bad --type is exit 2 naming the flag, before the repository is touched', async () => {

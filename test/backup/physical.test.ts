@@ -3,12 +3,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStorage, physicalBackup, Repository } from '../../src/backup/index.js';
 import type { StorageDriver } from '../../src/backup/storage/index.js';
-import { run } from '../../src/lib/child.js';
-import { POSTGRES_USER, pgBin } from '../../src/lib/postgres.js';
 import { type GlobalInstall, installGlobally } from '../harness/global-install.js';
 import { makePostgresOwnedTempDir, startTestPostgres, type TestPostgres } from '../harness/postgres.js';
 import { startTestS3, type TestS3 } from '../harness/s3.js';
-import { bulwark, switchAndArchive } from './cli-helpers.js';
+import { archivingSettings, bulwark, queryAt, restoreStarted, stopServers, switchAndArchive } from './cli-helpers.js';
 
 // End to end, as a user runs it: the packed package installed globally, PostgreSQL's archiver calling
 // `bulwark wal push %p` as the postgres user, `bulwark restore` laying out a data folder whose
@@ -40,37 +38,17 @@ describe.each(drivers)('physical backup, WAL archive and PITR ($name driver)', (
 
   beforeAll(async () => {
     uri = d.uri();
-    pg = await startTestPostgres({
-      settings: {
-        wal_level: 'replica',
-        archive_mode: 'on',
-        archive_command: `'"${install.bin}" wal push "%p" --repo ''${uri}'''`,
-        max_wal_senders: 5,
-      },
-    });
+    pg = await startTestPostgres({ settings: archivingSettings(install.bin, uri) });
     await pg.query(
       'create table marker(id serial primary key, note text not null, at timestamptz default clock_timestamp())',
     );
     await pg.query(`create table filler as select g as id, md5(g::text) as v from generate_series(1, 20000) g`);
   });
   afterAll(async () => {
-    for (const dir of stopDirs)
-      await run(pgBin('pg_ctl'), ['-D', dir, '-m', 'immediate', 'stop'], { asUser: POSTGRES_USER, check: false });
+    await stopServers(stopDirs);
     await pg?.destroy();
     for (const r of restored) await r.destroy();
   });
-
-  async function restoredQuery(dir: string, port: number, sql: string) {
-    const { default: pgLib } = await import('pg');
-    const c = new pgLib.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
-    await c.connect();
-    try {
-      return (await c.query(sql)).rows;
-    } finally {
-      await c.end();
-      expect(dir).toBeTruthy();
-    }
-  }
 
   it('backup create, then PITR to a timestamp keeps the row committed before it and not the one after', async () => {
     const b = await bulwark(install.bin, ['backup', 'create', '--repo', uri, '--pg', pg.url]);
@@ -88,29 +66,12 @@ describe.each(drivers)('physical backup, WAL archive and PITR ($name driver)', (
     expect(backups[0].walNeeded.from).toMatch(/^[0-9A-F]{24}$/);
 
     const dir = join(work, `pitr-${d.name}`);
-    const { freePort } = await import('../../src/lib/net.js');
-    const port = await freePort({ below: 32768 });
-    stopDirs.push(dir);
-    const r = await bulwark(install.bin, [
-      'restore',
-      '--repo',
-      uri,
-      '--pgdata',
-      dir,
-      '--to-time',
-      t,
-      '--start',
-      '--port',
-      String(port),
-      '--archive-mode',
-      'off',
-    ]);
-    expect(r.stderr).toBe(r.stderr); // keep stderr in the failure output below
+    const { port, result: r } = await restoreStarted(install.bin, uri, dir, ['--to-time', t], stopDirs);
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout).toMatch(/recovery finished in .*recovery stopping before commit/);
-    const rows = await restoredQuery(dir, port, 'select note from marker order by id');
+    const rows = await queryAt(port, 'select note from marker order by id');
     expect(rows.map((x) => x.note)).toEqual(['before']);
-    const [{ n }] = await restoredQuery(dir, port, 'select count(*)::int as n from filler');
+    const [{ n }] = await queryAt(port, 'select count(*)::int as n from filler');
     expect(n).toBe(20000);
     const again = await bulwark(install.bin, ['restore', '--repo', uri, '--pgdata', dir, '--to-time', t]);
     expect(again.code).toBe(1);
@@ -126,25 +87,9 @@ describe.each(drivers)('physical backup, WAL archive and PITR ($name driver)', (
       "select count(*)::int as n, max(id) as m, (select sum(length(v)) from filler where v ~ '[A-F]')::text as f from marker",
     );
     const dir = join(work, `latest-${d.name}`);
-    const { freePort } = await import('../../src/lib/net.js');
-    const port = await freePort({ below: 32768 });
-    stopDirs.push(dir);
-    const r = await bulwark(install.bin, [
-      'restore',
-      '--repo',
-      uri,
-      '--pgdata',
-      dir,
-      '--to-latest',
-      '--start',
-      '--port',
-      String(port),
-      '--archive-mode',
-      'off',
-    ]);
+    const { port, result: r } = await restoreStarted(install.bin, uri, dir, ['--to-latest'], stopDirs);
     expect(r.code, r.stderr + r.stdout).toBe(0);
-    const [got] = await restoredQuery(
-      dir,
+    const [got] = await queryAt(
       port,
       "select count(*)::int as n, max(id) as m, (select sum(length(v)) from filler where v ~ '[A-F]')::text as f from marker",
     );
@@ -259,26 +204,15 @@ describe.each(drivers)('physical backup, WAL archive and PITR ($name driver)', (
     await switchAndArchive(pg);
     const [want] = await pg.query('select count(*)::int as n from marker');
     const dir = join(work, `expire-${d.name}`);
-    const { freePort } = await import('../../src/lib/net.js');
-    const port = await freePort({ below: 32768 });
-    stopDirs.push(dir);
-    const rr = await bulwark(install.bin, [
-      'restore',
-      '--repo',
+    const { port, result: rr } = await restoreStarted(
+      install.bin,
       uri,
-      '--pgdata',
       dir,
-      '--backup',
-      kept[0]!.id,
-      '--to-latest',
-      '--start',
-      '--port',
-      String(port),
-      '--archive-mode',
-      'off',
-    ]);
+      ['--backup', kept[0]!.id, '--to-latest'],
+      stopDirs,
+    );
     expect(rr.code, rr.stderr + rr.stdout).toBe(0);
-    const [got] = await restoredQuery(dir, port, 'select count(*)::int as n from marker');
+    const [got] = await queryAt(port, 'select count(*)::int as n from marker');
     expect(got).toEqual(want);
   });
 
