@@ -190,8 +190,10 @@ describe.each(drivers)('incremental physical backups ($name driver)', (d) => {
   });
 
   it('verify checks the whole chain and names a corrupted object of the full backup below', async () => {
-    const ok = await bulwark(install.bin, ['backup', 'verify', ids.at(-1)!, '--repo', uri]);
+    // --restore: full + layer laid out in a throw-away instance, recovered to consistency, pg_amcheck
+    const ok = await bulwark(install.bin, ['backup', 'verify', ids.at(-1)!, '--restore', '--repo', uri]);
     expect(ok.code, ok.stderr + ok.stdout).toBe(0);
+    expect(ok.stdout + ok.stderr).toMatch(/restored and recovered to consistency/);
     const dry = await bulwark(install.bin, ['backup', 'expire', '--keep-last', '1', '--dry-run', '--repo', uri]);
     expect(dry.code, dry.stderr).toBe(0);
     // the newest backup (the differential) is kept, and so is the full backup it builds on; the
