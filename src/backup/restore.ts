@@ -156,19 +156,27 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
       : new BackupError('BULWARK_E_RESTORE', `restore of ${m.id} failed: ${(err as Error).message}`, { cause: err });
   }
   meter.finish();
+  // --start ends recovery by promoting (pg_ctl promote, sent once recovery runs): PostgreSQL then writes
+  // an end-of-recovery record and checkpoints in the background, instead of first checkpointing
+  // everything replay dirtied. To latest: standby mode, where a pending promote request still replays
+  // all the archive and pg_wal hold, then promotes. To a target: pause there, which the pending request
+  // turns into the promotion (pausing needs hot_standby; with it off PostgreSQL would shut down).
+  const fastPromote = Boolean(o.start) && (o.action ?? 'promote') === 'promote';
+  const toLatest = o.target.kind === 'latest';
   await appendAsPg(
     join(o.pgdata, 'postgresql.auto.conf'),
     recoverySettings({
       restoreCommand: o.restoreCommand,
       target: o.target,
-      action: o.action ?? 'promote',
+      action: fastPromote && !toLatest ? 'pause' : (o.action ?? 'promote'),
       archiveMode: o.archiveMode,
       port: o.port,
-      extra: o.settings,
+      extra: fastPromote && !toLatest ? { hot_standby: 'on', ...o.settings } : o.settings,
     }),
   );
   if (o.trustLocalSocket) await writeTrustHba(o.pgdata);
-  await run('touch', [join(o.pgdata, 'recovery.signal')], { asUser: POSTGRES_USER });
+  const signal = fastPromote && toLatest ? 'standby.signal' : 'recovery.signal';
+  await run('touch', [join(o.pgdata, signal)], { asUser: POSTGRES_USER });
   await rm(join(o.pgdata, 'backup_manifest'), { force: true });
   const restoreMs = Date.now() - t0;
   const result: PhysicalRestoreResult = { backup: m, reason: picked.reason, pgdata: o.pgdata, restoreMs };
@@ -178,9 +186,15 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
   const t1 = Date.now();
   await run(pgBin('pg_ctl'), ['-D', o.pgdata, '-l', logFile, '-W', 'start'], { asUser: POSTGRES_USER });
   const deadline = Date.now() + (o.timeoutMs ?? 30 * 60_000);
+  let promotedAt = 0;
   for (;;) {
     const log = await readFile(logFile, 'utf8').catch(() => '');
     const state = await controlState(o.pgdata);
+    // repeated while recovery runs (harmless): with standby mode or a pause, it never ends without it
+    if (fastPromote && state === 'in archive recovery' && Date.now() - promotedAt > 2000) {
+      promotedAt = Date.now();
+      await run(pgBin('pg_ctl'), ['-D', o.pgdata, '-W', 'promote'], { asUser: POSTGRES_USER, check: false });
+    }
     if (state === 'in production' && /database system is ready to accept connections/.test(log)) {
       result.started = {
         recoveryMs: Date.now() - t1,
