@@ -12,6 +12,9 @@ PUSH_SEGS=${PUSH_SEGS:-8}               # WAL segments for the archive_command m
 STEP_TIMEOUT=${STEP_TIMEOUT:-600}
 MAX_SECONDS=${MAX_SECONDS:-1800}
 KEEP=${KEEP:-0}
+ROUNDS=${ROUNDS:-4}                     # restore rounds (order alternates; medians in the table)
+DROP_CACHES=${DROP_CACHES:-0}           # 1: also drop the page cache before each timed restore (root)
+WARMUP=${WARMUP:-1}                     # 1: one untimed restore of each tool before the timed rounds
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BULWARK=${BULWARK:-"$ROOT/dist/cli/main.js"}
@@ -153,45 +156,84 @@ check() {  # port want_after -> PASS/FAIL line
 }
 
 # ------------------------------------------------------------ restores (zstd backups of both tools)
+# ROUNDS rounds; the order alternates (odd rounds: Bulwark first to latest, pgBackRest first for PITR;
+# even rounds the other way), so neither tool always pays for the other's writeback or a cold cache;
+# the table reports each tool's median, and the per-round ratios are printed below it.
+# Before every timed step: sync (and with DROP_CACHES=1 also drop the page cache).
+settle() { sync; if [ "$DROP_CACHES" = 1 ] && [ -w /proc/sys/vm/drop_caches ]; then echo 1 > /proc/sys/vm/drop_caches; fi; }
+phases() {  # pg-log -> "pg start->ready Xs (fsync+probe a, first segment b, redo c, end d, checkpoint e)"
+  awk 'function ts(l){ split(substr(l,12,12),a,":"); return a[1]*3600+a[2]*60+a[3] }
+    /starting PostgreSQL/ && !s {s=ts($0)} /starting (archive|point-in-time) recovery/ && !ar {ar=ts($0)} /redo starts/ {rs=ts($0)}
+    /redo done/ {rd=ts($0)} /recovery stopping/ {rd=ts($0)} /archive recovery complete/ {ac=ts($0)} /database system is ready to accept connections/ {r=ts($0)}
+    END{ if (s && r) printf "pg start->ready %.2fs (fsync+probe %.2f, first segment %.2f, redo %.2f, end %.2f, checkpoint %.2f)", r-s, ar-s, rs-ar, rd-rs, ac-rd, r-ac }' "$1"; }
 restore_bulwark() {  # name target-args...
   local name=$1; shift
   local dir=$SCR/r-$name port; port=$(free_port)
   STARTED+=("$dir")
-  sync   # no step pays for the previous one's writeback (the first restore ran right after pgbench)
+  settle
   t=$(now)
   BW restore --repo "file://$BREPO" --pgdata "$dir" --backup "$BW_ZSTD" "$@" --start --port "$port" --archive-mode off > "$SCR/bw-$name.out" 2>>"$SCR/bw.err"
-  wait_ready "$port"; T=$(dt "$t"); PORT_R=$port; DIR_R=$dir
+  wait_ready "$port"; T=$(dt "$t"); PORT_R=$port; DIR_R=$dir; PH=$(phases "$dir/bulwark-recovery.log")
 }
 restore_pgbr() {  # name target-args...
   local name=$1; shift
   local dir=$SCR/p-$name port; port=$(free_port)
   as_pg mkdir -m 700 "$dir"; STARTED+=("$dir")
-  sync
+  settle
   t=$(now)
   BR restore --pg1-path="$dir" --set="$PGBR_ZST" --archive-mode=off "$@" >/dev/null
   printf "port = %s\n" "$port" | as_pg tee -a "$dir/postgresql.auto.conf" >/dev/null
   as_pg "$PG_BIN/pg_ctl" -D "$dir" -l "$dir/log" -W start >/dev/null
-  wait_ready "$port"; T=$(dt "$t"); PORT_R=$port; DIR_R=$dir
+  # watch the log (cheap) rather than polling psql through runuser during recovery, then confirm
+  for _ in $(seq 1 30000); do grep -q 'database system is ready to accept connections$' "$dir/log" 2>/dev/null && break; sleep 0.01; done
+  wait_ready "$port"; T=$(dt "$t"); PORT_R=$port; DIR_R=$dir; PH=$(phases "$dir/log")
 }
 stop_rm() { as_pg "$PG_BIN/pg_ctl" -D "$1" -m immediate -w stop >/dev/null 2>&1; rm -rf "$1"; }
+ROUNDS_TSV=$SCR/rounds.tsv; : > "$ROUNDS_TSV"
+round_rec() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$T" >> "$ROUNDS_TSV"; echo "  round $3 $2 $1: ${T}s; $PH" >> "$SCR/phases.txt"; log "round $3 | $1 | $2 | ${T}s"; }
 
 BW_ZSTD=$(BW backup list --json --repo "file://$BREPO" | "$NODE" -e 'const l=JSON.parse(require("fs").readFileSync(0));console.log(l.filter(b=>b.kind==="physical"&&b.compression==="zstd").at(-1).id)')
 [ -n "$PGBACKREST" ] && PGBR_ZST=$(BR info --output=json | "$NODE" -e 'const i=JSON.parse(require("fs").readFileSync(0));console.log(i[0].backup.filter(b=>b.type==="full")[0].label)')
 
-log "restore to latest"
-restore_bulwark latest --to-latest; C=$(psqlp "$PORT_R" -c "select count(*) from pgbench_history")
-rec restore "bulwark restore --to-latest --start -> ready" "$T" "0"; sed 's/^/  bulwark: /' "$SCR/bw-latest.out" >> "$SCR/checks.txt"; echo "bulwark latest: history rows $C (want $LATEST_COUNT)" >> "$SCR/checks.txt"; stop_rm "$DIR_R"
-if [ -n "$PGBACKREST" ]; then
+latest_bulwark() {
+  restore_bulwark latest --to-latest; C=$(psqlp "$PORT_R" -c "select count(*) from pgbench_history")
+  round_rec latest bulwark "$r"; echo "round $r bulwark latest: history rows $C (want $LATEST_COUNT); $(grep -o 'recovery finished.*' "$SCR/bw-latest.out")" >> "$SCR/checks.txt"; stop_rm "$DIR_R"
+}
+latest_pgbr() {
   restore_pgbr latest --type=default; C=$(psqlp "$PORT_R" -c "select count(*) from pgbench_history")
-  rec restore "pgbackrest restore (default=latest) + start -> ready" "$T" "0"; echo "pgbackrest latest: history rows $C (want $LATEST_COUNT)" >> "$SCR/checks.txt"; stop_rm "$DIR_R"
+  round_rec latest pgbackrest "$r"; echo "round $r pgbackrest latest: history rows $C (want $LATEST_COUNT)" >> "$SCR/checks.txt"; stop_rm "$DIR_R"
+}
+pitr_bulwark() {
+  restore_bulwark pitr --to-time "$TARGET"; echo "round $r bulwark PITR: $(check "$PORT_R"); $(grep -o 'recovery finished.*' "$SCR/bw-pitr.out")" >> "$SCR/checks.txt"
+  round_rec pitr bulwark "$r"; stop_rm "$DIR_R"
+}
+pitr_pgbr() {
+  restore_pgbr pitr --type=time --target="$TARGET" --target-action=promote; echo "round $r pgbackrest PITR: $(check "$PORT_R")" >> "$SCR/checks.txt"
+  round_rec pitr pgbackrest "$r"; stop_rm "$DIR_R"
+}
+# the primary keeps running (the archive_command microbenchmark below copies segments from its pg_wal,
+# so no checkpoint here) but must not work during the timed restores: no autovacuum of the tables
+# pgbench just churned
+Q "alter system set autovacuum = off" >/dev/null; Q "select pg_reload_conf()" >/dev/null; sync
+if [ "$WARMUP" = 1 ]; then
+  # one untimed restore of each tool first: on this VM the first restore after the load step is slower
+  # whoever runs it (fresh page-cache memory), which would otherwise land on round 1's first tool
+  log "warm-up restores (untimed)"
+  r=0; restore_bulwark warmup --to-latest; stop_rm "$DIR_R"
+  [ -n "$PGBACKREST" ] && { restore_pgbr warmup --type=default; stop_rm "$DIR_R"; }
 fi
-log "PITR to $TARGET"
-restore_bulwark pitr --to-time "$TARGET"; echo "bulwark PITR: $(check "$PORT_R")" >> "$SCR/checks.txt"
-rec pitr "bulwark restore --to-time --start -> promoted" "$T" "0"; sed 's/^/  bulwark: /' "$SCR/bw-pitr.out" >> "$SCR/checks.txt"; stop_rm "$DIR_R"
-if [ -n "$PGBACKREST" ]; then
-  restore_pgbr pitr --type=time --target="$TARGET" --target-action=promote; echo "pgbackrest PITR: $(check "$PORT_R")" >> "$SCR/checks.txt"
-  rec pitr "pgbackrest restore --type=time + start -> promoted" "$T" "0"; stop_rm "$DIR_R"
-fi
+log "restores: $ROUNDS round(s), to latest and PITR to $TARGET, order alternating"
+for r in $(seq 1 "$ROUNDS"); do
+  if [ -z "$PGBACKREST" ]; then latest_bulwark; pitr_bulwark; continue; fi
+  if [ $((r % 2)) = 1 ]; then latest_bulwark; latest_pgbr; pitr_pgbr; pitr_bulwark
+  else latest_pgbr; latest_bulwark; pitr_bulwark; pitr_pgbr; fi
+done
+median() { sort -n | awk '{v[NR]=$1} END{ if (NR%2) printf "%.2f", v[(NR+1)/2]; else printf "%.2f", (v[NR/2]+v[NR/2+1])/2 }'; }
+med() { awk -F'\t' -v k="$1" -v t="$2" '$1==k && $2==t {print $4}' "$ROUNDS_TSV" | median; }
+rec restore "bulwark restore --to-latest --start -> ready" "$(med latest bulwark)" "0"
+[ -n "$PGBACKREST" ] && rec restore "pgbackrest restore (default=latest) + start -> ready" "$(med latest pgbackrest)" "0"
+rec pitr "bulwark restore --to-time --start -> promoted" "$(med pitr bulwark)" "0"
+[ -n "$PGBACKREST" ] && rec pitr "pgbackrest restore --type=time + start -> promoted" "$(med pitr pgbackrest)" "0"
 
 # ------------------------------------------------------------ archive_command cost per segment
 log "archive_command microbenchmark ($PUSH_SEGS segments)"
@@ -242,6 +284,16 @@ fi
   }
   function r(label, a, b) { if ((a in t) && (b in t) && t[b] > 0) printf "  %-52s %6.2f  (%.2fs vs %.2fs)\n", label, t[a]/t[b], t[a], t[b] }' "$RES"
   awk -F'\t' -v n="$NS" '$1=="wal" && $2 ~ /segments/ {printf "  per segment: %-52s %4.0f ms\n", $2, 1000*$3/n}' "$RES"
+  if [ -n "$PGBACKREST" ]; then
+    echo
+    echo "restore rounds (restore rows above are medians; first = which tool ran first in that pair):"
+    awk -F'\t' '{t[$1" "$3" "$2]=$4; if (!(($1" "$3) in first)) first[$1" "$3]=$2; n=($3>n?$3:n)}
+      END{ for (k=1; k<=2; k++) { kind=(k==1?"latest":"pitr"); line=sprintf("  %-7s bulwark/pgbackrest:", kind)
+        for (r=1; r<=n; r++) { a=t[kind" "r" bulwark"]; b=t[kind" "r" pgbackrest"]; if (b>0) line=line sprintf(" %.2f (%.2fs/%.2fs, %s first)", a/b, a, b, first[kind" "r]) }
+        print line } }' "$ROUNDS_TSV"
+    echo "  where the time went, from each server's log:"
+    sed 's/^/  /' "$SCR/phases.txt"
+  fi
   echo
   echo "correctness checks (want before=1 after=0 sum_ok=y; history rows equal):"
   sed 's/^/  /' "$SCR/checks.txt"
