@@ -1,24 +1,14 @@
-import * as hdr from 'hdr-histogram-js';
+import { type EncodedHistogram, HISTOGRAM_MAX, Histogram } from '../lib/histogram.js';
 import type { SlotWindow } from './types.js';
 
 interface Bucket {
   second: number;
   requests: number;
   errors: number;
-  /** Latency in microseconds (sub-millisecond precision matters for a proxy). */
-  histogram: hdr.Histogram;
-}
-
-const HIGHEST_US = 3_600_000_000; // one hour: anything slower is clamped, never dropped
-
-function histogram(packed: boolean): hdr.Histogram {
-  return hdr.build({
-    bitBucketSize: packed ? 'packed' : 32,
-    lowestDiscernibleValue: 1,
-    highestTrackableValue: HIGHEST_US,
-    numberOfSignificantValueDigits: 3,
-    useWebAssembly: false,
-  });
+  sumUs: number;
+  maxUs: number;
+  /** Latency in microseconds (sub-millisecond precision matters for a proxy), sparse [index, count, ...]. */
+  histogram: EncodedHistogram;
 }
 
 /** Bucket bounds (seconds) of the Prometheus histogram, as prom-client's defaults for HTTP latency. */
@@ -27,15 +17,19 @@ export const PROM_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 /**
  * Per-second request/error counts and HDR latency histograms of one slot, plus cumulative Prometheus
  * counters. Windows are answered by merging whole-second histograms (never by averaging percentiles).
- * The current second records into one dense histogram (fast path); at each new second it is folded
- * into a packed copy (memory proportional to the values seen), so memory is bounded by `retentionMs`.
+ * The current second records into one dense histogram (src/lib/histogram.ts); at each new second it is
+ * stored as its sparse counters (a few hundred numbers), so memory is bounded by `retentionMs` and a
+ * window merges in well under a millisecond. (hdr-histogram-js packed copies took ~280 ms to merge a
+ * 60 s window, blocking the proxy's event loop during every analysis, and grew the old generation.)
  */
 export class SlotMetrics {
   private readonly closed: Bucket[] = [];
-  private readonly current: hdr.Histogram = histogram(false);
+  private readonly current = new Histogram();
   private currentSecond = -1;
   private currentRequests = 0;
   private currentErrors = 0;
+  private currentSumUs = 0;
+  private currentMaxUs = 0;
   /** Cumulative since start, for Prometheus exposition. */
   readonly totals = { requests: 0, errors: 0, sumSeconds: 0, buckets: new Float64Array(PROM_BUCKETS.length) };
 
@@ -46,7 +40,11 @@ export class SlotMetrics {
     if (second !== this.currentSecond) this.rollover(second);
     this.currentRequests++;
     if (isError) this.currentErrors++;
-    this.current.recordValue(Math.min(HIGHEST_US, Math.max(1, Math.round(latencyMs * 1000))));
+    // Anything slower than an hour is clamped, never dropped.
+    const us = Math.min(HISTOGRAM_MAX, Math.max(1, Math.round(latencyMs * 1000)));
+    this.current.record(us);
+    this.currentSumUs += us;
+    if (us > this.currentMaxUs) this.currentMaxUs = us;
     const t = this.totals;
     t.requests++;
     if (isError) t.errors++;
@@ -57,42 +55,52 @@ export class SlotMetrics {
 
   private rollover(second: number): void {
     if (this.currentSecond >= 0 && this.currentRequests > 0) {
-      const packed = histogram(true);
-      packed.add(this.current);
       this.closed.push({
         second: this.currentSecond,
         requests: this.currentRequests,
         errors: this.currentErrors,
-        histogram: packed,
+        sumUs: this.currentSumUs,
+        maxUs: this.currentMaxUs,
+        histogram: this.current.encode(),
       });
     }
     this.current.reset();
     this.currentSecond = second;
     this.currentRequests = 0;
     this.currentErrors = 0;
+    this.currentSumUs = 0;
+    this.currentMaxUs = 0;
     const oldest = second - Math.ceil(this.retentionMs / 1000);
-    while (this.closed.length > 0 && this.closed[0]!.second < oldest) this.closed.shift()!.histogram.destroy();
+    let drop = 0;
+    while (drop < this.closed.length && this.closed[drop]!.second < oldest) drop++;
+    if (drop > 0) this.closed.splice(0, drop);
   }
 
   /** Traffic since `sinceMs` (whole seconds: the second containing sinceMs is included). */
   window(sinceMs: number): SlotWindow {
     const fromSecond = Math.floor(sinceMs / 1000);
-    const merged = histogram(true);
+    const merged = new Histogram();
     let requests = 0;
     let errors = 0;
+    let sumUs = 0;
+    let maxUs = 0;
     for (const b of this.closed) {
       if (b.second < fromSecond) continue;
       requests += b.requests;
       errors += b.errors;
-      merged.add(b.histogram);
+      sumUs += b.sumUs;
+      if (b.maxUs > maxUs) maxUs = b.maxUs;
+      merged.addEncoded(b.histogram);
     }
     if (this.currentSecond >= fromSecond && this.currentRequests > 0) {
       requests += this.currentRequests;
       errors += this.currentErrors;
+      sumUs += this.currentSumUs;
+      if (this.currentMaxUs > maxUs) maxUs = this.currentMaxUs;
       merged.add(this.current);
     }
-    const ms = (p: number) => merged.getValueAtPercentile(p) / 1000;
-    const out: SlotWindow = {
+    const ms = (p: number) => merged.percentile(p) / 1000;
+    return {
       requests,
       errors,
       latencyMs:
@@ -103,20 +111,19 @@ export class SlotMetrics {
               p90: ms(90),
               p95: ms(95),
               p99: ms(99),
-              avg: merged.mean / 1000,
-              max: merged.maxValue / 1000,
+              avg: sumUs / requests / 1000,
+              max: maxUs / 1000,
             },
     };
-    merged.destroy();
-    return out;
   }
 
   reset(): void {
-    for (const b of this.closed) b.histogram.destroy();
     this.closed.length = 0;
     this.current.reset();
     this.currentRequests = 0;
     this.currentErrors = 0;
+    this.currentSumUs = 0;
+    this.currentMaxUs = 0;
   }
 }
 
