@@ -163,7 +163,7 @@ check() {  # port want_after -> PASS/FAIL line
 settle() { sync; if [ "$DROP_CACHES" = 1 ] && [ -w /proc/sys/vm/drop_caches ]; then echo 1 > /proc/sys/vm/drop_caches; fi; }
 phases() {  # pg-log -> "pg start->ready Xs (fsync+probe a, first segment b, redo c, end d, checkpoint e)"
   awk 'function ts(l){ split(substr(l,12,12),a,":"); return a[1]*3600+a[2]*60+a[3] }
-    /starting PostgreSQL/ && !s {s=ts($0)} /starting (archive|point-in-time) recovery/ && !ar {ar=ts($0)} /redo starts/ {rs=ts($0)}
+    /starting PostgreSQL/ && !s {s=ts($0)} /(starting (archive|point-in-time) recovery|entering standby mode)/ && !ar {ar=ts($0)} /redo starts/ {rs=ts($0)}
     /redo done/ {rd=ts($0)} /recovery stopping/ {rd=ts($0)} /archive recovery complete/ {ac=ts($0)} /database system is ready to accept connections/ {r=ts($0)}
     END{ if (s && r) printf "pg start->ready %.2fs (fsync+probe %.2f, first segment %.2f, redo %.2f, end %.2f, checkpoint %.2f)", r-s, ar-s, rs-ar, rd-rs, ac-rd, r-ac }' "$1"; }
 restore_bulwark() {  # name target-args...
