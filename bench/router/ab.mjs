@@ -197,7 +197,7 @@ try {
     const p99 = median(rs.map((r) => r.p99));
     const pr = rs.map((r) => r.probe).filter(Boolean);
     console.log(
-      `| ${name} | ${targets[name].dist ?? '-'} | ${f(median(rs.map((r) => r.p50)))} | ${f(p99)} | ${name === 'direct' ? '-' : f(p99 - d)} | ${pr.length ? f(median(pr.map((p) => p.eldP99))) : '-'} | ${pr.length ? f(median(pr.map((p) => (p.cpuMs / p.requests) * 1000)), 1) : '-'} | ${rs.reduce((n, r) => n + r.failures, 0)} |`,
+      `| ${name} | ${targets[name].dist ?? '-'} | ${f(median(rs.map((r) => r.p50)))} | ${f(p99)} | ${name === 'direct' ? '-' : f(p99 - d)} | ${pr.length ? f(median(pr.map((p) => p.eldP99))) : '-'} | ${pr.length ? `${f(median(pr.map((p) => (p.cpuMs / p.requests) * 1000)), 1)} (${f(median(pr.map((p) => (p.userMs / p.requests) * 1000)), 1)})` : '-'} | ${rs.reduce((n, r) => n + r.failures, 0)} |`,
     );
   }
 } finally {

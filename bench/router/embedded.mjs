@@ -54,6 +54,7 @@ if (process.env.BENCH_PROBE) {
       `probe ${JSON.stringify({
         wallMs: Math.round(now - at),
         cpuMs: Math.round((c.user + c.system) / 1e3),
+        userMs: Math.round(c.user / 1e3),
         requests: r - reqs,
         eldP50: ms(eld.percentile(50)),
         eldP99: ms(eld.percentile(99)),

@@ -256,11 +256,22 @@ export class EmbeddedRouter implements Router {
     }
     const rt = this.slots[slot];
     const backend = rt.backends[rt.next++ % rt.backends.length]!;
-    const headers: Record<string, string | string[]> = {};
-    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
-    const xff = req.headers['x-forwarded-for'];
-    headers['x-forwarded-for'] = xff ? `${xff}, ${req.socket.remoteAddress}` : (req.socket.remoteAddress ?? '');
-    const hasBody = req.headers['content-length'] !== undefined || req.headers['transfer-encoding'] !== undefined;
+    // Straight from the raw [name, value, ...] list into undici's flat form: no header object is built
+    // or copied per request (repeated headers stay repeated lines, as received).
+    const raw = req.rawHeaders;
+    const headers: string[] = [];
+    let xff: string | undefined;
+    let hasBody = false;
+    for (let i = 0; i < raw.length; i += 2) {
+      const name = raw[i]!.toLowerCase();
+      const value = raw[i + 1]!;
+      if (name === 'content-length' || name === 'transfer-encoding') hasBody = true;
+      if (HOP_BY_HOP.has(name)) continue;
+      if (name === 'x-forwarded-for') xff = xff ? `${xff}, ${value}` : value;
+      else headers.push(name, value);
+    }
+    const peer = req.socket.remoteAddress ?? '';
+    headers.push('x-forwarded-for', xff ? `${xff}, ${peer}` : peer);
     this.forward(slot, backend, req, res, headers, hasBody, started, 0);
   }
 
@@ -269,7 +280,7 @@ export class EmbeddedRouter implements Router {
     backend: LiveBackend,
     req: IncomingMessage,
     res: ServerResponse,
-    headers: Record<string, string | string[]>,
+    headers: string[],
     hasBody: boolean,
     started: number,
     attempt: number,
@@ -297,8 +308,10 @@ export class EmbeddedRouter implements Router {
         if (statusCode < 200) return;
         status = statusCode;
         const out: Record<string, string | string[]> = {};
-        for (const [k, v] of Object.entries(resHeaders))
+        for (const k in resHeaders) {
+          const v = resHeaders[k];
           if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v as string | string[];
+        }
         out['x-bulwark-slot'] = slot;
         res.writeHead(statusCode, out);
       },
