@@ -15,98 +15,11 @@ KEEP=${KEEP:-0}
 ROUNDS=${ROUNDS:-4}                     # restore rounds (order alternates; medians in the table)
 DROP_CACHES=${DROP_CACHES:-0}           # 1: also drop the page cache before each timed restore (root)
 WARMUP=${WARMUP:-1}                     # 1: one untimed restore of each tool before the timed rounds
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-BULWARK=${BULWARK:-"$ROOT/dist/cli/main.js"}
-PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
-PGBACKREST=${PGBACKREST:-$(command -v pgbackrest || true)}
-[ -x "$PG_BIN/postgres" ] || { echo "no postgres in PG_BIN=$PG_BIN" >&2; exit 1; }
-[ -f "$BULWARK" ] || { echo "build first: npm run build ($BULWARK missing)" >&2; exit 1; }
-[ -n "$PGBACKREST" ] || echo "pgbackrest not installed (apt-get install pgbackrest): its rows are skipped" >&2
-NODE=$(command -v node)
-
-SCR=$(mktemp -d "${TMPDIR:-/tmp}/bulwark-bench-backup.XXXXXX")
-chmod 755 "$SCR"
-if [ "$(id -u)" = 0 ]; then chown postgres "$SCR"; AS_PG=(runuser -u postgres --); else AS_PG=(); fi
-as_pg() { timeout "$STEP_TIMEOUT" "${AS_PG[@]}" "$@"; }
-DATA=$SCR/data; SOCK=$SCR; RES=$SCR/results.tsv; : > "$RES"
-STARTED=()
-cleanup() {
-  local rc=$?; set +e
-  for d in "${STARTED[@]}"; do [ -f "$d/postmaster.pid" ] && as_pg "$PG_BIN/pg_ctl" -D "$d" -m immediate -w stop >/dev/null 2>&1; done
-  [ -n "${WATCHDOG:-}" ] && kill "$WATCHDOG" 2>/dev/null
-  pkill_pushers
-  if [ "$KEEP" = 1 ]; then echo "kept $SCR" >&2; else rm -rf "$SCR"; fi
-  exit $rc
-}
-pkill_pushers() { for f in "$SCR"/spool*/pusher.pid; do [ -f "$f" ] && kill "$(cat "$f")" 2>/dev/null; done; return 0; }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-# watchdog: its sleep must not hold our stdout open (a `| tee` would wait for it)
-( trap 'kill $sp 2>/dev/null; exit 0' TERM; sleep "$MAX_SECONDS" & sp=$!; wait $sp; kill -TERM $$ ) </dev/null >/dev/null 2>&1 & WATCHDOG=$!
-
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-now() { date +%s.%N; }
-dt() { awk -v a="$1" -v b="$(now)" 'BEGIN{printf "%.2f", b-a}'; }
-bytes() { du -sb "$@" 2>/dev/null | awk '{s+=$1} END{print s+0}'; }
-rec() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-0}" >> "$RES"; log "$1 | $2 | ${3}s | out=${4:-0}"; }
-psqlp() { local port=$1; shift; as_pg "$PG_BIN/psql" -h "$SOCK" -p "$port" -U postgres -d bench -XAtq -v ON_ERROR_STOP=1 "$@"; }
-Q() { psqlp "$PORT" -c "$1"; }
-free_port() { local p; for p in $(shuf -i 20000-32000 -n 50); do ! (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && { echo "$p"; return; }; done; }
-wait_ready() {  # port: until it accepts connections and is out of recovery
-  local port=$1 i
-  for i in $(seq 1 6000); do
-    [ "$(as_pg "$PG_BIN/psql" -h "$SOCK" -p "$port" -U postgres -d postgres -XAtq -c 'select pg_is_in_recovery()' 2>/dev/null)" = f ] && return 0
-    sleep 0.05; done; return 1; }
-wait_archived() {  # segment: until pg_stat_archiver reports it (or a later one) archived
-  local i last
-  for i in $(seq 1 1200); do last=$(Q "select coalesce(last_archived_wal,'') from pg_stat_archiver"); [[ "$last" > "$1" || "$last" == "$1" ]] && return 0; sleep 0.05; done; return 1; }
-BW() { "$NODE" "$BULWARK" "$@"; }
-
-PORT=$(free_port)
-BREPO=$SCR/bulwark-repo; PREPO=$SCR/pgbr-repo
-as_pg mkdir -p "$BREPO" "$PREPO" "$SCR/pgbr-log" "$SCR/pgbr-lock" "$SCR/spool"
-CONF=$SCR/pgbackrest.conf
-cat > "$CONF" <<EOC
-[global]
-repo1-path=$PREPO
-log-path=$SCR/pgbr-log
-lock-path=$SCR/pgbr-lock
-process-max=$JOBS
-start-fast=y
-log-level-console=warn
-[bench]
-pg1-path=$DATA
-pg1-port=$PORT
-pg1-socket-path=$SOCK
-EOC
-chmod 644 "$CONF"
-BR() { as_pg "$PGBACKREST" --config="$CONF" --stanza=bench "$@"; }
-
-# ------------------------------------------------------------ instance
-log "initdb + pgbench -i -s $SCALE"
-as_pg "$PG_BIN/initdb" -D "$DATA" -A trust -U postgres --data-checksums >/dev/null
-# the line `bulwark wal archive-command --async` prints (shell fast path + background pusher)
-ARCH=$(BW wal archive-command --async --spool "$SCR/spool" --repo "file://$BREPO" | sed "s/^archive_command = '//; s/'\$//; s/''/'/g")
-[ -n "$PGBACKREST" ] && ARCH="$ARCH && $PGBACKREST --config=$CONF --stanza=bench archive-push \"%p\""
-cat >> "$DATA/postgresql.conf" <<EOC
-port = $PORT
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$SOCK'
-shared_buffers = 1GB
-max_wal_size = 4GB
-checkpoint_timeout = 15min
-wal_level = replica
-archive_mode = on
-archive_command = '$(printf '%s' "$ARCH" | sed "s/'/''/g")'
-EOC
-STARTED+=("$DATA")
-as_pg "$PG_BIN/pg_ctl" -D "$DATA" -l "$SCR/primary.log" -w start >/dev/null
-as_pg "$PG_BIN/createdb" -h "$SOCK" -p "$PORT" -U postgres bench
-as_pg "$PG_BIN/pgbench" -h "$SOCK" -p "$PORT" -U postgres -i -s "$SCALE" -q bench 2>/dev/null
-DBSIZE=$(Q "select pg_database_size('bench')")
-[ -n "$PGBACKREST" ] && { BR stanza-create >/dev/null; BR check >/dev/null; }
-Q "checkpoint"; sync
+# shellcheck source=bench/backup/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+[ -n "${PGBACKREST:-$(command -v pgbackrest || true)}" ] || echo "pgbackrest not installed (apt-get install pgbackrest): its rows are skipped" >&2
+bench_scratch backup
+bench_primary
 
 # ------------------------------------------------------------ logical
 log "logical"
