@@ -6,8 +6,9 @@
 //
 //   npm run build
 //   RATE=5000 DURATION=8 REPS=3 flock /tmp/bulwark-heavy.lock node bench/router/ab.mjs
-//   cp -r dist /tmp/base-dist && ln -s "$PWD/node_modules" /tmp/base-dist/../node_modules   # then:
-//   A_DIST=/tmp/base-dist RATE=5000 flock /tmp/bulwark-heavy.lock node bench/router/ab.mjs   # A=old, B=dist/
+//   mkdir -p /tmp/base && cp -r dist /tmp/base/dist && ln -s "$PWD/node_modules" /tmp/base/node_modules
+//   # (a build of the old code), change and rebuild, then:
+//   A_DIST=/tmp/base/dist RATE=5000 flock /tmp/bulwark-heavy.lock node bench/router/ab.mjs   # A=old, B=dist/
 //   ROUTER_NODE_ARGS="--trace-gc" or "--cpu-prof --cpu-prof-dir=/tmp/prof" adds flags to the routers
 //   (B_NODE_ARGS to B only: A/B of a flag on the same build).
 //   ANALYSIS=1: while a router is measured, ask its admin API for both slots' last-60 s windows every
