@@ -11,6 +11,7 @@
 //   A_DIST=/tmp/base/dist RATE=5000 flock /tmp/bulwark-heavy.lock node bench/router/ab.mjs   # A=old, B=dist/
 //   ROUTER_NODE_ARGS="--trace-gc" or "--cpu-prof --cpu-prof-dir=/tmp/prof" adds flags to the routers
 //   (B_NODE_ARGS to B only: A/B of a flag on the same build).
+//   GEN_CPU=1 SERVER_CPU=0: pin the generator and the servers (upstreams, routers) to CPUs (taskset).
 //   ANALYSIS=1: while a router is measured, ask its admin API for both slots' last-60 s windows every
 //   ANALYSIS_EVERY_MS (2000), as a deploy's analysis does during a monitoring window or canary pause.
 //
@@ -45,7 +46,10 @@ function freePort() {
 
 function start(args, env, ready, onLine) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+    const pin = process.env.SERVER_CPU
+      ? ['taskset', ['-c', process.env.SERVER_CPU, process.execPath, ...args]]
+      : [process.execPath, args];
+    const child = spawn(pin[0], pin[1], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
     children.push(child);
     let out = '';
     let ok = false;
