@@ -9,7 +9,7 @@ import { BulwarkError, UsageError } from '../lib/errors.js';
 import { pgBin } from '../lib/postgres.js';
 import type { Encoding } from './codec.js';
 import { BackupError } from './errors.js';
-import { type BackupManifest, newBackupId, type ObjectEntry } from './manifest.js';
+import { type BackupManifest, manifestHead, newBackupId, type ObjectEntry } from './manifest.js';
 import { type PgTarget, pgEnv, quoteIdent, withClient } from './pg.js';
 import { formatBytes, type ProgressListener, ProgressMeter } from './progress.js';
 import type { Repository } from './repository.js';
@@ -75,14 +75,7 @@ export async function logicalBackup(o: LogicalBackupOptions): Promise<BackupMani
   const raw = objects.reduce((n, e) => n + e.rawBytes, 0);
   const stored = objects.reduce((n, e) => n + e.storedBytes, 0);
   const manifest: BackupManifest = {
-    format: 1,
-    id,
-    kind: 'logical',
-    ...(o.label ? { label: o.label } : {}),
-    startedAt: started.toISOString(),
-    stoppedAt: stopped.toISOString(),
-    durationMs: stopped.getTime() - started.getTime(),
-    encoding: o.encoding,
+    ...manifestHead({ id, kind: 'logical', label: o.label, started, stopped, encoding: o.encoding }),
     objects,
     sizes: { raw, stored },
     pg: { serverVersion: info.v, systemIdentifier: info.sysid, database: info.db, dumpFormat: format },

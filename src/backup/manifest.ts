@@ -61,6 +61,27 @@ export interface BackupManifest {
   };
 }
 
+/** The fields every manifest has, from what every backup knows when it ends. */
+export function manifestHead(o: {
+  id: string;
+  kind: BackupManifest['kind'];
+  label?: string;
+  started: Date;
+  stopped: Date;
+  encoding: Encoding;
+}): Pick<BackupManifest, 'format' | 'id' | 'kind' | 'label' | 'startedAt' | 'stoppedAt' | 'durationMs' | 'encoding'> {
+  return {
+    format: 1,
+    id: o.id,
+    kind: o.kind,
+    ...(o.label ? { label: o.label } : {}),
+    startedAt: o.started.toISOString(),
+    stoppedAt: o.stopped.toISOString(),
+    durationMs: o.stopped.getTime() - o.started.getTime(),
+    encoding: o.encoding,
+  };
+}
+
 /** A physical backup is incremental when it names a reference. */
 export function isIncremental(m: BackupManifest): boolean {
   return m.kind === 'physical' && m.incremental !== undefined;

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { pgBin } from '../lib/postgres.js';
 import { DEFAULT_LEVEL, type Encoding } from './codec.js';
 import { BackupError } from './errors.js';
-import { type BackupManifest, newBackupId } from './manifest.js';
+import { type BackupManifest, manifestHead, newBackupId } from './manifest.js';
 import { type PgTarget, pgEnv, withClient } from './pg.js';
 import { type ProgressListener, ProgressMeter } from './progress.js';
 import type { Repository } from './repository.js';
@@ -100,14 +100,7 @@ export async function physicalBackup(o: PhysicalBackupOptions): Promise<BackupMa
   });
   const stopped = new Date();
   const manifest: BackupManifest = {
-    format: 1,
-    id,
-    kind: 'physical',
-    ...(o.label ? { label: o.label } : {}),
-    startedAt: started.toISOString(),
-    stoppedAt: stopped.toISOString(),
-    durationMs: stopped.getTime() - started.getTime(),
-    encoding: o.encoding,
+    ...manifestHead({ id, kind: 'physical', label: o.label, started, stopped, encoding: o.encoding }),
     objects: [entry],
     sizes: { raw: entry.rawBytes, stored: entry.storedBytes },
     pg: {

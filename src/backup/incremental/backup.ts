@@ -5,7 +5,7 @@ import { Readable } from 'node:stream';
 import { run } from '../../lib/child.js';
 import { pgBin } from '../../lib/postgres.js';
 import { BackupError } from '../errors.js';
-import { type BackupManifest, isIncremental, newBackupId, type ObjectEntry } from '../manifest.js';
+import { type BackupManifest, isIncremental, manifestHead, newBackupId, type ObjectEntry } from '../manifest.js';
 import { connect, withClient } from '../pg.js';
 import { type PhysicalBackupOptions, physicalBackup } from '../physical.js';
 import { ProgressMeter } from '../progress.js';
@@ -111,15 +111,8 @@ export async function incrementalBackup(o: IncrementalBackupOptions): Promise<Ba
     const stopped = new Date();
     const objects: ObjectEntry[] = [layer, filesEntry];
     const manifest: BackupManifest = {
-      format: 1,
-      id,
-      kind: 'physical',
+      ...manifestHead({ id, kind: 'physical', label: o.label, started, stopped, encoding: o.encoding }),
       type,
-      ...(o.label ? { label: o.label } : {}),
-      startedAt: started.toISOString(),
-      stoppedAt: stopped.toISOString(),
-      durationMs: stopped.getTime() - started.getTime(),
-      encoding: o.encoding,
       objects,
       sizes: { raw: layer.rawBytes, stored: layer.storedBytes + filesEntry.storedBytes },
       pg: {
