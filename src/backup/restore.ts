@@ -4,7 +4,7 @@ import { chown, mkdir, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { asUserCommand, isRoot, run } from '../lib/child.js';
-import { POSTGRES_USER, pgBin } from '../lib/postgres.js';
+import { POSTGRES_USER, pgBin, postgresIds } from '../lib/postgres.js';
 import { BackupError } from './errors.js';
 import { applyLayer } from './incremental/apply.js';
 import { resolveChain } from './incremental/chain.js';
@@ -55,12 +55,8 @@ export interface PhysicalRestoreResult {
   };
 }
 
-const owner = async (): Promise<{ uid: number; gid: number } | undefined> => {
-  if (!isRoot()) return undefined;
-  const r = await run('id', ['-u', POSTGRES_USER]);
-  const g = await run('id', ['-g', POSTGRES_USER]);
-  return { uid: Number(r.stdout.trim()), gid: Number(g.stdout.trim()) };
-};
+/** Who the restored files must belong to: the postgres user when we run as root, else us. */
+const owner = (): { uid: number; gid: number } | undefined => (isRoot() ? postgresIds() : undefined);
 
 async function prepareDataDir(pgdata: string, force: boolean): Promise<void> {
   if (existsSync(pgdata)) {
@@ -81,7 +77,7 @@ async function prepareDataDir(pgdata: string, force: boolean): Promise<void> {
       for (const e of entries) await rm(join(pgdata, e), { recursive: true, force: true });
     }
   } else await mkdir(pgdata, { recursive: true, mode: 0o700 });
-  const o = await owner();
+  const o = owner();
   if (o) await chown(pgdata, o.uid, o.gid);
   await run('chmod', ['0700', pgdata]);
 }
@@ -134,7 +130,7 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
     await pipeline(await o.repo.readObject(full, entry, meter.add, { decompress: false }), tar.stdin!);
     const code = await tarDone;
     if (code !== 0) throw new BackupError('BULWARK_E_RESTORE', `tar exited with ${code}: ${tarErr.trim()}`);
-    const pgOwner = await owner();
+    const pgOwner = owner();
     for (const layer of layers) {
       const layerEntry = layer.objects.find((e) => e.name === 'layer');
       if (!layerEntry) throw new BackupError('BULWARK_E_RESTORE', `backup ${layer.id} has no layer object`);

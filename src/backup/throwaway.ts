@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isRoot, run } from '../lib/child.js';
 import { freePort } from '../lib/net.js';
-import { POSTGRES_USER, pgBin } from '../lib/postgres.js';
+import { POSTGRES_USER, pgBin, postgresIds } from '../lib/postgres.js';
 import type { PgTarget } from './pg.js';
 
 /**
@@ -14,11 +14,7 @@ import type { PgTarget } from './pg.js';
  */
 export async function scratchDir(prefix: string): Promise<{ dir: string; remove: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), prefix));
-  if (isRoot()) {
-    const u = Number((await run('id', ['-u', POSTGRES_USER])).stdout.trim());
-    const g = Number((await run('id', ['-g', POSTGRES_USER])).stdout.trim());
-    await chown(dir, u, g);
-  }
+  if (isRoot()) await chown(dir, postgresIds().uid, postgresIds().gid);
   return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
 }
 

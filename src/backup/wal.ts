@@ -15,14 +15,22 @@ import {
 } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { isRoot, run } from '../lib/child.js';
+import { isRoot } from '../lib/child.js';
 import { BulwarkError } from '../lib/errors.js';
-import { POSTGRES_USER } from '../lib/postgres.js';
+import { postgresIds } from '../lib/postgres.js';
 import type { Encoding } from './codec.js';
 import { BackupError } from './errors.js';
 import type { Repository } from './repository.js';
 import { FsStorage } from './storage/fs.js';
-import { isSegmentName, labelStartSegment, MISSING_FRESH_MS, segmentTimeline } from './wal-names.js';
+import {
+  isSegmentName,
+  labelStartSegment,
+  MISSING_FRESH_MS,
+  segmentNumber,
+  segmentTimeline,
+  WAL_SEGMENT_SIZE,
+  walFileName,
+} from './wal-names.js';
 
 /**
  * `archive_command = 'bulwark wal push %p'`: PostgreSQL passes the path relative to PGDATA (our cwd).
@@ -244,20 +252,11 @@ export async function runPusher(o: PusherOptions): Promise<{ pushed: number }> {
 
 /** The next `n` segment names after `name` on the same timeline (pure; 16 MiB segments). */
 export function nextSegments(name: string, n: number): string[] {
-  if (!/^[0-9A-F]{24}$/.test(name)) return [];
-  const tli = name.slice(0, 8);
-  let log = Number.parseInt(name.slice(8, 16), 16);
-  let seg = Number.parseInt(name.slice(16, 24), 16);
-  const out: string[] = [];
-  for (let i = 0; i < n; i++) {
-    seg++;
-    if (seg > 0xff) {
-      seg = 0;
-      log++;
-    }
-    out.push(tli + log.toString(16).toUpperCase().padStart(8, '0') + seg.toString(16).toUpperCase().padStart(8, '0'));
-  }
-  return out;
+  if (!isSegmentName(name)) return [];
+  const first = segmentNumber(name) + 1n;
+  return Array.from({ length: n }, (_, i) =>
+    walFileName(segmentTimeline(name), (first + BigInt(i)) * BigInt(WAL_SEGMENT_SIZE)),
+  );
 }
 
 /**
@@ -447,12 +446,7 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<{ fetched: nu
 export async function startRestorePrefetcher(
   o: Omit<PrefetcherOptions, 'signal' | 'removeSpoolOnExit'>,
 ): Promise<{ stop: () => Promise<void> }> {
-  let owner = o.owner;
-  if (!owner && isRoot()) {
-    const uid = Number((await run('id', ['-u', POSTGRES_USER])).stdout.trim());
-    const gid = Number((await run('id', ['-g', POSTGRES_USER])).stdout.trim());
-    owner = { uid, gid };
-  }
+  const owner = o.owner ?? (isRoot() ? postgresIds() : undefined);
   // the folders exist (and belong to postgres) before this resolves, so before the server starts
   for (const d of [o.spool, join(o.spool, 'in'), join(o.spool, 'again'), join(o.spool, 'missing')]) {
     await mkdir(d, { recursive: true, mode: 0o700 });

@@ -6,6 +6,16 @@ import { BulwarkError } from './errors.js';
 /** The system user that owns and runs PostgreSQL files when Bulwark itself runs as root. */
 export const POSTGRES_USER = process.env.BULWARK_PG_USER ?? 'postgres';
 
+let pgIds: { uid: number; gid: number } | undefined;
+/** uid and gid of POSTGRES_USER (looked up once): what files made for PostgreSQL are chowned to as root. */
+export function postgresIds(): { uid: number; gid: number } {
+  pgIds ??= {
+    uid: Number(execFileSync('id', ['-u', POSTGRES_USER], { encoding: 'utf8' }).trim()),
+    gid: Number(execFileSync('id', ['-g', POSTGRES_USER], { encoding: 'utf8' }).trim()),
+  };
+  return pgIds;
+}
+
 let cachedBinDir: string | undefined;
 
 /**
@@ -37,7 +47,7 @@ export function pgBinDir(): string {
   }
   throw new BulwarkError(
     'BULWARK_E_PG_BINARY',
-    'PostgreSQL server programs not found: set PG_BIN or install postgresql (tried ' + candidates.join(', ') + ')',
+    `PostgreSQL server programs not found: set PG_BIN or install postgresql (tried ${candidates.join(', ')})`,
   );
 }
 

@@ -1,8 +1,7 @@
-import { execFileSync } from 'node:child_process';
 import { chownSync, existsSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { isRoot } from '../../lib/child.js';
-import { POSTGRES_USER } from '../../lib/postgres.js';
+import { postgresIds } from '../../lib/postgres.js';
 import { ClusterError } from '../errors.js';
 
 /**
@@ -80,17 +79,6 @@ export function writeFileAtomic(path: string, content: string, mode = 0o644): vo
   const tmp = `${path}.tmp-${process.pid}`;
   writeFileSync(tmp, content, { mode });
   renameSync(tmp, path);
-}
-
-let pgIds: { uid: number; gid: number } | undefined;
-export function postgresIds(): { uid: number; gid: number } {
-  if (!pgIds) {
-    pgIds = {
-      uid: Number(execFileSync('id', ['-u', POSTGRES_USER], { encoding: 'utf8' }).trim()),
-      gid: Number(execFileSync('id', ['-g', POSTGRES_USER], { encoding: 'utf8' }).trim()),
-    };
-  }
-  return pgIds;
 }
 
 /** When we are root, hand a path to the postgres user (PostgreSQL refuses root-owned data). */
