@@ -46,5 +46,12 @@ export const MISSING_FRESH_MS = 1500;
 
 /** The WAL segment a base backup's recovery starts in, from its backup_label (undefined if none). */
 export function labelStartSegment(label: string): string | undefined {
-  return /^START WAL LOCATION: [0-9A-F]+\/[0-9A-F]+ \(file ([0-9A-F]{24})\)$/m.exec(label)?.[1];
+  return parseBackupLabel(label).startSegment;
+}
+
+/** START WAL LOCATION (LSN and segment) and START TIMELINE of a backup_label. */
+export function parseBackupLabel(label: string): { startLsn?: string; startSegment?: string; timeline?: number } {
+  const start = /^START WAL LOCATION: ([0-9A-F]+\/[0-9A-F]+) \(file ([0-9A-F]{24})\)$/m.exec(label);
+  const tli = /^START TIMELINE: (\d+)$/m.exec(label)?.[1];
+  return { startLsn: start?.[1], startSegment: start?.[2], timeline: tli ? Number(tli) : undefined };
 }

@@ -13,7 +13,7 @@ import {
   walFileName,
   walGaps,
 } from '../../src/backup/index.js';
-import { labelStartSegment } from '../../src/backup/wal-names.js';
+import { labelStartSegment, parseBackupLabel } from '../../src/backup/wal-names.js';
 
 function backup(
   id: string,
@@ -59,6 +59,12 @@ describe('WAL names and LSNs', () => {
     );
     expect(labelStartSegment('')).toBeUndefined();
     expect(labelStartSegment('START WAL LOCATION: 0/2C000028\n')).toBeUndefined();
+    // the incremental backup reads its start LSN and timeline from pg_backup_stop's label
+    expect(parseBackupLabel(`${label}START TIMELINE: 3\n`)).toEqual({
+      startLsn: '0/2C000028',
+      startSegment: '00000001000000000000002C',
+      timeline: 3,
+    });
   });
   it('reads pg_basebackup -v positions', () => {
     const log =

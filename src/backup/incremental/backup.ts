@@ -10,7 +10,15 @@ import { connect, withClient } from '../pg.js';
 import { type PhysicalBackupOptions, physicalBackup } from '../physical.js';
 import { ProgressMeter } from '../progress.js';
 import type { Repository } from '../repository.js';
-import { formatLsn, parseLsn, segmentNumber, segmentTimeline, WAL_SEGMENT_SIZE, walFileName } from '../wal-names.js';
+import {
+  formatLsn,
+  parseBackupLabel,
+  parseLsn,
+  segmentNumber,
+  segmentTimeline,
+  WAL_SEGMENT_SIZE,
+  walFileName,
+} from '../wal-names.js';
 import { pickReference } from './chain.js';
 import { type DataFile, planDataFiles, walkDataDir } from './data-files.js';
 import { encodeRecord } from './layer-format.js';
@@ -96,7 +104,7 @@ export async function incrementalBackup(o: IncrementalBackupOptions): Promise<Ba
     const stop = (await client.query('select lsn::text as lsn, labelfile, spcmapfile from pg_backup_stop(false)'))
       .rows[0] as { lsn: string; labelfile: string; spcmapfile: string };
     meter.finish();
-    const label = parseLabel(stop.labelfile);
+    const label = parseBackupLabel(stop.labelfile);
     const startLsn = label.startLsn ?? startRow.lsn;
     const timeline = label.timeline ?? Number(info.tli);
     // the segment holding the last byte of the backup (the end LSN may sit at a segment boundary)
@@ -264,13 +272,6 @@ async function readAt(fh: FileHandle, length: number, position: number, into?: B
   }
   if (got < length) buf.fill(0, got);
   return buf;
-}
-
-/** START WAL LOCATION and START TIMELINE of a backup_label. */
-export function parseLabel(label: string): { startLsn?: string; timeline?: number } {
-  const lsn = /START WAL LOCATION: ([0-9A-F]+\/[0-9A-F]+)/.exec(label)?.[1];
-  const tli = /START TIMELINE: (\d+)/.exec(label)?.[1];
-  return { startLsn: lsn, timeline: tli ? Number(tli) : undefined };
 }
 
 /** Resolve once every segment from `first` to `last` is in the repository (archive_command keeps up). */
