@@ -537,7 +537,12 @@ export function registerBackupCommands(program: Command): void {
       .command('push <path>')
       .description(
         "archive one WAL file (archive_command = 'bulwark wal push %p --repo ...'); exits non-zero unless stored and verified",
-      ),
+      )
+      // these three are handled by walFastPath (bulwark wal runs without loading this CLI); declared
+      // here for --help and for the one-line errors of bad values
+      .option('--async', 'confirm from a background pusher that stores and verifies ready segments ahead')
+      .option('--parallel <n>', 'with --async: segments the pusher stores at once (default 2)', intArg('--parallel', 1))
+      .option('--spool <dir>', "with --async: the pusher's markers and log (default: in the temp folder)"),
     { encoding: true },
   ).action(async (path: string, opts) => {
     const b = await import('../../backup/index.js');
@@ -582,7 +587,14 @@ export function registerBackupCommands(program: Command): void {
   withCommon(
     wal
       .command('fetch <name> <dest>')
-      .description("restore one WAL file (restore_command = 'bulwark wal fetch %f %p --repo ...')"),
+      .description("restore one WAL file (restore_command = 'bulwark wal fetch %f %p --repo ...')")
+      // handled by walFastPath; declared for --help and for the one-line errors of bad values
+      .option(
+        '--prefetch <n>',
+        'a background prefetcher downloads and verifies the next N segments',
+        intArg('--prefetch', 1),
+      )
+      .option('--spool <dir>', "with --prefetch: the prefetcher's folder (default: in the temp folder)"),
   ).action(async (name: string, dest: string, opts) => {
     const w = await import('../../backup/wal.js');
     try {
