@@ -37,6 +37,12 @@ export interface NodeObservation {
   }>;
   /** Server clock at the probe (epoch seconds). */
   serverNow?: number;
+  /**
+   * What the node's own host knows about its PostgreSQL process (filled in by a monitor or agent running
+   * there; undefined when the node is remote): whether the postmaster runs and, when it does not, whether
+   * it crashed (pg_control not "shut down") or was stopped cleanly on purpose.
+   */
+  local?: { running: boolean; crashed: boolean };
 }
 
 export interface ProbeTarget {

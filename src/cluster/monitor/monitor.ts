@@ -12,7 +12,17 @@ import { type ClusterState, readState, sleep } from '../local/cluster.js';
 import { clusterPaths, readSpec } from '../local/layout.js';
 import { type NodeObservation, type NodeStatus, probeAll, summarize } from '../probe.js';
 import { localTargets } from '../status.js';
-import { ensureSlots, fence, type LocalCluster, promote, rejoin, repoint, setSyncNames } from './actions.js';
+import {
+  ensureSlots,
+  fence,
+  type LocalCluster,
+  localProcessState,
+  promote,
+  rejoin,
+  repoint,
+  restartInPlace,
+  setSyncNames,
+} from './actions.js';
 import { switchover } from './switchover.js';
 import {
   type Action,
@@ -253,6 +263,19 @@ export class ClusterMonitor extends EventEmitter {
 
   private async observe(): Promise<NodeObservation[]> {
     const obs = await probeAll(localTargets(this.options.dir), this.probeTimeoutMs);
+    // The nodes are processes of this host: say which unreachable ones crashed (restarted in place).
+    await Promise.all(
+      obs.map(async (o) => {
+        if (o.reachable) {
+          o.local = { running: true, crashed: false };
+          return;
+        }
+        const l = await localProcessState(this.c, o.name).catch(() => null);
+        if (!l) return;
+        o.local = { running: l.running, crashed: l.crashed };
+        if (l.timeline) o.timeline = l.timeline;
+      }),
+    );
     this.observations = obs;
     this.statuses = summarize(obs);
     return obs;
@@ -330,6 +353,23 @@ export class ClusterMonitor extends EventEmitter {
           by: this.name,
         });
         await this.alert({ event: 'rejoined', node: action.node, primary, method: r.method });
+        return;
+      }
+      case 'restart': {
+        this.guard();
+        await restartInPlace(this.c, action.node, action.role);
+        this.log.warn(
+          { node: action.node, role: action.role },
+          `restarting crashed ${action.node} in place as ${action.role === 'primary' ? 'the primary' : 'a replica'}`,
+        );
+        appendHistory(this.options.dir, {
+          kind: 'restart',
+          node: action.node,
+          role: action.role,
+          at: new Date().toISOString(),
+          by: this.name,
+        });
+        await this.alert({ event: 'restarted', node: action.node, role: action.role, reason: decision.reason });
         return;
       }
       case 'repoint':
