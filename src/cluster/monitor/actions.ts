@@ -219,11 +219,38 @@ export function logTail(c: LocalCluster, node: string, lines = 3): string {
 
 export { readPassword };
 
-/** Drop a replica's leftover slots (from its time as primary): on a standby they only hold WAL back. */
+/**
+ * Drop a replica's leftover per-node slots (the cluster's own, named after nodes, from its time as
+ * primary): on a standby they only hold WAL back. Users' slots are kept (configure them as permanent
+ * slots to have them on every node).
+ */
 export async function dropStaleSlots(c: LocalCluster, node: string): Promise<void> {
+  const names = c.spec.nodes.map((n) => quote(n.name)).join(',');
   await sql(c.dir, c.spec, findNode(c.spec, node), [
-    'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active',
+    `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active AND slot_name IN (${names})`,
   ]).catch(() => {});
+}
+
+/**
+ * Create missing permanent physical slots on a node (WAL reserved at once) and advance existing ones
+ * (on a replica: to the primary's restart_lsn, which PostgreSQL caps at the replica's replay position).
+ */
+export async function syncPermanentSlots(
+  c: LocalCluster,
+  node: string,
+  create: string[],
+  advance: Array<{ name: string; lsn: string }>,
+): Promise<void> {
+  await sql(c.dir, c.spec, findNode(c.spec, node), [
+    ...create.map(
+      (s) =>
+        `SELECT pg_create_physical_replication_slot(${quote(s)}, true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = ${quote(s)})`,
+    ),
+    ...advance.map(
+      (a) =>
+        `SELECT pg_replication_slot_advance(${quote(a.name)}, ${quote(a.lsn)}::pg_lsn) FROM pg_replication_slots WHERE slot_name = ${quote(a.name)} AND NOT active`,
+    ),
+  ]);
 }
 
 /**

@@ -22,6 +22,7 @@ import {
   repoint,
   restartInPlace,
   setSyncNames,
+  syncPermanentSlots,
 } from './actions.js';
 import { switchover } from './switchover.js';
 import {
@@ -49,6 +50,8 @@ export interface MonitorOptions {
   maxLagOnFailover?: number;
   /** Rejoin fenced old primaries automatically with pg_rewind (default true). */
   rejoin?: boolean;
+  /** Permanent physical replication slots kept on every node across failovers and switchovers. */
+  permanentSlots?: string[];
   /** HTTP status endpoint; port 0 picks a free one; undefined = none. */
   http?: { host?: string; port: number };
   /** URLs that get a JSON POST for every failover, switchover, fencing and rejoin. */
@@ -114,6 +117,10 @@ export class ClusterMonitor extends EventEmitter {
       repointAfter: 3,
       rejoinAfter: 15,
       priorities: Object.fromEntries(spec.nodes.map((n) => [n.name, n.priority])),
+      permanentSlots: checkSlotNames(
+        options.permanentSlots ?? [],
+        spec.nodes.map((n) => n.name),
+      ),
     };
     this.state = initialState();
   }
@@ -372,6 +379,10 @@ export class ClusterMonitor extends EventEmitter {
         await this.alert({ event: 'restarted', node: action.node, role: action.role, reason: decision.reason });
         return;
       }
+      case 'slots':
+        this.guard();
+        await syncPermanentSlots(this.c, action.node, action.create, action.advance);
+        return;
       case 'repoint':
         this.guard();
         await ensureSlots(this.c, this.state.primary!);
@@ -557,6 +568,23 @@ export class ClusterMonitor extends EventEmitter {
         return send(res, 404, { error: 'unknown path' });
     }
   }
+}
+
+/** Permanent slot names: PostgreSQL's rule for slot names, and not a node's name (those are the cluster's own). */
+export function checkSlotNames(names: string[], nodes: string[]): string[] {
+  for (const n of names) {
+    if (!/^[a-z0-9_]{1,63}$/.test(n))
+      throw new ClusterError(
+        'BULWARK_E_CLUSTER_SLOT',
+        `permanent slot "${n}": a slot name is 1-63 lower-case letters, digits or underscores`,
+      );
+    if (nodes.includes(n))
+      throw new ClusterError(
+        'BULWARK_E_CLUSTER_SLOT',
+        `permanent slot "${n}" is the name of a node: those slots are the cluster's own, pick another name`,
+      );
+  }
+  return [...new Set(names)];
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {

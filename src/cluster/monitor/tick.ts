@@ -32,6 +32,11 @@ export interface TickConfig {
   priorities: Record<string, number>;
   /** A crashed node is restarted in place at most once per this many ms (default 10 s). */
   restartBackoffMs?: number;
+  /**
+   * Permanent physical replication slots (user-configured names): kept on the primary and on every
+   * streaming replica, advanced there to the primary's position, so they survive a failover or switchover.
+   */
+  permanentSlots?: string[];
 }
 
 export interface MonitorState {
@@ -61,6 +66,7 @@ export type Action =
   | { type: 'fence'; node: string }
   | { type: 'rejoin'; node: string }
   | { type: 'restart'; node: string; role: 'primary' | 'replica' }
+  | { type: 'slots'; node: string; create: string[]; advance: Array<{ name: string; lsn: string }> }
   | { type: 'repoint'; node: string }
   | { type: 'set-sync'; node: string; names: string[] };
 
@@ -171,6 +177,12 @@ export function tick(prev: MonitorState, observed: NodeObservation[], config: Ti
     }
     const restart = restartCrashedReplica(p.name);
     if (restart) return restart;
+    const slots = permanentSlotsStep(
+      p,
+      observed.filter((o) => streaming.includes(o.name)),
+      config.permanentSlots ?? [],
+    );
+    if (slots) return { ...slots, state };
     for (const o of replicas) {
       if (streaming.includes(o.name)) {
         state.notStreaming[o.name] = 0;
@@ -316,6 +328,55 @@ export function afterPromotion(
     syncShrink: null,
     lastPrimaryTimeline: null,
   };
+}
+
+/** WAL a replica's copy of a permanent slot may trail the primary's before it is advanced (one segment). */
+const SLOT_ADVANCE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Permanent slots, as Patroni's `slots:`: created where missing, first on the primary, then on each
+ * streaming replica; a replica's copy is advanced to the primary's restart_lsn (never past its own
+ * replay position) once it trails by a WAL segment, so it holds WAL for the consumer after a promotion
+ * without holding it forever.
+ */
+function permanentSlotsStep(
+  p: NodeObservation,
+  replicas: NodeObservation[],
+  names: string[],
+): Omit<Decision, 'state'> | null {
+  if (!names.length || !p.slots) return null;
+  const missingOn = (o: NodeObservation) => names.filter((n) => !o.slots?.some((s) => s.name === n));
+  const onPrimary = missingOn(p);
+  if (onPrimary.length)
+    return {
+      action: { type: 'slots', node: p.name, create: onPrimary, advance: [] },
+      reason: `permanent slots: creating ${onPrimary.join(', ')} on the primary ${p.name}`,
+    };
+  for (const r of replicas) {
+    if (!r.slots) continue;
+    const create = missingOn(r);
+    const advance: Array<{ name: string; lsn: string }> = [];
+    for (const name of names) {
+      const target = p.slots.find((s) => s.name === name)?.restartLsn ?? null;
+      const mine = r.slots.find((s) => s.name === name);
+      if (!target || !mine) continue;
+      const lsn = compareLsn(target, r.replayLsn) <= 0 ? target : (r.replayLsn ?? null);
+      if (!lsn || compareLsn(lsn, mine.restartLsn) <= 0) continue;
+      if (mine.restartLsn && (lsnDiff(lsn, mine.restartLsn) ?? 0) < SLOT_ADVANCE_BYTES) continue;
+      advance.push({ name, lsn });
+    }
+    if (create.length || advance.length)
+      return {
+        action: { type: 'slots', node: r.name, create, advance },
+        reason: `permanent slots on replica ${r.name}: ${[
+          create.length ? `creating ${create.join(', ')}` : '',
+          advance.length ? `advancing ${advance.map((a) => `${a.name} to ${a.lsn}`).join(', ')}` : '',
+        ]
+          .filter(Boolean)
+          .join('; ')}`,
+      };
+  }
+  return null;
 }
 
 /**
