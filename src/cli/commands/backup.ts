@@ -850,7 +850,7 @@ async function runExpire(
       console.log(`${dryRun ? 'remove' : 'removed'} ${l.key}  (unfinished write, ${b.formatBytes(l.size)})`);
   }
   console.log(
-    `${verb} ${plan.expire.length} backup(s), ${plan.walExpire.length} WAL file(s), ${orphans.length} interrupted backup(s) and ${leftovers.length} unfinished write(s); ${plan.walReason}`,
+    `${verb} ${plan.expire.length} backup(s), ${plan.walExpire.length} WAL file(s) and ${orphans.length} interrupted backup(s), ${leftovers.length} unfinished write(s); ${plan.walReason}`,
   );
 }
 
