@@ -6,6 +6,7 @@ import { type HttpContext, VuHttp } from './http/client.js';
 import { resetThreadStore } from './metrics/custom.js';
 import { createRandom, mulberry32, type VuRandom } from './random.js';
 import { type FlushMessage, ThreadMetrics, type UserRecorder } from './recorder.js';
+import { turns, yieldToEventLoop } from './turns.js';
 
 export interface EngineOptions {
   scenario: ScenarioDefinition;
@@ -56,7 +57,10 @@ class StopSignal {
         }
         resolve();
       };
-      const timer = setTimeout(done, ms);
+      const timer = setTimeout(() => {
+        turns.n++;
+        done();
+      }, ms);
       this.waiters ??= [];
       this.waiters.push(done);
     });
@@ -268,10 +272,12 @@ export class Engine {
   private async closedLoop(vu: VirtualUser): Promise<void> {
     await this.startVu(vu);
     while (!vu.stop.stopped) {
+      const turn = turns.n;
       await this.runTask(vu);
       if (vu.stop.stopped) break;
       const pause = waitMs(vu.type.def.wait, vu.random);
       if (pause > 0) await vu.stop.sleep(pause);
+      else if (turns.n === turn) await yieldToEventLoop();
     }
     await this.stopVu(vu);
   }

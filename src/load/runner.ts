@@ -13,7 +13,7 @@ import { lineOf, loadScenarioFile } from './loader.js';
 import { declaredMetrics } from './metrics/custom.js';
 import type { FlushMessage } from './recorder.js';
 import { buildSummary, type Summary } from './summary.js';
-import { evaluateThresholds, parseThresholds, type Threshold } from './thresholds.js';
+import { evaluateThresholds, hasSamples, parseThresholds, type Threshold } from './thresholds.js';
 
 export interface RunLoadOptions extends LoadOverrides {
   /** A scenario file path (any folder), or a scenario({...}) object for library use. */
@@ -201,6 +201,8 @@ async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
     const results = evaluateThresholds(p.thresholds, agg.store, elapsed / 1000);
     results.forEach((r, i) => {
       const t = p.thresholds[i]!;
+      // No judgement before the metric's first sample (k6#2520): an empty rate is not a rate of 0.
+      if (!hasSamples(t, agg.store)) return;
       if (!r.ok && t.abortOnFail && elapsed >= t.delayAbortEvalMs && !abortedThresholds.has(i)) {
         abortedThresholds.add(i);
         stopAll();

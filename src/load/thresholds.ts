@@ -160,3 +160,9 @@ export function evaluateThresholds(
     return { metric: t.key, expression: t.expression, ok: compare(value, t.op, t.limit), value };
   });
 }
+
+/** Whether a metric (with its tag filter) has recorded anything yet. */
+export function hasSamples(t: Threshold, store: MetricsStore): boolean {
+  const view = store.view(t.metric, t.filter);
+  return Boolean(view && view.count + view.passes + view.fails > 0);
+}

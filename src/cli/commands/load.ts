@@ -61,16 +61,19 @@ export async function runLoadFromCli(
   opts: LoadCliOptions,
 ): Promise<{ code: number; result: LoadResult }> {
   const controller = new AbortController();
-  let interrupts = 0;
-  const onSigint = () => {
-    interrupts++;
-    if (interrupts === 1) {
-      process.stderr.write('\nstopping gracefully (Ctrl-C again to quit now)...\n');
+  // The exit code of a run stopped by a signal is 128 + its number (130 for Ctrl-C, 143 for SIGTERM),
+  // as the shells and the anchors' users expect; the reports are written all the same.
+  let stoppedBy: number | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    const code = signal === 'SIGINT' ? 130 : 143;
+    if (stoppedBy === undefined) {
+      stoppedBy = code;
+      process.stderr.write(`\nstopping gracefully (${signal === 'SIGINT' ? 'Ctrl-C' : signal} again to quit now)...\n`);
       controller.abort();
-    } else process.exit(130);
+    } else process.exit(code);
   };
-  process.on('SIGINT', onSigint);
-  process.on('SIGTERM', onSigint);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   if (opts.env) Object.assign(process.env, opts.env);
   // Loaded here, not at the top: every other command would pay the load engine's memory otherwise.
   const [{ runLoad }, { formatSummary, liveView }, { writeHtmlReport }, { writeJunit, writeCsv }] = await Promise.all([
@@ -107,11 +110,11 @@ export async function runLoadFromCli(
     if (opts.junit) writeJunit(resolve(opts.junit), result.summary);
     if (opts.csv) writeCsv(resolve(opts.csv), result.summary);
     if (opts.summaryJson) process.stdout.write(`summary JSON: ${resolve(opts.summaryJson)}\n`);
-    return { code: result.exitCode, result };
+    return { code: stoppedBy ?? result.exitCode, result };
   } finally {
     live?.end();
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
 }
 

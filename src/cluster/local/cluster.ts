@@ -533,3 +533,22 @@ export function dirExists(dir: string): boolean {
     return false;
   }
 }
+
+/**
+ * Simulate a crash of one node (game days, tests): SIGKILL its postmaster and every process it forked,
+ * as a power loss would leave them — no shutdown checkpoint, no goodbye to clients or replicas.
+ * Returns the PIDs that were killed (empty when the node was not running).
+ */
+export function crashNode(dir: string, name: string): number[] {
+  const spec = readSpec(dir);
+  findNode(spec, name);
+  const pids = nodeProcesses(clusterPaths(dir).dataDir(name));
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  return pids;
+}

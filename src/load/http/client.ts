@@ -1,5 +1,6 @@
 import { Client, type Dispatcher } from 'undici';
 import { parseDuration } from '../../config/duration.js';
+import { turns } from '../turns.js';
 import { CookieJar } from './cookies.js';
 import type { HttpClient, HttpResponse, RequestOptions, RequestRecorder, RequestSample, Timings } from './types.js';
 
@@ -130,6 +131,7 @@ class Exchange implements HttpResponse, Dispatcher.DispatchHandler, RequestSampl
     this.complete(classifyNetworkError(err));
   }
   onHeaders(statusCode: number, raw: Buffer[]): boolean {
+    turns.n++;
     this.headersAt = performance.now();
     this.status = statusCode;
     this.rawHeaders = raw;
