@@ -330,4 +330,35 @@ describe('monitor tick()', () => {
     const d = tick(s, lost, cfg, 0);
     expect(d.action).toEqual({ type: 'restart', node: 'node3', role: 'replica' });
   });
+
+  it('permanent slots: created on the primary first, then on replicas; a replica copy advances to the primary slot, capped at its replay position', () => {
+    const cfg = { ...config, permanentSlots: ['archiver'] };
+    const slot = (restartLsn: string | null) => [{ name: 'archiver', type: 'physical', restartLsn, active: false }];
+    const p0 = { ...primary('node1'), slots: [] };
+    expect(tick(start(), [p0, replica('node2', 'node1')], cfg, 0).action).toEqual({
+      type: 'slots',
+      node: 'node1',
+      create: ['archiver'],
+      advance: [],
+    });
+    const p1 = { ...primary('node1', '0/9000000'), slots: slot('0/8000000') };
+    const r2 = { ...replica('node2', 'node1', '0/7000000'), slots: [] };
+    expect(tick(start(), [p1, r2], cfg, 0).action).toEqual({
+      type: 'slots',
+      node: 'node2',
+      create: ['archiver'],
+      advance: [],
+    });
+    // behind by more than a segment: advanced, but not past what the replica replayed
+    const behind = { ...replica('node2', 'node1', '0/7000000'), slots: slot('0/1000000') };
+    expect(tick(start(), [p1, behind], cfg, 0).action).toEqual({
+      type: 'slots',
+      node: 'node2',
+      create: [],
+      advance: [{ name: 'archiver', lsn: '0/7000000' }],
+    });
+    // within a segment: left alone
+    const close = { ...replica('node2', 'node1', '0/9000000'), slots: slot('0/7800000') };
+    expect(tick(start(), [p1, close], cfg, 0).action.type).toBe('none');
+  });
 });
