@@ -56,6 +56,8 @@ export class ClusterAgent {
   private pgState: LocalPostgres | null = null;
   private lastDecision: AgentDecision | null = null;
   private fencing: Promise<unknown> | null = null;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private renewing: Promise<boolean> | null = null;
 
   constructor(private readonly options: AgentOptions) {
     this.name = options.pg.name;
@@ -78,6 +80,9 @@ export class ClusterAgent {
   async start(): Promise<void> {
     if (this.options.api) await this.listen(this.options.api.host, this.options.api.port);
     this.watchdog = setInterval(() => this.checkFence(), 100);
+    // The lease is renewed on its own timer, not in the loop: initdb, pg_basebackup or pg_rewind can
+    // take longer than the TTL, and the leader must not lose its key (and fence itself) meanwhile.
+    this.heartbeat = setInterval(() => void this.beat(), Math.min(this.loopMs, this.ttlMs / 5));
     const loop = () => {
       if (this.stopped) return;
       this.running = this.loopOnce()
@@ -95,6 +100,8 @@ export class ClusterAgent {
     this.stopped = true;
     if (this.loopTimer) clearTimeout(this.loopTimer);
     if (this.watchdog) clearInterval(this.watchdog);
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    await this.renewing?.catch(() => {});
     await this.running?.catch(() => {});
     await this.fencing?.catch(() => {});
     if (options.stopPostgres ?? true) {
@@ -135,8 +142,16 @@ export class ClusterAgent {
     return { name: this.name, host: this.options.pg.host, port: this.options.pg.port, api: this.apiUrl ?? undefined };
   }
 
+  private beat(): Promise<boolean> {
+    if (!this.renewing)
+      this.renewing = this.store.renew().finally(() => {
+        this.renewing = null;
+      });
+    return this.renewing;
+  }
+
   async loopOnce(): Promise<void> {
-    await this.store.renew();
+    if (!this.store.leaseIdOrNull) await this.beat();
     let view: ClusterView | null = null;
     try {
       view = await this.store.read();

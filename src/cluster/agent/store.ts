@@ -1,25 +1,7 @@
-import { Etcd3, EtcdLeaseInvalidError, type Lease } from 'etcd3';
 import type { MemberInfo } from './decide.js';
 
-/** Deadline of every etcd call: a partitioned member must not stall the agent's loop. */
+/** Deadline of every etcd call: a partitioned or frozen member must not stall the agent's loop. */
 const CALL_MS = 1500;
-
-/** Reject when `p` has not settled within `ms` (etcd3 streams ignore call deadlines in some states). */
-export function within<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`etcd did not answer within ${ms} ms`)), ms);
-    p.then(
-      (v) => {
-        clearTimeout(t);
-        resolve(v);
-      },
-      (e) => {
-        clearTimeout(t);
-        reject(e);
-      },
-    );
-  });
-}
 
 export interface LeaderRecord {
   name: string;
@@ -49,16 +31,20 @@ export function agentPrefix(scope: string): string {
 }
 
 /**
- * The agent's view of etcd. One lease per agent (TTL `ttlSeconds`) carries both its member key and,
- * while it leads, the leader key: when the agent or its host goes away, both vanish together after the
- * TTL. The lease is renewed explicitly once per loop (not by etcd3's background keepalive) so that
- * the agent knows when it *sent* its last successful renewal — etcd's TTL counts from a moment after
- * that, so fencing relative to the send time is always early enough.
+ * The agent's view of etcd, through etcd's JSON gateway (/v3/...) with plain HTTP requests: every
+ * call has a hard deadline, and a member that fails or does not answer in time is left for the
+ * next one (round robin), so one partitioned or frozen etcd member costs one call, not the lease.
+ *
+ * One lease per agent (TTL `ttlSeconds`) carries both its member key and, while it leads, the
+ * leader key: when the agent or its host goes away, both vanish together after the TTL. The lease is
+ * renewed explicitly once per loop so the agent knows when it *sent* its last successful renewal —
+ * etcd's TTL counts from a moment after that, so fencing relative to the send time is always early
+ * enough.
  */
 export class AgentStore {
-  readonly client: Etcd3;
   private readonly prefix: string;
-  private lease: Lease | null = null;
+  private readonly endpoints: string[];
+  private current = 0;
   private leaseId: string | null = null;
   /** Send time of the last successful renewal (or grant). */
   lastRenewalSentAt: number | null = null;
@@ -68,11 +54,7 @@ export class AgentStore {
     scope: string,
     private readonly ttlSeconds: number,
   ) {
-    this.client = new Etcd3({
-      hosts,
-      dialTimeout: 1000,
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_MS }),
-    });
+    this.endpoints = hosts.map((h) => h.replace(/\/+$/, ''));
     this.prefix = agentPrefix(scope);
   }
 
@@ -84,29 +66,57 @@ export class AgentStore {
     return this.leaseId;
   }
 
+  /** POST to the current member; on failure move on to the next member and try once more there. */
+  private async call<T = any>(path: string, body: unknown, attempts = 2): Promise<T> {
+    let last: unknown;
+    for (let i = 0; i < Math.min(attempts, this.endpoints.length); i++) {
+      const endpoint = this.endpoints[this.current]!;
+      try {
+        const res = await fetch(`${endpoint}/v3/${path}`, {
+          method: 'POST',
+          body: JSON.stringify(body),
+          headers: { 'content-type': 'application/json' },
+          signal: AbortSignal.timeout(CALL_MS),
+        });
+        const text = await res.text();
+        const json = text ? JSON.parse(text.split('\n')[0]!) : {};
+        if (!res.ok || json.error) {
+          const message = json.error?.message ?? json.message ?? json.error ?? `HTTP ${res.status}`;
+          // a lease etcd does not know is an answer, not a failed member
+          if (/lease not found/.test(String(message))) throw new LeaseNotFound();
+          throw new Error(`etcd ${endpoint}: ${message}`);
+        }
+        return json as T;
+      } catch (err) {
+        if (err instanceof LeaseNotFound) throw err;
+        last = err;
+        this.current = (this.current + 1) % this.endpoints.length;
+      }
+    }
+    throw last;
+  }
+
   /** Renew our lease (granting a new one if it expired); records the send time on success. Never throws. */
   async renew(): Promise<boolean> {
     const sentAt = Date.now();
     try {
-      if (this.lease && this.leaseId) {
-        const lease = this.lease;
-        const res = await within(lease.keepaliveOnce({ deadline: Date.now() + CALL_MS }), CALL_MS).catch((err) => {
-          if (err instanceof EtcdLeaseInvalidError) return { TTL: '0' };
-          throw err;
-        });
-        if (Number(res.TTL) > 0) {
+      if (this.leaseId) {
+        const res = await this.call<{ result?: { TTL?: string } }>('lease/keepalive', { ID: this.leaseId }).catch(
+          (err) => {
+            if (err instanceof LeaseNotFound) return { result: { TTL: '0' } };
+            throw err;
+          },
+        );
+        if (Number(res.result?.TTL ?? 0) > 0) {
           this.lastRenewalSentAt = sentAt;
           return true;
         }
         // expired on etcd: our keys are gone; start over with a new lease
-        this.lease = null;
         this.leaseId = null;
         this.lastRenewalSentAt = null;
       }
-      const lease = this.client.lease(this.ttlSeconds, { autoKeepAlive: false });
-      lease.on('lost', () => {});
-      this.leaseId = await within(lease.grant(), CALL_MS);
-      this.lease = lease;
+      const granted = await this.call<{ ID: string }>('lease/grant', { TTL: this.ttlSeconds });
+      this.leaseId = String(granted.ID);
       this.lastRenewalSentAt = sentAt;
       return true;
     } catch {
@@ -114,12 +124,26 @@ export class AgentStore {
     }
   }
 
+  private put(key: string, value: string, lease?: string | null) {
+    return { key: b64(key), value: b64(value), ...(lease ? { lease } : {}) };
+  }
+
+  private async txn(compare: Record<string, unknown>, success: Array<Record<string, unknown>>): Promise<boolean> {
+    const res = await this.call<{ succeeded?: boolean }>('kv/txn', { compare: [compare], success });
+    return !!res.succeeded;
+  }
+
+  private keyAbsent(k: string) {
+    return { key: b64(this.key(k)), target: 'CREATE', result: 'EQUAL', create_revision: '0' };
+  }
+
+  private valueIs(k: string, value: string) {
+    return { key: b64(this.key(k)), target: 'VALUE', result: 'EQUAL', value: b64(value) };
+  }
+
   async putMember(info: MemberInfo): Promise<void> {
     if (!this.leaseId) return;
-    await this.client
-      .put(this.key(`members/${info.name}`))
-      .value(JSON.stringify(info))
-      .lease(this.leaseId);
+    await this.call('kv/put', this.put(this.key(`members/${info.name}`), JSON.stringify(info), this.leaseId));
   }
 
   /**
@@ -129,45 +153,39 @@ export class AgentStore {
   async acquire(me: Omit<LeaderRecord, 'lease'>, current: LeaderRecord | null): Promise<boolean> {
     if (!this.leaseId) return false;
     const record: LeaderRecord = { ...me, lease: this.leaseId };
-    const put = this.client.put(this.key('leader')).value(JSON.stringify(record)).lease(this.leaseId);
     const cond =
-      current && current.name === me.name
-        ? this.client.if(this.key('leader'), 'Value', '==', JSON.stringify(current))
-        : this.client.if(this.key('leader'), 'Create', '==', 0);
-    const res = await cond.then(put).commit();
-    return res.succeeded;
+      current && current.name === me.name ? this.valueIs('leader', JSON.stringify(current)) : this.keyAbsent('leader');
+    return this.txn(cond, [{ request_put: this.put(this.key('leader'), JSON.stringify(record), this.leaseId) }]);
   }
 
   /** Claim the right to initdb the cluster (once per scope). */
   async claimInitialize(name: string): Promise<boolean> {
-    const res = await this.client
-      .if(this.key('initialize'), 'Create', '==', 0)
-      .then(this.client.put(this.key('initialize')).value(name))
-      .commit();
-    return res.succeeded;
+    return this.txn(this.keyAbsent('initialize'), [{ request_put: this.put(this.key('initialize'), name) }]);
   }
 
   /** The leader's WAL position, only while we hold the leader key (a deposed leader writes nothing). */
   async putOptime(lsn: string, leader: LeaderRecord): Promise<void> {
-    await this.client
-      .if(this.key('leader'), 'Value', '==', JSON.stringify(leader))
-      .then(this.client.put(this.key('optime')).value(lsn))
-      .commit();
+    await this.txn(this.valueIs('leader', JSON.stringify(leader)), [
+      { request_put: this.put(this.key('optime'), lsn) },
+    ]);
   }
 
   /** Give the leader key up (clean shutdown): the others may elect at once instead of after the TTL. */
   async releaseLeader(leader: LeaderRecord): Promise<void> {
-    await this.client
-      .if(this.key('leader'), 'Value', '==', JSON.stringify(leader))
-      .then(this.client.delete().key(this.key('leader')))
-      .commit();
+    await this.txn(this.valueIs('leader', JSON.stringify(leader)), [
+      { request_delete_range: { key: b64(this.key('leader')) } },
+    ]);
   }
 
   async read(): Promise<ClusterView> {
-    const all = await within(this.client.getAll().prefix(this.prefix).strings(), CALL_MS);
+    const res = await this.call<{ kvs?: Array<{ key: string; value?: string }> }>('kv/range', {
+      key: b64(this.prefix),
+      range_end: b64(prefixEnd(this.prefix)),
+    });
     const view: ClusterView = { leader: null, members: [], initializedBy: null, optime: null, config: {} };
-    for (const [k, v] of Object.entries(all)) {
-      const rel = k.slice(this.prefix.length);
+    for (const kv of res.kvs ?? []) {
+      const rel = unb64(kv.key).slice(this.prefix.length);
+      const v = kv.value ? unb64(kv.value) : '';
       if (rel === 'leader') view.leader = JSON.parse(v) as LeaderRecord;
       else if (rel === 'initialize') view.initializedBy = v;
       else if (rel === 'optime') view.optime = v;
@@ -178,18 +196,25 @@ export class AgentStore {
   }
 
   async setConfig(update: AgentClusterConfig): Promise<AgentClusterConfig> {
-    const cur = await this.client.get(this.key('config')).string();
-    const next = { ...(cur ? (JSON.parse(cur) as AgentClusterConfig) : {}), ...update };
-    await this.client.put(this.key('config')).value(JSON.stringify(next));
+    const next = { ...(await this.read()).config, ...update };
+    await this.call('kv/put', this.put(this.key('config'), JSON.stringify(next)));
     return next;
   }
 
-  /** Revoke the lease (member and leader keys go at once) and close the client. */
+  /** Revoke the lease (member and leader keys go at once). */
   async close(): Promise<void> {
-    const lease = this.lease;
-    this.lease = null;
+    const id = this.leaseId;
     this.leaseId = null;
-    if (lease) await lease.revoke().catch(() => {});
-    this.client.close();
+    if (id) await this.call('lease/revoke', { ID: id }).catch(() => {});
   }
+}
+
+class LeaseNotFound extends Error {}
+
+const b64 = (s: string) => Buffer.from(s, 'utf8').toString('base64');
+const unb64 = (s: string) => Buffer.from(s, 'base64').toString('utf8');
+
+/** The range end that selects every key starting with `prefix` (etcd's prefix convention). */
+function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 }
