@@ -1,4 +1,5 @@
 import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { nodeProcesses } from '../../src/cluster/local/cluster.js';
@@ -23,6 +24,10 @@ export interface AgentHosts {
   hosts: NetHost[];
   etcdUrls: string[];
   url(h: NetHost): string;
+  /** The postgres user's password (scram): agents read it from a pgpass file. */
+  password: string;
+  /** SIGTERM the host's agent and wait for it to exit. */
+  stopAgent(h: NetHost): Promise<void>;
   dataDir(h: NetHost): string;
   startEtcd(h: NetHost): void;
   startAgent(h: NetHost): void;
@@ -78,6 +83,11 @@ export function createAgentHosts(): AgentHosts {
   mkdirSync(root, { mode: 0o755 });
   chownToPostgres(net.dir);
   chownToPostgres(root);
+  const password = randomBytes(12).toString('hex');
+  const passfile = join(net.dir, 'pgpass');
+  writeFileSync(passfile, `*:*:*:postgres:${password}\n`, { mode: 0o600 });
+  chownToPostgres(passfile);
+  const connection = { user: 'postgres', database: 'postgres', password };
   const watcherFile = join(net.dir, 'watcher.cjs');
   writeFileSync(watcherFile, WATCHER);
   const dataDir = (h: NetHost) => join(root, h.name, 'data');
@@ -89,7 +99,16 @@ export function createAgentHosts(): AgentHosts {
     net,
     hosts,
     etcdUrls,
-    url: (h) => `postgresql://postgres@${h.addr}:${PG_PORT}/postgres`,
+    url: (h) => `postgresql://postgres:${password}@${h.addr}:${PG_PORT}/postgres`,
+    password,
+    async stopAgent(h) {
+      const child = procs.get(`agent-${h.name}`);
+      if (!child || child.exitCode !== null || child.signalCode !== null) return;
+      await new Promise<void>((r) => {
+        child.once('exit', () => r());
+        child.kill('SIGTERM');
+      });
+    },
     dataDir,
     startEtcd(h) {
       const peers = hosts.map((x) => `${x.name}=http://${x.addr}:2380`).join(',');
@@ -131,12 +150,15 @@ export function createAgentHosts(): AgentHosts {
     startAgent(h) {
       mkdirSync(join(root, h.name), { recursive: true, mode: 0o755 });
       chownToPostgres(join(root, h.name));
+      // n3's agent runs as the postgres user (as the README's systemd unit does), the others as root
+      const asPostgres = h.name === 'n3' ? ['-u', 'postgres', '--', process.execPath] : [process.execPath];
       track(
         `agent-${h.name}`,
         net.spawnIn(
           h,
-          process.execPath,
+          asPostgres.length > 1 ? 'runuser' : process.execPath,
           [
+            ...asPostgres.slice(0, -1),
             CLI,
             'cluster',
             'agent',
@@ -160,6 +182,8 @@ export function createAgentHosts(): AgentHosts {
             '500ms',
             '--allow',
             net.subnet,
+            '--password-file',
+            passfile,
             '--set',
             'fsync=off',
             '--set',
@@ -181,7 +205,7 @@ export function createAgentHosts(): AgentHosts {
           process.execPath,
           [watcherFile, h.addr, String(PG_PORT), h.name, join(net.dir, `watch-${h.name}.log`)],
           join(net.dir, `watch-${h.name}.err`),
-          { NODE_PATH: resolve(import.meta.dirname, '..', '..', 'node_modules') },
+          { NODE_PATH: resolve(import.meta.dirname, '..', '..', 'node_modules'), PGPASSWORD: password },
         ),
       );
     },
@@ -205,7 +229,9 @@ export function createAgentHosts(): AgentHosts {
     },
     async writable() {
       const obs = await Promise.all(
-        hosts.map((h) => probeNode({ name: h.name, host: h.addr, port: PG_PORT }, 1000).then((o) => ({ h, o }))),
+        hosts.map((h) =>
+          probeNode({ name: h.name, host: h.addr, port: PG_PORT, connection }, 1000).then((o) => ({ h, o })),
+        ),
       );
       return obs.filter(({ o }) => o.reachable && o.inRecovery === false).map(({ h }) => h);
     },
@@ -214,7 +240,7 @@ export function createAgentHosts(): AgentHosts {
         'one primary and two streaming replicas',
         async () => {
           const obs = await Promise.all(
-            hosts.map((h) => probeNode({ name: h.name, host: h.addr, port: PG_PORT }, 1000)),
+            hosts.map((h) => probeNode({ name: h.name, host: h.addr, port: PG_PORT, connection }, 1000)),
           );
           const p = obs.filter((o) => o.reachable && !o.inRecovery);
           if (p.length !== 1) return null;

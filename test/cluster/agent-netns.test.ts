@@ -1,6 +1,11 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { postmasterPid } from '../../src/cluster/local/cluster.js';
 import { createClusterPool } from '../../src/cluster/pool.js';
+import { freePort } from '../../src/lib/net.js';
 import { netnsUnavailable } from '../harness/netns.js';
 import { type AgentHosts, API_PORT, createAgentHosts, TTL_SECONDS } from './agent-hosts.js';
 import { waitFor } from './helpers.js';
@@ -17,6 +22,67 @@ describe.skipIf(!!unavailable)('cluster agent across network namespaces', () => 
   let c: AgentHosts;
   let pool: ReturnType<typeof createClusterPool>;
   let seq = 0;
+  let haproxy: ChildProcess | undefined;
+  const haproxyPorts = { primary: 0, replicas: 0 };
+
+  /**
+   * Debian's HAProxy in the test's own namespace, configured as README's "three hosts" section says:
+   * one TCP listener per role, health checks against each agent's REST endpoint.
+   */
+  async function startHaproxy(): Promise<void> {
+    haproxyPorts.primary = await freePort({ below: 32768 });
+    do haproxyPorts.replicas = await freePort({ below: 32768 });
+    while (haproxyPorts.replicas === haproxyPorts.primary);
+    const servers = c.hosts.map((h) => `    server ${h.name} ${h.addr}:5432 check port ${API_PORT}`).join('\n');
+    const cfg = `global
+    maxconn 200
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 30m
+    timeout server 30m
+    timeout check 2s
+listen primary
+    bind 127.0.0.1:${haproxyPorts.primary}
+    option httpchk GET /primary
+    http-check expect status 200
+    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
+${servers}
+listen replicas
+    bind 127.0.0.1:${haproxyPorts.replicas}
+    balance roundrobin
+    option httpchk GET /replica?lag=16MB
+    http-check expect status 200
+    default-server inter 1s fall 2 rise 1 on-marked-down shutdown-sessions
+${servers}
+`;
+    const file = join(c.net.dir, 'haproxy.cfg');
+    writeFileSync(file, cfg);
+    haproxy = spawn('haproxy', ['-f', file, '-db'], { stdio: 'ignore' });
+  }
+
+  /** Address of the server HAProxy's listener connects us to (inet_server_addr()), or null. */
+  async function throughHaproxy(port: number): Promise<{ addr: string; recovery: boolean } | null> {
+    const client = new pg.Client({
+      host: '127.0.0.1',
+      port,
+      user: 'postgres',
+      database: 'postgres',
+      password: c.password,
+      connectionTimeoutMillis: 1000,
+      query_timeout: 1000,
+    });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      const r = await client.query('SELECT host(inet_server_addr()) AS addr, pg_is_in_recovery() AS recovery');
+      return r.rows[0];
+    } catch {
+      return null;
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
 
   /** Write through the pool until one write is acknowledged; returns the row id. */
   async function writeThroughPool(tag: string): Promise<number> {
@@ -71,6 +137,7 @@ describe.skipIf(!!unavailable)('cluster agent across network namespaces', () => 
         refreshIntervalMillis: 250,
       });
       pool.on('error', () => {});
+      await startHaproxy();
     } catch (err) {
       console.error(c.logs());
       c.destroy();
@@ -80,6 +147,7 @@ describe.skipIf(!!unavailable)('cluster agent across network namespaces', () => 
 
   afterAll(async () => {
     await pool?.end().catch(() => {});
+    haproxy?.kill('SIGKILL');
     c?.destroy();
   }, 60_000);
 
@@ -101,6 +169,18 @@ describe.skipIf(!!unavailable)('cluster agent across network namespaces', () => 
     expect(await api(primary!, '/replica?lag=plenty')).toBe(400);
     expect(await api(primary!, '/nothing')).toBe(404);
     await writeThroughPool('bootstrap');
+  });
+
+  it('HAProxy with the README configuration sends the primary port to the primary and the replica port to a replica', async () => {
+    const [primary] = await c.writable();
+    await waitFor(
+      'HAProxy primary listener on the primary',
+      async () => (await throughHaproxy(haproxyPorts.primary))?.addr === primary!.addr,
+      20_000,
+    );
+    const r = await waitFor('HAProxy replica listener', async () => throughHaproxy(haproxyPorts.replicas), 20_000);
+    expect(r.recovery).toBe(true);
+    expect(r.addr).not.toBe(primary!.addr);
   });
 
   it('kill -9 of the primary PostgreSQL: exactly one primary afterwards and pool writes resume', async () => {
@@ -156,6 +236,18 @@ describe.skipIf(!!unavailable)('cluster agent across network namespaces', () => 
     c.startEtcd(old!);
     c.startAgent(old!);
     c.startWatcher(old!);
+    const primary = await c.waitHealthy(120_000);
+    expect(primary).toBe(next);
+  });
+
+  it('SIGTERM of the primary agent stops its PostgreSQL and hands the leader key over; restarted, it rejoins as a replica', async () => {
+    const [old] = await c.writable();
+    await writeThroughPool('before agent stop');
+    await c.stopAgent(old!);
+    expect(postmasterPid(c.dataDir(old!))).toBeNull();
+    const next = await waitFor('a new primary', async () => (await c.writable()).find((h) => h !== old), 60_000);
+    await writeThroughPool('after agent stop');
+    c.startAgent(old!);
     const primary = await c.waitHealthy(120_000);
     expect(primary).toBe(next);
   });

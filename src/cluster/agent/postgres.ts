@@ -68,11 +68,15 @@ export function configuredUpstream(dataDir: string): string | null {
 
 export async function observe(spec: LocalPostgresSpec, timeoutMs = 1000): Promise<LocalPostgres> {
   const initialized = existsSync(join(spec.dataDir, 'PG_VERSION'));
-  const needsRewind = existsSync(join(spec.dataDir, REWIND_MARKER));
+  const running = initialized && !!postmasterPid(spec.dataDir);
+  // Fenced by us (marker), or stopped as a primary (no standby.signal: crashed, killed with its host,
+  // or shut down): either may hold WAL the new leader never saw, so it is rewound before it follows.
+  const needsRewind =
+    existsSync(join(spec.dataDir, REWIND_MARKER)) ||
+    (initialized && !running && !existsSync(join(spec.dataDir, 'standby.signal')));
   const upstream = initialized ? configuredUpstream(spec.dataDir) : null;
   const base = { initialized, needsRewind, upstream };
-  if (!initialized || !postmasterPid(spec.dataDir))
-    return { ...base, running: false, inRecovery: null, lsn: null, timeline: null, streamingFrom: null };
+  if (!running) return { ...base, running: false, inRecovery: null, lsn: null, timeline: null, streamingFrom: null };
   const o = await probeNode(
     { name: spec.name, host: spec.host, port: spec.port, connection: connection(spec) },
     timeoutMs,
@@ -144,8 +148,12 @@ export async function startPrimary(spec: LocalPostgresSpec): Promise<void> {
 export async function startReplica(
   spec: LocalPostgresSpec,
   leader: { host: string; port: number } | null,
+  options: { rewound?: boolean } = {},
 ): Promise<void> {
   if (postmasterPid(spec.dataDir)) return;
+  // Without standby.signal this folder was a primary's: remember that it needs pg_rewind before it
+  // can follow another timeline (the signal written below would hide it).
+  if (!options.rewound && !existsSync(join(spec.dataDir, 'standby.signal'))) markRewind(spec);
   setAutoConf(spec.dataDir, { primary_conninfo: leader ? conninfo(spec, leader) : null });
   markStandby(spec.dataDir);
   await pgCtlStart(spec);
@@ -167,10 +175,14 @@ export async function fence(spec: LocalPostgresSpec): Promise<number[]> {
   for (let i = 0; i < 300 && nodeProcesses(spec.dataDir).length; i++) await sleep(10);
   if (existsSync(join(spec.dataDir, 'PG_VERSION'))) {
     markStandby(spec.dataDir);
-    writeFileSync(join(spec.dataDir, REWIND_MARKER), `${new Date().toISOString()}\n`);
-    chownToPostgres(join(spec.dataDir, REWIND_MARKER));
+    markRewind(spec);
   }
   return pids;
+}
+
+function markRewind(spec: LocalPostgresSpec): void {
+  writeFileSync(join(spec.dataDir, REWIND_MARKER), `${new Date().toISOString()}\n`);
+  chownToPostgres(join(spec.dataDir, REWIND_MARKER));
 }
 
 export async function stop(spec: LocalPostgresSpec): Promise<void> {
@@ -240,7 +252,7 @@ export async function rewind(
     return { method, detail };
   }
   rmSync(join(spec.dataDir, REWIND_MARKER), { force: true });
-  await startReplica(spec, leader);
+  await startReplica(spec, leader, { rewound: true });
   return { method, detail };
 }
 
@@ -251,7 +263,7 @@ export async function clone(spec: LocalPostgresSpec, leader: { host: string; por
   await run(pgBin('pg_basebackup'), ['-D', spec.dataDir, '-d', conninfo(spec, leader), '-X', 'stream', '-c', 'fast'], {
     asUser: POSTGRES_USER,
   });
-  await startReplica(spec, leader);
+  await startReplica(spec, leader, { rewound: true });
 }
 
 function quoteSetting(value: string): string {
