@@ -1,4 +1,5 @@
 import type { BackupManifest } from './manifest.js';
+import type { TargetTimeline } from './timelines.js';
 import { parseLsn } from './wal-names.js';
 
 /** Where recovery should stop. `latest` replays every archived segment. */
@@ -76,7 +77,10 @@ export function recoverySettings(opts: {
   restoreCommand: string;
   target: RecoveryTarget;
   action: 'promote' | 'pause' | 'shutdown';
+  /** 'preserve' keeps the backup's archive settings; anything else (the default) turns archiving off */
   archiveMode?: 'off' | 'preserve';
+  /** recovery_target_timeline; default 'current', the backup's own timeline */
+  timeline?: TargetTimeline;
   port?: number;
   /** more settings, already quoted for postgresql.conf */
   extra?: Record<string, string>;
@@ -88,8 +92,10 @@ export function recoverySettings(opts: {
   if (t.kind === 'xid') lines.push(`recovery_target_xid = ${q(t.xid)}`);
   if (t.kind === 'immediate') lines.push("recovery_target = 'immediate'");
   if (t.kind !== 'latest') lines.push(`recovery_target_action = ${q(opts.action)}`);
-  lines.push("recovery_target_timeline = 'latest'");
-  if (opts.archiveMode === 'off') lines.push('archive_mode = off');
+  lines.push(`recovery_target_timeline = ${q(String(opts.timeline ?? 'current'))}`);
+  // a restored copy archiving into the repository it came from adds a timeline there that later
+  // restores of the source could follow: only when asked
+  if (opts.archiveMode !== 'preserve') lines.push('archive_mode = off');
   if (opts.port) lines.push(`port = ${opts.port}`);
   for (const [k, v] of Object.entries(opts.extra ?? {})) lines.push(`${k} = ${v}`);
   return `${lines.join('\n')}\n`;

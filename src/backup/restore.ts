@@ -13,6 +13,7 @@ import { chooseBackup, type RecoveryTarget, recoverySettings } from './pitr.js';
 import { type ProgressListener, ProgressMeter } from './progress.js';
 import type { Repository } from './repository.js';
 import { writeTrustHba } from './throwaway.js';
+import { resolveTargetTimeline, type TargetTimeline, walPlan } from './timelines.js';
 
 export interface PhysicalRestoreOptions {
   repo: Repository;
@@ -25,8 +26,16 @@ export interface PhysicalRestoreOptions {
   /** Start the server, wait until recovery reached its target and the server was promoted. */
   start?: boolean;
   action?: 'promote' | 'pause' | 'shutdown';
-  /** 'off' for a throw-away copy that must not archive into the repository. */
+  /**
+   * 'preserve' keeps the backup's archive_mode, so the restored server archives into the repository
+   * its archive_command names (a real recovery that becomes the new primary). Default 'off': a copy
+   * archiving into its source's repository adds a timeline there that later restores could follow.
+   */
   archiveMode?: 'off' | 'preserve';
+  /** recovery_target_timeline: default 'current' (the backup's own timeline), 'latest' or a number */
+  timeline?: TargetTimeline;
+  /** to latest: restore up to a gap in the archived WAL instead of refusing (commits after it are lost) */
+  acceptWalGap?: boolean;
   port?: number;
   /** more postgresql.conf settings (already quoted), e.g. a socket-only listener for throw-away copies */
   settings?: Record<string, string>;
@@ -111,6 +120,7 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
   if ('error' in resolved) throw new BackupError('BULWARK_E_RESTORE', resolved.error);
   const [full, ...layers] = resolved.chain as [BackupManifest, ...BackupManifest[]];
   if (layers.length) o.log?.(`restore: full backup ${full.id} + ${layers.length} incremental layer(s)`);
+  await checkRecoveryWal(o, m);
   await prepareDataDir(o.pgdata, Boolean(o.force));
   const entry = full.objects.find((e) => e.name === 'base.tar');
   if (!entry) throw new BackupError('BULWARK_E_RESTORE', `backup ${full.id} has no base.tar object`);
@@ -166,6 +176,7 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
       target: o.target,
       action: fastPromote && !toLatest ? 'pause' : (o.action ?? 'promote'),
       archiveMode: o.archiveMode,
+      timeline: o.timeline,
       port: o.port,
       extra: fastPromote && !toLatest ? { hot_standby: 'on', ...o.settings } : o.settings,
     }),
@@ -221,6 +232,41 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
       throw new BackupError('BULWARK_E_RESTORE', `recovery did not finish within the timeout (log: ${logFile})`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * Before anything is laid out: the timeline recovery will follow must branch from the backup's, and
+ * to latest, the archived WAL on that path must have no gap. PostgreSQL takes a segment that is not
+ * in the archive for the end of the WAL and promotes there, silently dropping every later commit; so
+ * a gap is refused, naming the segment, unless the caller accepts the loss.
+ */
+async function checkRecoveryWal(o: PhysicalRestoreOptions, m: BackupManifest): Promise<void> {
+  if (!m.pg.startWal || !m.pg.timeline) return;
+  const histories = await o.repo.listHistories();
+  const tli = resolveTargetTimeline(
+    o.timeline ?? 'current',
+    m.pg.timeline,
+    histories.map((h) => h.tli),
+  );
+  const plan = walPlan({
+    startWal: m.pg.startWal,
+    timeline: tli,
+    history: histories.find((h) => h.tli === tli),
+    archived: (await o.repo.listWal()).map((w) => w.name),
+  });
+  if (plan.error) throw new BackupError('BULWARK_E_RESTORE', `restore of ${m.id}: ${plan.error}`);
+  o.log?.(
+    `restore: recovery follows timeline ${tli} (${o.timeline ?? 'current'}); ${plan.segments.length} archived segment(s) from ${m.pg.startWal}${plan.to ? ` to ${plan.to}` : ''}`,
+  );
+  if (o.target.kind !== 'latest' || !plan.missing.length) return;
+  const first = plan.missing[0]!;
+  const what = `WAL segment ${first} is missing from ${o.repo.description} (${plan.missing.length} segment(s) missing between ${m.pg.startWal} and ${plan.to}, the newest archived)`;
+  if (!o.acceptWalGap)
+    throw new BackupError(
+      'BULWARK_E_WAL_GAP',
+      `${what}: recovery would stop before it and every commit after it would be lost. Put the segment back into the repository, or pass --accept-wal-gap to recover only up to the gap`,
+    );
+  o.log?.(`restore: WARNING ${what}: --accept-wal-gap: recovering up to the gap; every commit after it is lost`);
 }
 
 async function controlState(pgdata: string): Promise<string | undefined> {

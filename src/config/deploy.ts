@@ -39,6 +39,15 @@ const embeddedRouterSchema = z
     sticky: stickySchema.optional(),
     /** How long metrics are kept (per-second HDR histograms). */
     metricsRetention: duration('15m'),
+    /** Backend timeouts: connect and response headers answer 504; idle (silence mid-body) breaks the transfer. */
+    timeouts: z
+      .object({ connect: duration('10s'), headers: duration('60s'), idle: duration('60s') })
+      .strict()
+      .prefault({}),
+    /** Also send an RFC 7239 Forwarded header (X-Forwarded-For/-Proto/-Host are always sent). */
+    forwarded: z.boolean().default(false),
+    /** Retry a DELETE (no body) once on a refused/reset connection, as GET/HEAD are; POST and PATCH never are. */
+    retryDelete: z.boolean().default(false),
   })
   .strict();
 

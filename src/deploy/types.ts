@@ -18,6 +18,8 @@ export type Weights = Record<Slot, number>;
 
 export interface RouterSlotState {
   weight: number;
+  /** Open upgraded connections (WebSocket tunnels) pinned to this slot, where the router tunnels them. */
+  tunnels?: number;
   backends: Array<Backend & { state: 'ready' | 'draining' | 'down'; inFlight?: number }>;
 }
 

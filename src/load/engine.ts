@@ -6,6 +6,7 @@ import { type HttpContext, VuHttp } from './http/client.js';
 import { resetThreadStore } from './metrics/custom.js';
 import { createRandom, mulberry32, type VuRandom } from './random.js';
 import { type FlushMessage, ThreadMetrics, type UserRecorder } from './recorder.js';
+import { turns, yieldToEventLoop } from './turns.js';
 
 export interface EngineOptions {
   scenario: ScenarioDefinition;
@@ -56,7 +57,10 @@ class StopSignal {
         }
         resolve();
       };
-      const timer = setTimeout(done, ms);
+      const timer = setTimeout(() => {
+        turns.n++;
+        done();
+      }, ms);
       this.waiters ??= [];
       this.waiters.push(done);
     });
@@ -69,6 +73,11 @@ class VirtualUser implements VU {
   state: Record<string, any> = {};
   started = false;
   readonly stop = new StopSignal();
+  /**
+   * Ends vu.sleep() early only when the VU is interrupted: think time inside a task lasts its full
+   * length after a stop is requested (the iteration finishes as written, within its grace period).
+   */
+  readonly interruption = new StopSignal();
   /** Set when the VU was interrupted (graceful period over): its requests are aborted. */
   interrupted = false;
   loop: Promise<void> | undefined;
@@ -107,7 +116,7 @@ class VirtualUser implements VU {
   }
 
   sleep(seconds: number): Promise<void> {
-    return this.stop.sleep(seconds * 1000);
+    return this.interruption.sleep(seconds * 1000);
   }
 }
 
@@ -180,7 +189,12 @@ export class Engine {
   constructor(private readonly o: EngineOptions) {
     const store = resetThreadStore();
     this.metrics = new ThreadMetrics(store, { ...o.tags });
-    this.ctx = { baseUrl: o.baseUrl, defaultTimeoutMs: o.defaultTimeoutMs, recorder: this.metrics.forUser('') };
+    this.ctx = {
+      baseUrl: o.baseUrl,
+      defaultTimeoutMs: o.defaultTimeoutMs,
+      recorder: this.metrics.forUser(''),
+      maxRedirects: o.scenario.redirects,
+    };
     this.types = o.scenario.users.map((def) => {
       const tasks = def.tasks.map((t, i) =>
         typeof t === 'function'
@@ -268,10 +282,12 @@ export class Engine {
   private async closedLoop(vu: VirtualUser): Promise<void> {
     await this.startVu(vu);
     while (!vu.stop.stopped) {
+      const turn = turns.n;
       await this.runTask(vu);
       if (vu.stop.stopped) break;
       const pause = waitMs(vu.type.def.wait, vu.random);
       if (pause > 0) await vu.stop.sleep(pause);
+      else if (turns.n === turn) await yieldToEventLoop();
     }
     await this.stopVu(vu);
   }
@@ -284,7 +300,8 @@ export class Engine {
   private interrupt(vu: VirtualUser): void {
     vu.interrupted = true;
     vu.stop.stop();
-    void vu.http.close();
+    vu.interruption.stop();
+    void vu.http.interrupt();
   }
 
   private async waitGrace(vus: VirtualUser[], loops: Array<Promise<unknown>>, graceMs: number): Promise<void> {

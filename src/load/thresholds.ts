@@ -51,6 +51,7 @@ export const BUILTIN_METRICS: Record<string, MetricType> = {
   data_received: 'counter',
   checks: 'rate',
   dropped_iterations: 'counter',
+  interrupted_requests: 'counter',
 };
 
 const KEY_RE = /^([A-Za-z_][A-Za-z0-9_.-]*)(?:\{([^}]*)\})?$/;
@@ -159,4 +160,10 @@ export function evaluateThresholds(
     const value = view ? viewStat(view, t.stat, durationSeconds) : 0;
     return { metric: t.key, expression: t.expression, ok: compare(value, t.op, t.limit), value };
   });
+}
+
+/** Whether a metric (with its tag filter) has recorded anything yet. */
+export function hasSamples(t: Threshold, store: MetricsStore): boolean {
+  const view = store.view(t.metric, t.filter);
+  return Boolean(view && view.count + view.passes + view.fails > 0);
 }

@@ -37,6 +37,11 @@ describe('deploy config (bulwark.config.ts deploy section)', () => {
     expect(app.canary.steps.map((s) => s.weight)).toEqual([5, 25, 50, 100]);
     expect(app.analysis).toMatchObject({ source: 'router', minRequests: 50, maxErrorRate: 0.01, interval: 10_000 });
     expect(planFor(app).canary.steps[0]).toEqual({ weight: 5, pauseMs: 60_000 });
+    expect(app.router).toMatchObject({
+      timeouts: { connect: 10_000, headers: 60_000, idle: 60_000 },
+      forwarded: false,
+      retryDelete: false,
+    });
   });
 
   it('names the file and the key of every mistake', async () => {

@@ -43,6 +43,19 @@ describe('embedded router specifics', () => {
     await expect(wrong.state()).rejects.toThrow(/admin token/);
   });
 
+  it('answers 400 (not 500) to malformed JSON on the admin API, and the routing table is untouched', async () => {
+    const before = await router.state();
+    const r = await request(`${router.adminUrl}/v1/weights`, {
+      method: 'PUT',
+      headers: { authorization: 'Bearer secret-token', 'content-type': 'application/json' },
+      body: '{"blue": 0, "green": 1',
+    });
+    const body = (await r.body.json()) as { message: string };
+    expect(r.statusCode).toBe(400);
+    expect(body.message).toMatch(/not valid JSON/);
+    expect(await router.state()).toEqual(before);
+  });
+
   it('keeps a sticky user on one slot, and canary users stay on the canary as its weight grows', async () => {
     const users = Array.from({ length: 60 }, (_, i) => `user-${i}`);
     const slotOf = async (u: string) => Object.keys(await servedBy(router.url, 3, { 'x-user': u }));

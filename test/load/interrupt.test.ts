@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,7 +17,7 @@ afterAll(async () => {
 });
 
 describe('Ctrl-C', () => {
-  it('stops gracefully and still prints and writes the summary', async () => {
+  it('stops gracefully, exits 130 and still prints and writes every report (defect 6)', async () => {
     const file = join(dir, 'long.ts');
     writeFileSync(
       file,
@@ -29,7 +29,9 @@ export default scenario({
 `,
     );
     const out = join(dir, 'long.json');
-    const r = await runCli(['load', file, '--host', server.url, '--summary-json', out], {
+    const reports = ['--html', 'long.html', '--junit', 'long.xml', '--csv', 'long.csv'];
+    const r = await runCli(['load', file, '--host', server.url, '--summary-json', out, ...reports], {
+      cwd: dir,
       onSpawn: (child) => {
         // Interrupt two seconds after the load has started (the "running ..." line on stderr).
         child.stderr!.on('data', (d: Buffer) => {
@@ -39,8 +41,9 @@ export default scenario({
     });
     expect(r.stderr).toMatch(/running \S*long\.ts: constant-vus, up to 3 VUs, 10m/);
     expect(r.stderr).toMatch(/stopping gracefully/);
-    expect(r.code).toBe(0);
+    expect(r.code).toBe(130);
     expect(r.stdout).toMatch(/stopped early/);
+    for (const f of ['long.html', 'long.xml', 'long.csv']) expect(existsSync(join(dir, f))).toBe(true);
     const s = JSON.parse(readFileSync(out, 'utf8'));
     expect(s.aborted).toBe(true);
     expect(s.totals.requests).toBeGreaterThan(10);

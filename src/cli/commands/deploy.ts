@@ -128,7 +128,8 @@ export function registerDeployCommands(program: Command): void {
               .map((slot) => {
                 const st = router.slots[slot];
                 const ready = st.backends.filter((b) => b.state === 'ready').length;
-                return `${slot} ${st.weight}% (${ready} ready backend${ready === 1 ? '' : 's'})`;
+                const tunnels = st.tunnels ? `, ${st.tunnels} open tunnel${st.tunnels === 1 ? '' : 's'}` : '';
+                return `${slot} ${st.weight}% (${ready} ready backend${ready === 1 ? '' : 's'}${tunnels})`;
               })
               .join(', ')}`,
           );
@@ -195,6 +196,9 @@ export function registerDeployCommands(program: Command): void {
         port: r.port,
         sticky: r.sticky,
         metricsRetentionMs: r.metricsRetention,
+        timeouts: r.timeouts,
+        forwarded: r.forwarded,
+        retryDelete: r.retryDelete,
         admin: { host: r.adminHost, port: r.adminPort, token: store.routerToken(r.adminTokenEnv) },
         statePath: store.routerTablePath(),
       });

@@ -30,6 +30,12 @@ function collect(value: string, prior: string[] = []): string[] {
   return [...prior, value];
 }
 
+function workerLossArg(value: string): 'abort' | 'continue' {
+  if (value !== 'abort' && value !== 'continue')
+    throw new UsageError(`--on-worker-loss: "${value}" must be abort or continue`);
+  return value;
+}
+
 function workersArg(value: string): number | 'auto' {
   if (value === 'auto') return 'auto';
   return intArg('--workers', 1)(value);
@@ -50,6 +56,7 @@ export interface LoadCliOptions {
   typecheck?: boolean;
   quiet?: boolean;
   remoteWorker?: string[];
+  onWorkerLoss?: 'abort' | 'continue';
 }
 
 /**
@@ -61,16 +68,19 @@ export async function runLoadFromCli(
   opts: LoadCliOptions,
 ): Promise<{ code: number; result: LoadResult }> {
   const controller = new AbortController();
-  let interrupts = 0;
-  const onSigint = () => {
-    interrupts++;
-    if (interrupts === 1) {
-      process.stderr.write('\nstopping gracefully (Ctrl-C again to quit now)...\n');
+  // The exit code of a run stopped by a signal is 128 + its number (130 for Ctrl-C, 143 for SIGTERM),
+  // as the shells and the anchors' users expect; the reports are written all the same.
+  let stoppedBy: number | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    const code = signal === 'SIGINT' ? 130 : 143;
+    if (stoppedBy === undefined) {
+      stoppedBy = code;
+      process.stderr.write(`\nstopping gracefully (${signal === 'SIGINT' ? 'Ctrl-C' : signal} again to quit now)...\n`);
       controller.abort();
-    } else process.exit(130);
+    } else process.exit(code);
   };
-  process.on('SIGINT', onSigint);
-  process.on('SIGTERM', onSigint);
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   if (opts.env) Object.assign(process.env, opts.env);
   // Loaded here, not at the top: every other command would pay the load engine's memory otherwise.
   const [{ runLoad }, { formatSummary, liveView }, { writeHtmlReport }, { writeJunit, writeCsv }] = await Promise.all([
@@ -97,6 +107,13 @@ export async function runLoadFromCli(
       onStart: live?.onStart,
       remoteWorkers: opts.remoteWorker,
       workerToken: process.env.BULWARK_WORKER_TOKEN,
+      onWorkerLoss: opts.onWorkerLoss,
+      onWorkerLost: (loss) =>
+        process.stderr.write(
+          `\nworker ${loss.worker} lost at ${loss.atSeconds.toFixed(1)}s: ${loss.error}; its metrics up to then are kept, ${
+            opts.onWorkerLoss === 'abort' ? 'stopping the run (--on-worker-loss abort)' : 'the others go on'
+          }\n`,
+        ),
     });
     live?.end();
     process.stdout.write(`${formatSummary(result.summary)}\n`);
@@ -107,11 +124,11 @@ export async function runLoadFromCli(
     if (opts.junit) writeJunit(resolve(opts.junit), result.summary);
     if (opts.csv) writeCsv(resolve(opts.csv), result.summary);
     if (opts.summaryJson) process.stdout.write(`summary JSON: ${resolve(opts.summaryJson)}\n`);
-    return { code: result.exitCode, result };
+    return { code: stoppedBy ?? result.exitCode, result };
   } finally {
     live?.end();
-    process.off('SIGINT', onSigint);
-    process.off('SIGTERM', onSigint);
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
   }
 }
 
@@ -133,6 +150,11 @@ export function registerLoadCommands(program: Command): void {
       '--remote-worker <url>',
       'a `bulwark worker` on another host runs a share of the load (repeatable)',
       collect,
+    )
+    .option(
+      '--on-worker-loss <abort|continue>',
+      'a worker dying mid-run: finish with the others (continue, default) or stop the run (abort, exit 1)',
+      workerLossArg,
     )
     .option('-e, --env <KEY=VALUE>', 'environment variable for the scenario (repeatable)', envArg)
     .option('--seed <n>', 'seed vu.random for a repeatable run', intArg('--seed'))

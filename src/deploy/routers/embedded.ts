@@ -1,8 +1,9 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, connect as netConnect, type Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { Pool, request as undiciRequest } from 'undici';
 import { DeployError } from '../errors.js';
@@ -31,7 +32,23 @@ export interface EmbeddedRouterOptions {
   statePath?: string;
   /** Upstream connections per backend. */
   connections?: number;
+  /**
+   * Backend timeouts in ms. `connect`: establishing the connection (504 when exceeded); `headers`: from
+   * sending the request to the response headers (504); `idle`: silence between body bytes (504 before
+   * the headers went out, else the client's transfer is broken off so it cannot pass for complete).
+   */
+  timeouts?: { connect?: number; headers?: number; idle?: number };
+  /** Also send an RFC 7239 `Forwarded` header (X-Forwarded-For/-Proto/-Host are always sent). */
+  forwarded?: boolean;
+  /**
+   * A request that provably never got an answer (refused or reset connection) is retried once on the
+   * slot's next backend only when its method is idempotent (GET, HEAD, OPTIONS, TRACE, PUT) and it has
+   * no body. DELETE is idempotent by the RFC but often not in apps: retried only when this is true.
+   */
+  retryDelete?: boolean;
 }
+
+export const DEFAULT_ROUTER_TIMEOUTS = { connect: 10_000, headers: 60_000, idle: 60_000 } as const;
 
 // Hop-by-hop headers (RFC 9110 7.6.1) are for one connection only and must not be forwarded.
 const HOP_BY_HOP = new Set([
@@ -52,6 +69,14 @@ interface LiveBackend extends Backend {
   pool: Pool;
   inFlight: number;
   origin: string;
+  hostname: string;
+  port: number;
+}
+
+/** An upgraded connection (WebSocket...): a byte tunnel pinned to the backend of the slot that accepted it. */
+interface Tunnel {
+  client: Duplex;
+  upstream: Socket;
 }
 
 interface SlotRuntime {
@@ -61,6 +86,7 @@ interface SlotRuntime {
   leaving: Set<LiveBackend>;
   next: number;
   inFlight: number;
+  tunnels: Set<Tunnel>;
   metrics: SlotMetrics;
 }
 
@@ -84,9 +110,11 @@ export class EmbeddedRouter implements Router {
   private weights: Weights = { blue: 0, green: 0 };
   private readonly slots: Record<Slot, SlotRuntime>;
   private readonly opts: EmbeddedRouterOptions;
+  private readonly timeouts: { connect: number; headers: number; idle: number };
 
   constructor(options: EmbeddedRouterOptions) {
     this.opts = options;
+    this.timeouts = { ...DEFAULT_ROUTER_TIMEOUTS, ...stripUndefined(options.timeouts ?? {}) };
     const retention = options.metricsRetentionMs ?? 15 * 60_000;
     const mk = (): SlotRuntime => ({
       weight: 0,
@@ -94,6 +122,7 @@ export class EmbeddedRouter implements Router {
       leaving: new Set(),
       next: 0,
       inFlight: 0,
+      tunnels: new Set(),
       metrics: new SlotMetrics(retention),
     });
     this.slots = { blue: mk(), green: mk() };
@@ -106,6 +135,7 @@ export class EmbeddedRouter implements Router {
   async start(): Promise<this> {
     if (this.opts.statePath) this.restore(this.opts.statePath);
     this.server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => this.handle(req, res));
+    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.tunnel(req, socket, head));
     this.server.headersTimeout = 60_000;
     this.server.requestTimeout = 0;
     await listen(this.server, this.opts.port, this.opts.host ?? '127.0.0.1');
@@ -128,6 +158,7 @@ export class EmbeddedRouter implements Router {
       const rt = this.slots[slot];
       return {
         weight: this.weights[slot],
+        tunnels: rt.tunnels.size,
         backends: [
           ...rt.backends.map((b) => ({ id: b.id, url: b.url, state: 'ready' as const, inFlight: b.inFlight })),
           ...[...rt.leaving].map((b) => ({ id: b.id, url: b.url, state: 'draining' as const, inFlight: b.inFlight })),
@@ -150,14 +181,7 @@ export class EmbeddedRouter implements Router {
         next.push(kept);
         continue;
       }
-      const u = new URL(b.url);
-      next.push({
-        id: b.id,
-        url: b.url,
-        origin: u.origin,
-        inFlight: 0,
-        pool: this.newPool(u.origin),
-      });
+      next.push(this.liveBackend(b.id, b.url));
     }
     rt.backends = next;
     rt.next = 0;
@@ -193,13 +217,19 @@ export class EmbeddedRouter implements Router {
     return results.every(Boolean);
   }
 
+  /**
+   * Wait for the slot's requests and tunnels to finish. Tunnels (WebSockets) can live for hours: the ones
+   * still open at the deadline are closed, so their clients reconnect through the current weights.
+   */
   async drain(slot: Slot, timeoutMs: number): Promise<boolean> {
+    const rt = this.slots[slot];
     const deadline = Date.now() + timeoutMs;
-    while (this.slots[slot].inFlight > 0) {
-      if (Date.now() >= deadline) return false;
+    while (rt.inFlight > 0 || rt.tunnels.size > 0) {
+      if (Date.now() >= deadline) break;
       await new Promise((r) => setTimeout(r, 10));
     }
-    return true;
+    for (const t of rt.tunnels) closeTunnel(rt, t);
+    return rt.inFlight === 0;
   }
 
   async window(slot: Slot, sinceMs: number): Promise<SlotWindow> {
@@ -209,6 +239,7 @@ export class EmbeddedRouter implements Router {
   async close(): Promise<void> {
     const closing = [closeServer(this.server)];
     if (this.adminServer) closing.push(closeServer(this.adminServer));
+    for (const slot of SLOTS) for (const t of this.slots[slot].tunnels) closeTunnel(this.slots[slot], t);
     await Promise.all(closing);
     for (const slot of SLOTS) {
       const rt = this.slots[slot];
@@ -220,7 +251,7 @@ export class EmbeddedRouter implements Router {
   // ---- data path --------------------------------------------------------------------------------
 
   /** Traffic bucket 0..99: green owns [0, w.green), blue owns [w.green, 100), so a growing canary keeps its users. */
-  private bucketOf(req: IncomingMessage, res: ServerResponse): number {
+  private bucketOf(req: IncomingMessage, res: ServerResponse | undefined): number {
     const sticky = this.opts.sticky;
     if (sticky?.header) {
       const v = req.headers[sticky.header.toLowerCase()];
@@ -229,13 +260,14 @@ export class EmbeddedRouter implements Router {
       const found = readCookie(req.headers.cookie, sticky.cookie);
       if (found !== undefined && /^\d{1,2}$/.test(found)) return Number(found);
       const bucket = Math.floor(Math.random() * 100);
-      res.setHeader('set-cookie', `${sticky.cookie}=${bucket}; Path=/; HttpOnly; SameSite=Lax`);
+      // Merged with the app's own Set-Cookie lines when the answer's headers are written (onResponseStart).
+      res?.setHeader('set-cookie', `${sticky.cookie}=${bucket}; Path=/; HttpOnly; SameSite=Lax`);
       return bucket;
     }
     return Math.floor(Math.random() * 100);
   }
 
-  private pickSlot(req: IncomingMessage, res: ServerResponse): Slot | undefined {
+  private pickSlot(req: IncomingMessage, res: ServerResponse | undefined): Slot | undefined {
     const w = this.weights;
     let slot: Slot;
     if (w.green === 0) slot = 'blue';
@@ -256,23 +288,54 @@ export class EmbeddedRouter implements Router {
     }
     const rt = this.slots[slot];
     const backend = rt.backends[rt.next++ % rt.backends.length]!;
-    // Straight from the raw [name, value, ...] list into undici's flat form: no header object is built
-    // or copied per request (repeated headers stay repeated lines, as received).
+    const { headers, hasBody } = this.upstreamHeaders(req, false);
+    this.forward(slot, backend, req, res, headers, hasBody, started, 0);
+  }
+
+  /**
+   * The request headers for the backend, straight from the raw [name, value, ...] list into undici's
+   * flat form (repeated headers stay repeated lines, as received). Hop-by-hop headers and the headers
+   * the client named in `Connection` are for the client's connection only (RFC 9110 7.6.1); an upgrade
+   * keeps `Connection: upgrade` and `Upgrade`, which the tunnel needs. The X-Forwarded-* set (and
+   * `Forwarded` when configured) tells the app who asked and how.
+   */
+  private upstreamHeaders(req: IncomingMessage, upgrade: boolean): { headers: string[]; hasBody: boolean } {
     const raw = req.rawHeaders;
+    const named = connectionTokens(req.headers.connection);
     const headers: string[] = [];
     let xff: string | undefined;
+    let forwarded: string | undefined;
     let hasBody = false;
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!.toLowerCase();
       const value = raw[i + 1]!;
       if (name === 'content-length' || name === 'transfer-encoding') hasBody = true;
-      if (HOP_BY_HOP.has(name)) continue;
+      if (upgrade && name === 'upgrade') {
+        headers.push(name, value);
+        continue;
+      }
+      if (HOP_BY_HOP.has(name) || named?.has(name)) continue;
       if (name === 'x-forwarded-for') xff = xff ? `${xff}, ${value}` : value;
+      else if (name === 'x-forwarded-proto' || name === 'x-forwarded-host')
+        continue; // ours replace them
+      else if (name === 'forwarded' && this.opts.forwarded) forwarded = forwarded ? `${forwarded}, ${value}` : value;
       else headers.push(name, value);
     }
+    if (upgrade) headers.push('connection', 'upgrade');
     const peer = req.socket.remoteAddress ?? '';
-    headers.push('x-forwarded-for', xff ? `${xff}, ${peer}` : peer);
-    this.forward(slot, backend, req, res, headers, hasBody, started, 0);
+    const host = req.headers.host;
+    headers.push('x-forwarded-for', xff ? `${xff}, ${peer}` : peer, 'x-forwarded-proto', 'http');
+    if (host) headers.push('x-forwarded-host', host);
+    if (this.opts.forwarded) {
+      const self = forwardedElement(peer, host);
+      headers.push('forwarded', forwarded ? `${forwarded}, ${self}` : self);
+    }
+    return { headers, hasBody };
+  }
+
+  private retryable(method: string, hasBody: boolean): boolean {
+    if (hasBody) return false;
+    return IDEMPOTENT.has(method) || (method === 'DELETE' && this.opts.retryDelete === true);
   }
 
   private forward(
@@ -292,6 +355,7 @@ export class EmbeddedRouter implements Router {
     let done = false;
     let clientGone = false;
     let ctrl: Dispatcher.DispatchController | undefined;
+    const method = req.method ?? 'GET';
     const finish = (isError: boolean) => {
       if (done) return;
       done = true;
@@ -307,11 +371,16 @@ export class EmbeddedRouter implements Router {
       onResponseStart: (_controller, statusCode, resHeaders) => {
         if (statusCode < 200) return;
         status = statusCode;
+        const named = connectionTokens(resHeaders.connection);
         const out: Record<string, string | string[]> = {};
         for (const k in resHeaders) {
           const v = resHeaders[k];
-          if (v !== undefined && !HOP_BY_HOP.has(k)) out[k] = v as string | string[];
+          if (v !== undefined && !HOP_BY_HOP.has(k) && !named?.has(k)) out[k] = v as string | string[];
         }
+        // The sticky cookie (set on `res` when the slot was picked) goes out next to the app's own cookies.
+        const sticky = res.getHeader('set-cookie');
+        if (sticky !== undefined && out['set-cookie'] !== undefined)
+          out['set-cookie'] = ([] as string[]).concat(out['set-cookie'], sticky as string | string[]);
         out['x-bulwark-slot'] = slot;
         res.writeHead(statusCode, out);
       },
@@ -329,10 +398,14 @@ export class EmbeddedRouter implements Router {
         if (clientGone) return finish(false);
         const code = (err as { code?: string }).code ?? '';
         // A request that never reached the app (refused, or a reused idle socket the app had just
-        // closed) is safe to send again when it has no body; one retry, on the slot's next backend.
-        const retryable =
-          !res.headersSent && !hasBody && attempt === 0 && /ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET|EPIPE/.test(code);
-        if (retryable && rt.backends.length > 0) {
+        // closed) is sent again once, on the slot's next backend, only when sending it twice cannot
+        // do anything twice: an idempotent method without a body.
+        const retry =
+          !res.headersSent &&
+          attempt === 0 &&
+          this.retryable(method, hasBody) &&
+          /ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET|EPIPE/.test(code);
+        if (retry && rt.backends.length > 0) {
           done = true;
           rt.inFlight--;
           backend.inFlight--;
@@ -341,8 +414,15 @@ export class EmbeddedRouter implements Router {
           return;
         }
         finish(true);
-        if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain', 'x-bulwark-slot': slot });
-        res.end();
+        if (res.headersSent) {
+          // Part of the answer is out: ending it normally would write the final chunk (or leave a short
+          // Content-Length body waiting forever). Breaking the connection is the only honest signal.
+          res.destroy(err);
+          return;
+        }
+        const timedOut = /UND_ERR_CONNECT_TIMEOUT|UND_ERR_HEADERS_TIMEOUT|UND_ERR_BODY_TIMEOUT/.test(code);
+        res.writeHead(timedOut ? 504 : 502, { 'content-type': 'text/plain', 'x-bulwark-slot': slot });
+        res.end(timedOut ? 'backend timed out\n' : 'backend unreachable\n');
       },
     };
     res.once('close', () => {
@@ -355,15 +435,83 @@ export class EmbeddedRouter implements Router {
     backend.pool.dispatch(
       {
         origin: backend.origin,
-        method: (req.method ?? 'GET') as Dispatcher.HttpMethod,
+        method: method as Dispatcher.HttpMethod,
         path: req.url ?? '/',
         headers,
         body: hasBody ? req : null,
-        headersTimeout: 60_000,
-        bodyTimeout: 60_000,
+        headersTimeout: this.timeouts.headers,
+        bodyTimeout: this.timeouts.idle,
       },
       handler,
     );
+  }
+
+  /**
+   * An `Upgrade` request (WebSocket, ...): sent to a backend of the picked slot over its own connection,
+   * and from then on a byte tunnel both ways, whatever the backend answers (101, or a plain answer the
+   * app chose). The tunnel stays on that backend across switches; `drain` of its slot closes it.
+   */
+  private tunnel(req: IncomingMessage, client: Duplex, head: Buffer): void {
+    const started = performance.now();
+    client.on('error', () => {});
+    const slot = this.pickSlot(req, undefined);
+    if (!slot) {
+      client.end(
+        'HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 17\r\nconnection: close\r\n\r\nno ready backend\n',
+      );
+      return;
+    }
+    const rt = this.slots[slot];
+    const backend = rt.backends[rt.next++ % rt.backends.length]!;
+    const { headers } = this.upstreamHeaders(req, true);
+    let lines = `${req.method} ${req.url} HTTP/1.1\r\n`;
+    for (let i = 0; i < headers.length; i += 2) lines += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    const upstream = netConnect(backend.port, backend.hostname);
+    const t: Tunnel = { client, upstream };
+    rt.tunnels.add(t);
+    let answered = false;
+    const fail = (status: 502 | 504) => {
+      rt.metrics.record(performance.now() - started, true);
+      answered = true;
+      const text = status === 504 ? 'backend timed out\n' : 'backend unreachable\n';
+      client.end(
+        `HTTP/1.1 ${status} ${status === 504 ? 'Gateway Timeout' : 'Bad Gateway'}\r\ncontent-type: text/plain\r\ncontent-length: ${text.length}\r\nconnection: close\r\nx-bulwark-slot: ${slot}\r\n\r\n${text}`,
+      );
+      upstream.destroy();
+    };
+    upstream.setTimeout(this.timeouts.connect, () => fail(504));
+    upstream.once('connect', () => {
+      upstream.setTimeout(this.timeouts.headers, () => fail(504));
+      upstream.write(`${lines}\r\n`);
+      if (head.length > 0) upstream.write(head);
+      client.pipe(upstream);
+    });
+    upstream.once('data', (first: Buffer) => {
+      // The status line of the backend's answer is the request's outcome in the slot's metrics.
+      upstream.setTimeout(0);
+      answered = true;
+      const status = Number(first.subarray(9, 12).toString('latin1'));
+      rt.metrics.record(performance.now() - started, !(status > 0) || status >= 500);
+    });
+    upstream.pipe(client);
+    upstream.on('error', () => {
+      if (!answered) fail(502);
+    });
+    upstream.once('close', () => closeTunnel(rt, t));
+    client.once('close', () => closeTunnel(rt, t));
+  }
+
+  private liveBackend(id: string, url: string): LiveBackend {
+    const u = new URL(url);
+    return {
+      id,
+      url,
+      origin: u.origin,
+      hostname: u.hostname.replace(/^\[|\]$/g, ''),
+      port: Number(u.port || (u.protocol === 'https:' ? 443 : 80)),
+      inFlight: 0,
+      pool: this.newPool(u.origin),
+    };
   }
 
   private newPool(origin: string): Pool {
@@ -371,6 +519,7 @@ export class EmbeddedRouter implements Router {
       connections: this.opts.connections ?? 128,
       keepAliveTimeout: 30_000,
       keepAliveMaxTimeout: 60_000,
+      connect: { timeout: this.timeouts.connect },
     });
   }
 
@@ -398,10 +547,7 @@ export class EmbeddedRouter implements Router {
       return; // first start
     }
     for (const slot of SLOTS) {
-      this.slots[slot].backends = (table.backends[slot] ?? []).map((b) => {
-        const u = new URL(b.url!);
-        return { id: b.id, url: b.url!, origin: u.origin, inFlight: 0, pool: this.newPool(u.origin) };
-      });
+      this.slots[slot].backends = (table.backends[slot] ?? []).map((b) => this.liveBackend(b.id, b.url!));
     }
     this.weights = table.weights;
   }
@@ -417,7 +563,16 @@ export class EmbeddedRouter implements Router {
       return sendJson(res, 401, { code: 'BULWARK_E_DEPLOY_ROUTER', message: 'missing or wrong admin token' });
     }
     const url = new URL(req.url ?? '/', 'http://admin');
-    const body = req.method === 'GET' ? {} : await readJson(req);
+    let body: unknown;
+    try {
+      body = req.method === 'GET' ? {} : await readJson(req);
+    } catch (err) {
+      // The caller's mistake, not the router's: 400 with what is wrong.
+      return sendJson(res, 400, {
+        code: 'BULWARK_E_DEPLOY_ROUTER',
+        message: `${req.method} ${url.pathname}: body is not valid JSON (${(err as Error).message})`,
+      });
+    }
     const m = /^\/v1\/slots\/(blue|green)\/(backends|confirm|drain|window)$/.exec(url.pathname);
     try {
       if (req.method === 'GET' && url.pathname === '/v1/state') return sendJson(res, 200, await this.state());
@@ -517,6 +672,40 @@ export class EmbeddedRouterClient implements Router {
     return this.call('GET', `/v1/slots/${slot}/window?since=${sinceMs}`);
   }
   async close(): Promise<void> {}
+}
+
+/** Methods whose repetition has no further effect (RFC 9110 9.2.2); DELETE only with `retryDelete`. */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT']);
+
+/** Lower-case header names listed in a Connection header (undefined when there are none beyond the usual). */
+function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
+  if (value === undefined) return undefined;
+  let set: Set<string> | undefined;
+  for (const v of Array.isArray(value) ? value : [value])
+    for (const token of v.split(',')) {
+      const t = token.trim().toLowerCase();
+      if (!t || t === 'keep-alive' || t === 'close' || t === 'upgrade') continue;
+      set ??= new Set();
+      set.add(t);
+    }
+  return set;
+}
+
+/** One RFC 7239 element for this hop: the peer, the Host asked for, the scheme (quoted where not a token). */
+function forwardedElement(peer: string, host: string | undefined): string {
+  const quote = (v: string) => (/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`);
+  const forId = peer.includes(':') ? `"[${peer}]"` : peer;
+  return `for=${forId}${host ? `;host=${quote(host)}` : ''};proto=http`;
+}
+
+function closeTunnel(rt: SlotRuntime, t: Tunnel): void {
+  rt.tunnels.delete(t);
+  t.upstream.destroy();
+  t.client.destroy();
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
 function hashBucket(value: string): number {
