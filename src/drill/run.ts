@@ -131,6 +131,12 @@ async function awaitSteadyState(traffic: DrillTraffic, signal?: AbortSignal): Pr
   return last;
 }
 
+/** The exit code of `bulwark drill`: 0 when every hypothesis held, 130 when interrupted, 1 otherwise. */
+export function drillExitCode(j: Pick<DrillJournal, 'status' | 'verdict'>): number {
+  if (j.status === 'interrupted') return 130;
+  return j.status === 'completed' && j.verdict.ok ? 0 : 1;
+}
+
 /**
  * A game day on this machine: build the environment, run steady traffic, run each step with its
  * hypothesis checked against measurements and the steady state checked before and after, stop
