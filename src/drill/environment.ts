@@ -57,9 +57,18 @@ export function shellArg(s: string): string {
   return `"${s.replace(/(["\\$`])/g, '\\$1')}"`;
 }
 
+/**
+ * The built CLI of this bulwark: next to this module when it runs from dist/, else the checkout's
+ * dist/ (the library imported from its TypeScript sources, as tests do).
+ */
+export function cliEntry(): string {
+  const candidates = [join(distDir, 'cli', 'main.js'), join(distDir, '..', 'dist', 'cli', 'main.js')];
+  return candidates.find((c) => existsSync(c)) ?? candidates[0]!;
+}
+
 /** The command line that runs this same bulwark (absolute node and CLI paths: PostgreSQL's PATH does not matter). */
 export function bulwarkCommand(): string {
-  return `${shellArg(process.execPath)} ${shellArg(join(distDir, 'cli', 'main.js'))}`;
+  return `${shellArg(process.execPath)} ${shellArg(cliEntry())}`;
 }
 
 /** The deploy plan of the drill: short windows so a game day fits in minutes. */
@@ -134,7 +143,7 @@ export class DrillEnvironment {
 
   async start(initial: Release): Promise<void> {
     const say = this.o.say;
-    const main = join(distDir, 'cli', 'main.js');
+    const main = cliEntry();
     if (!existsSync(main))
       throw new DrillError('BULWARK_E_DRILL', `${main} is missing: build bulwark first (npm run build)`);
     if (isRoot()) {
@@ -200,7 +209,8 @@ export class DrillEnvironment {
       command: this.appCommand(release),
       env: { BULWARK_DEMO_TOKEN_SECRET: this.tokenSecret, BULWARK_NO_FORCE_EXIT: '0' },
       logDir: this.store!.logDir(),
-      readiness: { path: '/health', timeoutMs: 30_000 },
+      // readiness = the process answers; whether the release is healthy is the deploy's health checks' call
+      readiness: { path: '/api/critical', timeoutMs: 30_000 },
       stopTimeoutMs: 5000,
     });
     this.deployer = new Deployer({

@@ -4,5 +4,5 @@ import './errors.js';
 export { drillPlan, type Release } from './environment.js';
 export { DrillError, DrillErrorCodes } from './errors.js';
 export { formatProbe, lostOrders, parseSteps, verdict, writeGapMs } from './hypothesis.js';
-export { type DrillJournal, type DrillOptions, runDrill } from './run.js';
+export { type DrillJournal, type DrillOptions, drillExitCode, runDrill } from './run.js';
 export * from './types.js';

@@ -27,7 +27,16 @@ export class BundleFailure extends Error {
  * works with no install next to it, and the scenario shares module state (metric registries) with
  * the runtime that loads it. Other bare imports resolve from the file's own folder as usual.
  */
-export async function bundleUserFile(entry: string): Promise<{ code: string }> {
+export async function bundleUserFile(
+  entry: string,
+  options: {
+    /**
+     * Leave `bulwark` imports bare, for code that runs on another machine (a remote load worker): it
+     * resolves them to its own install. By default they point at this package's files.
+     */
+    bareBulwark?: boolean;
+  } = {},
+): Promise<{ code: string }> {
   const absEntry = resolve(entry);
   // Loaded on demand: a command that bundles nothing should not pay esbuild's memory.
   const { build } = await import('esbuild');
@@ -47,6 +56,7 @@ export async function bundleUserFile(entry: string): Promise<{ code: string }> {
           name: 'bulwark-self',
           setup(build: esbuild.PluginBuild) {
             build.onResolve({ filter: /^bulwark(\/[a-z-]+)?$/ }, (args: esbuild.OnResolveArgs) => {
+              if (options.bareBulwark) return { path: args.path, external: true };
               const sub = args.path === 'bulwark' ? 'index.js' : `${args.path.slice('bulwark/'.length)}/index.js`;
               return { path: pathToFileURL(join(distDir, sub)).href, external: true };
             });

@@ -80,7 +80,7 @@ function fail(file: string, message: string): never {
   throw new UsageError(`${shown(file)}: ${message}`, 'BULWARK_E_SCENARIO');
 }
 
-const TOP_KEYS = ['host', 'users', 'load', 'thresholds', 'tags', 'timeout', 'setup', 'teardown'];
+const TOP_KEYS = ['host', 'users', 'load', 'thresholds', 'tags', 'timeout', 'redirects', 'setup', 'teardown'];
 const USER_KEYS = ['name', 'weight', 'wait', 'onStart', 'onStop', 'tasks'];
 
 /** Structural validation: every mistake names the file and the key. */
@@ -119,6 +119,8 @@ export function validateScenario(def: unknown, file: string): asserts def is Sce
         fail(file, `${at}.tasks[${j}].weight must be a number > 0`);
     });
   });
+  if (d.redirects !== undefined && !(Number.isInteger(d.redirects) && (d.redirects as number) >= 0))
+    fail(file, `redirects must be a whole number >= 0 (got ${JSON.stringify(d.redirects)})`);
   for (const hook of ['setup', 'teardown'])
     if (d[hook] !== undefined && typeof d[hook] !== 'function') fail(file, `${hook} must be a function`);
   if (

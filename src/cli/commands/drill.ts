@@ -16,8 +16,9 @@ export function registerDrillCommands(program: Command): void {
     .option('--dir <dir>', 'work folder (default: a new temp folder, removed at the end)')
     .option('--keep', 'after the last step, keep everything running for inspection until Ctrl-C')
     .option('--json <file>', 'write the journal (Chaos Toolkit field names plus measured fields) as JSON')
+    .option('--html <file>', 'write a self-contained HTML report: verdict, steps, charts with the faults marked')
     .action(async (opts) => {
-      const { runDrill, parseSteps } = await import('../../drill/index.js');
+      const { runDrill, parseSteps, drillExitCode } = await import('../../drill/index.js');
       const { liveDrillView, formatVerdict } = await import('../../drill/terminal.js');
       const steps = parseSteps(opts.steps);
       const steadyMs = parseDuration(opts.duration, '--duration');
@@ -60,6 +61,10 @@ export function registerDrillCommands(program: Command): void {
             : undefined,
         });
         if (opts.json) writeFileSync(opts.json, `${JSON.stringify(journal, null, 2)}\n`);
+        if (opts.html) {
+          const { drillHtml } = await import('../../drill/html.js');
+          writeFileSync(opts.html, drillHtml(journal));
+        }
         console.log(formatVerdict(journal));
         const kept = opts.keep && journal.status === 'interrupted';
         process.exitCode =
