@@ -4,6 +4,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { BundleFailure, bundleUserFile, distDir, importBundled } from '../lib/bundle.js';
 import { BulwarkError, UsageError } from '../lib/errors.js';
 import type { ScenarioDefinition } from './api.js';
+import { resetData } from './data.js';
 
 export interface LoadedScenario {
   definition: ScenarioDefinition;
@@ -155,6 +156,8 @@ export async function loadScenarioFile(path: string, options: { typecheck?: bool
   // Map exceptions thrown in tasks back to the user's TypeScript lines.
   process.setSourceMapsEnabled(true);
   let imported: Awaited<ReturnType<typeof importBundled>>;
+  // data() loaders run during this import, once for the whole run.
+  resetData();
   try {
     imported = await importBundled(code, { keep: true, name: 'scenario' });
   } catch (err) {

@@ -7,6 +7,7 @@ import { bundleUserFile } from '../lib/bundle.js';
 import { UsageError } from '../lib/errors.js';
 import { Aggregate } from './aggregate.js';
 import type { ScenarioDefinition } from './api.js';
+import { loadedData } from './data.js';
 import { startRemote, WorkerLost } from './distributed/remote.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { type LoadOverrides, type Plan, planLoad } from './executors/plan.js';
@@ -211,6 +212,7 @@ async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
     seed: o.seed,
     defaultTimeoutMs: p.defaultTimeoutMs,
     tags: p.definition.tags,
+    sharedData: loadedData(),
   };
   const abortedThresholds = new Set<number>();
   const evaluateLive = () => {
