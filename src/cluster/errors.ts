@@ -27,6 +27,10 @@ export const ClusterErrorCodes = {
     exit: ExitCode.failure,
     doc: 'the monitor could not start (its HTTP port is busy)',
   },
+  BULWARK_E_CLUSTER_AGENT: {
+    exit: ExitCode.failure,
+    doc: 'the node agent could not start (REST port busy, loop too slow for the TTL) or could not bootstrap',
+  },
 } as const;
 registerErrorCodes(ClusterErrorCodes);
 

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../lib/errors.js';
+import { registerAgentCommands } from './cluster-agent.js';
 
 function parseIntOption(flag: string) {
   return (v: string) => {
@@ -236,4 +237,6 @@ export function registerClusterCommands(program: Command): void {
       const h = readHistory(dir);
       process.stdout.write(opts.json ? `${JSON.stringify({ history: h }, null, 2)}\n` : formatHistory(h));
     });
+
+  registerAgentCommands(cluster);
 }
