@@ -28,6 +28,14 @@ export const BackupErrorCodes = {
     doc: 'restore target (database or data folder) exists or is not empty; pass --force to overwrite',
   },
   BULWARK_E_BACKUP: { exit: ExitCode.failure, doc: 'a backup could not be taken (pg_dump / pg_basebackup failed)' },
+  BULWARK_E_WAL_GAP: {
+    exit: ExitCode.failure,
+    doc: 'restore to latest: a WAL segment is missing from the archive (named); --accept-wal-gap recovers up to it',
+  },
+  BULWARK_E_LOCKED: {
+    exit: ExitCode.failure,
+    doc: 'another backup create or expire holds the repository lock (its pid, host and start are named)',
+  },
   BULWARK_E_RESTORE: { exit: ExitCode.failure, doc: 'a restore or recovery failed or did not reach its target' },
   BULWARK_E_VERIFY: {
     exit: ExitCode.failure,

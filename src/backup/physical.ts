@@ -79,7 +79,9 @@ export async function physicalBackup(o: PhysicalBackupOptions): Promise<BackupMa
   } catch (err) {
     child.kill('SIGTERM');
     await exited;
-    throw new BackupError('BULWARK_E_BACKUP', `physical backup failed: ${lastLine(stderr) || (err as Error).message}`, {
+    // our side failed (a full disk, S3 unreachable): that is the cause, not pg_basebackup's complaint
+    // about the pipe we closed on it, nor its last progress line
+    throw new BackupError('BULWARK_E_BACKUP', `physical backup failed: ${(err as Error).message}`, {
       cause: err,
     });
   }
@@ -118,12 +120,20 @@ export async function physicalBackup(o: PhysicalBackupOptions): Promise<BackupMa
   return manifest;
 }
 
-function lastLine(s: string): string {
+/** pg_basebackup's last line that is not chatter (-v notices, -P progress lines ending in \r). */
+export function lastLine(s: string): string {
   return (
     s
-      .trim()
-      .split('\n')
-      .filter((l) => !/^pg_basebackup: (initiating|checkpoint|write-ahead|syncing|base backup completed)/.test(l))
+      .split(/[\r\n]+/)
+      .map((l) => l.trim())
+      .filter(
+        (l) =>
+          l &&
+          !/^pg_basebackup: (initiating|checkpoint|write-ahead|syncing|base backup completed|waiting|starting background|created temporary)/.test(
+            l,
+          ) &&
+          !/^\d+\/\d+ kB \(\d+%\)/.test(l),
+      )
       .pop() ?? ''
   );
 }

@@ -13,6 +13,7 @@ import {
 import { BackupError } from './errors.js';
 import type { BackupManifest, ObjectEntry } from './manifest.js';
 import type { StorageDriver } from './storage/index.js';
+import { historyTimeline, parseHistory, type TimelineHistory } from './timelines.js';
 import { isSegmentName } from './wal-names.js';
 
 /** Passes bytes through and fails at the end if their SHA-256 is not `expected`, naming the object. */
@@ -266,10 +267,38 @@ export class Repository {
     return 'stored';
   }
 
+  /**
+   * findWal for a reader (restore_command, the prefetcher): "not archived" is only an answer when the
+   * repository itself is there. A folder that does not exist or holds no repository (a mount point
+   * with nothing mounted) is a storage failure, never "not in the archive", which would make
+   * PostgreSQL end recovery early.
+   */
+  async locateWal(name: string): Promise<WalObject | undefined> {
+    const w = await this.findWal(name);
+    if (!w) await this.storage.assertRepository?.();
+    return w;
+  }
+
   /** Decoded and verified content of an archived WAL file. */
   async fetchWal(name: string): Promise<Buffer> {
-    const w = await this.findWal(name);
+    const w = await this.locateWal(name);
     if (!w) throw new BackupError('BULWARK_E_NOT_FOUND', `wal fetch ${name}: not in ${this.description}`);
+    return this.readWal(w);
+  }
+
+  /** Timeline history files in the archive, parsed (history files are small). */
+  async listHistories(): Promise<TimelineHistory[]> {
+    const out: TimelineHistory[] = [];
+    for (const w of await this.listWal()) {
+      const tli = historyTimeline(w.name);
+      if (tli !== undefined) out.push(parseHistory(tli, (await this.readWal(w)).toString('utf8')));
+    }
+    return out.sort((a, b) => a.tli - b.tli);
+  }
+
+  /** Decoded content of one archived WAL object, checked against the SHA-256 in its name. */
+  async readWal(w: WalObject): Promise<Buffer> {
+    const name = w.name;
     const suffix = w.key.slice(w.key.indexOf(w.sha256) + 64);
     const encoding: Encoding = {
       compression: suffix.startsWith('.zst') ? 'zstd' : suffix.startsWith('.gz') ? 'gzip' : 'none',

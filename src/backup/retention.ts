@@ -138,3 +138,17 @@ export function findOrphans(
     .filter(([, e]) => !e.complete && now.getTime() - e.newest >= ageMs)
     .map(([id, e]) => ({ id, keys: e.keys, bytes: e.bytes }));
 }
+
+/**
+ * Temp files of writes that never finished (`*.bulwark-tmp-*` after a kill -9 or a crash) older than
+ * `ageMs` (pure). The same age rule as findOrphans keeps a write still in progress.
+ */
+export function findLeftovers(
+  objects: { key: string; size: number; modified?: Date }[],
+  ageMs: number,
+  now: Date = new Date(),
+): { key: string; size: number }[] {
+  return objects
+    .filter((o) => now.getTime() - (o.modified?.getTime() ?? now.getTime()) >= ageMs)
+    .map((o) => ({ key: o.key, size: o.size }));
+}

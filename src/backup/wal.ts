@@ -79,7 +79,7 @@ export async function fetchWalToFile(
   const tmp = join(dirname(dest), `.${basename(dest)}.bulwark-${randomBytes(4).toString('hex')}`);
   try {
     const fs = repo.storage instanceof FsStorage ? repo.storage : undefined;
-    const w = fs ? await repo.findWal(name) : undefined;
+    const w = fs ? await repo.locateWal(name) : undefined;
     if (fs && !w) throw new BackupError('BULWARK_E_NOT_FOUND', `wal fetch ${name}: not in ${repo.description}`);
     if (fs && w?.key.endsWith('.zst')) {
       await zstdToFile(join(fs.root, ...w.key.split('/')), tmp);
@@ -384,7 +384,7 @@ export async function runPrefetcher(o: PrefetcherOptions): Promise<{ fetched: nu
         const tli = segmentTimeline(base);
         for (let t = tli; t <= tli + 2; t++) {
           const h = `${t.toString(16).toUpperCase().padStart(8, '0')}.history`;
-          if (await o.repo.findWal(h).catch(() => true)) await unlink(join(missingDir, h)).catch(() => {});
+          if (await o.repo.locateWal(h).catch(() => true)) await unlink(join(missingDir, h)).catch(() => {});
           else await markMissing(h);
         }
       }

@@ -27,6 +27,7 @@ const COMMAND_MODULES: Record<string, () => Promise<Register>> = {
   schedule: () => import('./commands/backup.js').then((m) => m.registerBackupCommands),
   cluster: () => import('./commands/cluster.js').then((m) => m.registerClusterCommands),
   deploy: () => import('./commands/deploy.js').then((m) => m.registerDeployCommands),
+  drill: () => import('./commands/drill.js').then((m) => m.registerDrillCommands),
 };
 
 /** The registration functions needed to run `argv` (all of them for help or an unknown command). */

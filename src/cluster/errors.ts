@@ -19,9 +19,17 @@ export const ClusterErrorCodes = {
     exit: ExitCode.failure,
     doc: 'switchover refused or aborted (target not streaming, did not catch up, monitor not leader)',
   },
+  BULWARK_E_CLUSTER_SLOT: {
+    exit: ExitCode.usage,
+    doc: 'a permanent replication slot name is not a valid slot name, or is the name of a node',
+  },
   BULWARK_E_CLUSTER_MONITOR: {
     exit: ExitCode.failure,
     doc: 'the monitor could not start (its HTTP port is busy)',
+  },
+  BULWARK_E_CLUSTER_AGENT: {
+    exit: ExitCode.failure,
+    doc: 'the node agent could not start (REST port busy, loop too slow for the TTL) or could not bootstrap',
   },
 } as const;
 registerErrorCodes(ClusterErrorCodes);

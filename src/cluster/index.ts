@@ -10,6 +10,7 @@ export { AmbiguousCommitError, ClusterError, ClusterErrorCodes } from './errors.
 export { formatHistory, type HistoryEntry, readHistory } from './history.js';
 export {
   type ClusterState,
+  crashNode,
   destroyCluster,
   type InitOptions,
   initCluster,
@@ -32,5 +33,5 @@ export {
 } from './monitor/tick.js';
 export { ClusterPool, type ClusterPoolOptions, createClusterPool, type QueryOptions } from './pool.js';
 export { type NodeObservation, type NodeStatus, type ProbeTarget, probeAll, probeNode, summarize } from './probe.js';
-export { clusterStatus, formatStatusTable, localTargets } from './status.js';
+export { clusterStatus, formatStatusTable, localConnectionStrings, localTargets } from './status.js';
 export { requestSwitchover } from './switchover-client.js';

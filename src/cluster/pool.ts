@@ -65,6 +65,15 @@ function connectionLevel(err: any): boolean {
 type Callback = (err: Error | null, result?: pg.QueryResult) => void;
 
 /**
+ * A read that gets no answer in this time (node-postgres `query_timeout`, set it to change this) fails on
+ * that node and is retried on another one. Without a bound, a read on a pooled connection to a replica
+ * that froze or was cut off by the network waits for the whole outage: no RST ever comes.
+ */
+export const DEFAULT_READ_TIMEOUT_MS = 10_000;
+/** node-postgres `connectionTimeoutMillis` unless set: a connect that gets no answer fails over to another node. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 2000;
+
+/**
  * A pg.Pool-compatible pool that routes: writes and transactions to the primary, reads to replicas
  * within the lag bounds. It only follows the topology (from the monitor, or by probing
  * pg_is_in_recovery()); it never promotes anything.
@@ -393,7 +402,7 @@ export class ClusterPool extends EventEmitter {
           this.emit('fallback', { reason: 'read-your-writes timeout', node: this.nameOf(key) });
           break;
         }
-        const r = await client.query(text as any, values as any[]);
+        const r = await client.query(this.bounded(text), values as any[]);
         client.release();
         this.m.queries.inc({ kind: 'read', node: this.nameOf(key), role: 'replica' });
         this.emit('route', { kind: 'read', node: this.nameOf(key) });
@@ -414,7 +423,7 @@ export class ClusterPool extends EventEmitter {
       try {
         const client = await this.poolFor(key).connect();
         try {
-          const r = await client.query(text as any, values as any[]);
+          const r = await client.query(this.bounded(text), values as any[]);
           client.release();
           this.m.queries.inc({ kind: 'read', node: this.nameOf(key), role: 'primary' });
           this.emit('route', { kind: 'read', node: this.nameOf(key), fallback: true });
@@ -425,19 +434,28 @@ export class ClusterPool extends EventEmitter {
             throw err;
           }
           client.release(err as Error);
+          // No answer within query_timeout from the last resort: report it (a slow read is not a lost primary).
+          if ((err as Error).message === 'Query read timeout') throw err;
           this.lostPrimary(key, err);
         }
       } catch (err) {
-        if (err instanceof Error && !connectionLevel(err)) throw err;
+        if (err instanceof Error && (!connectionLevel(err) || err.message === 'Query read timeout')) throw err;
         this.lostPrimary(key, err);
       }
     }
   }
 
+  /** The read as a query config bounded by query_timeout (the user's, else DEFAULT_READ_TIMEOUT_MS). */
+  private bounded(text: string | pg.QueryConfig): pg.QueryConfig {
+    const query_timeout = this.opts.query_timeout ?? DEFAULT_READ_TIMEOUT_MS;
+    if (typeof text === 'string') return { text, query_timeout } as pg.QueryConfig;
+    return { query_timeout, ...text } as pg.QueryConfig;
+  }
+
   private async caughtUp(client: pg.PoolClient, lsn: string, timeoutMs: number): Promise<boolean> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const r = await client.query('SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok', [lsn]);
+      const r = await client.query(this.bounded('SELECT pg_last_wal_replay_lsn() >= $1::pg_lsn AS ok'), [lsn]);
       if (r.rows[0].ok) return true;
       if (Date.now() > deadline) return false;
       await new Promise((res) => setTimeout(res, 5));
@@ -475,7 +493,7 @@ export class ClusterPool extends EventEmitter {
       registry,
       ...pgOpts
     } = this.opts ?? ({} as ClusterPoolOptions);
-    return { connectionTimeoutMillis: 2000, ...pgOpts };
+    return { connectionTimeoutMillis: DEFAULT_CONNECT_TIMEOUT_MS, ...pgOpts };
   }
 
   private configFor(key: string): pg.PoolConfig {

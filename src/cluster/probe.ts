@@ -37,6 +37,14 @@ export interface NodeObservation {
   }>;
   /** Server clock at the probe (epoch seconds). */
   serverNow?: number;
+  /**
+   * What the node's own host knows about its PostgreSQL process (filled in by a monitor or agent running
+   * there; undefined when the node is remote): whether the postmaster runs and, when it does not, whether
+   * it crashed (pg_control not "shut down") or was stopped cleanly on purpose.
+   */
+  local?: { running: boolean; crashed: boolean };
+  /** Its replication slots (pg_replication_slots), on primaries and replicas. */
+  slots?: Array<{ name: string; type: string; restartLsn: string | null; active: boolean }>;
 }
 
 export interface ProbeTarget {
@@ -59,6 +67,7 @@ const PROBE_SQL = `SELECT pg_is_in_recovery() AS in_recovery,
   current_setting('synchronous_standby_names') AS sync_names`;
 const RECEIVER_SQL = `SELECT status, received_tli, sender_host, sender_port,
   extract(epoch from last_msg_receipt_time)::float8 AS last_msg FROM pg_stat_wal_receiver`;
+const SLOTS_SQL = 'SELECT slot_name, slot_type, restart_lsn::text AS restart_lsn, active FROM pg_replication_slots';
 const REPLICATION_SQL = `SELECT application_name, state, flush_lsn::text, replay_lsn::text,
   extract(epoch from replay_lag)::float8 AS replay_lag, sync_state FROM pg_stat_replication`;
 
@@ -115,6 +124,12 @@ export async function probeNode(target: ProbeTarget, timeoutMs = 1000): Promise<
         syncState: r.sync_state,
       }));
     }
+    obs.slots = (await client.query(SLOTS_SQL)).rows.map((r) => ({
+      name: r.slot_name,
+      type: r.slot_type,
+      restartLsn: r.restart_lsn,
+      active: r.active,
+    }));
     return obs;
   } catch (err) {
     return { ...base, reachable: false, error: (err as Error).message || String(err) };

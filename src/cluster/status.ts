@@ -54,3 +54,12 @@ export function formatStatusTable(nodes: NodeStatus[]): string {
   for (const n of nodes) if (n.error) out.push(`${n.name}: ${n.error}`);
   return `${out.join('\n')}\n`;
 }
+
+/**
+ * Connection strings of every node of a local cluster, for createClusterPool({ nodes }). No password
+ * in them: with `--auth scram` set PGPASSFILE to the folder's pgpass (node-postgres reads it).
+ */
+export function localConnectionStrings(dir: string, database = 'postgres'): string[] {
+  const spec = readSpec(dir);
+  return spec.nodes.map((n) => `postgresql://postgres@${spec.host}:${n.port}/${encodeURIComponent(database)}`);
+}

@@ -37,6 +37,8 @@ export const clusterConfigSchema = z
         httpPort: z.number().int().min(0).max(65535).optional(),
         webhooks: z.array(z.url()).optional(),
         rejoin: z.boolean().optional(),
+        /** Permanent physical replication slots kept on every node (--slot). */
+        permanentSlots: z.array(z.string().regex(/^[a-z0-9_]{1,63}$/, 'slot names are 1-63 of a-z, 0-9, _')).optional(),
         etcd: z
           .object({
             hosts: z.array(z.url()).min(1),

@@ -1,6 +1,7 @@
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { OrderStore } from './orders.js';
 import { PRODUCTS, PRODUCTS_PAGE, searchProducts, validateOrder } from './shop.js';
 
 export interface DemoServerOptions {
@@ -17,6 +18,15 @@ export interface DemoServerOptions {
   label?: string;
   /** Random source for fault injection (tests pass a seeded one). */
   random?: () => number;
+  /** Keep orders here (e.g. PostgreSQL) instead of in memory; a failed store answers 503. */
+  orders?: OrderStore;
+  /**
+   * Sign bearer tokens with this secret, so every instance sharing it accepts every token (a user
+   * keeps working when a deploy moves them to another instance). Without it tokens live in memory.
+   */
+  tokenSecret?: string;
+  /** Status /health answers (default 200); 503 makes a release that fails its health checks. */
+  healthStatus?: number;
 }
 
 export interface DemoServer {
@@ -50,7 +60,26 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
 
   const baseHeaders = { 'content-type': 'application/json', 'x-served-by': label };
   const productsBody = Buffer.from(PRODUCTS_PAGE);
-  const healthBody = Buffer.from(JSON.stringify({ status: 'ok', label }));
+  const healthStatus = options.healthStatus ?? 200;
+  const healthBody = Buffer.from(JSON.stringify({ status: healthStatus < 400 ? 'ok' : 'failing', label }));
+  const secret = options.tokenSecret;
+  const sign = (payload: string) => createHmac('sha256', secret!).update(payload).digest('base64url');
+
+  /** A signed token: base64url(email) "." HMAC. */
+  function issueToken(email: string): string {
+    const payload = Buffer.from(email).toString('base64url');
+    return `${payload}.${sign(payload)}`;
+  }
+
+  function verifiedEmail(token: string): string | undefined {
+    const dot = token.indexOf('.');
+    if (dot <= 0) return undefined;
+    const payload = token.slice(0, dot);
+    const given = Buffer.from(token.slice(dot + 1));
+    const wanted = Buffer.from(sign(payload));
+    if (given.length !== wanted.length || !timingSafeEqual(given, wanted)) return undefined;
+    return Buffer.from(payload, 'base64url').toString('utf8');
+  }
 
   /** Milliseconds until the current stall ends, or 0 when the server is answering. */
   function stallRemaining(now: number): number {
@@ -75,7 +104,15 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
   function sessionOf(req: IncomingMessage): Session | undefined {
     const auth = req.headers.authorization;
     if (!auth?.startsWith('Bearer ')) return undefined;
-    return sessions.get(auth.slice(7));
+    const token = auth.slice(7);
+    const known = sessions.get(token);
+    if (known || !secret) return known;
+    const email = verifiedEmail(token);
+    if (email === undefined) return undefined;
+    if (sessions.size >= MAX_SESSIONS) sessions.delete(sessions.keys().next().value!);
+    const session: Session = { email, orders: [] };
+    sessions.set(token, session);
+    return session;
   }
 
   async function readJson(req: IncomingMessage): Promise<unknown> {
@@ -96,7 +133,7 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
     const path = q === -1 ? url : url.slice(0, q);
     const method = req.method ?? 'GET';
 
-    if (path === '/health') return send(res, 200, healthBody);
+    if (path === '/health') return send(res, healthStatus, healthBody);
 
     if (latencyMs > 0) await new Promise((r) => setTimeout(r, latencyMs));
     if (errorRate > 0 && path.startsWith('/api/') && random() < errorRate) {
@@ -119,7 +156,7 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
         return send(res, 400, '{"error":"email and password required"}');
       }
       if (sessions.size >= MAX_SESSIONS) sessions.delete(sessions.keys().next().value!);
-      const token = randomBytes(16).toString('hex');
+      const token = secret ? issueToken(body.email) : randomBytes(16).toString('hex');
       sessions.set(token, { email: body.email, orders: [] });
       return send(res, 200, JSON.stringify({ access_token: token, token_type: 'bearer', expires_in: 3600 }));
     }
@@ -131,7 +168,15 @@ export async function startDemoServer(options: DemoServerOptions = {}): Promise<
       }
       const order = validateOrder(await readJson(req));
       if (typeof order === 'string') return send(res, 400, JSON.stringify({ error: order }));
-      const order_id = `ord_${++orderSeq}`;
+      let order_id: string;
+      if (options.orders) {
+        try {
+          order_id = await options.orders.create({ email: session.email, ...order });
+        } catch (err) {
+          // not acknowledged: the client must not count on this order (it may or may not exist)
+          return send(res, 503, JSON.stringify({ error: `order not stored: ${(err as Error).message}` }));
+        }
+      } else order_id = `ord_${++orderSeq}`;
       session.orders.push({ order_id, items: order.items, created_at: new Date().toISOString() });
       if (session.orders.length > MAX_ORDERS_KEPT) session.orders.shift();
       return send(res, 201, JSON.stringify({ order_id, status: 'created' }));

@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -27,7 +27,16 @@ export class BundleFailure extends Error {
  * works with no install next to it, and the scenario shares module state (metric registries) with
  * the runtime that loads it. Other bare imports resolve from the file's own folder as usual.
  */
-export async function bundleUserFile(entry: string): Promise<{ code: string }> {
+export async function bundleUserFile(
+  entry: string,
+  options: {
+    /**
+     * Leave `bulwark` imports bare, for code that runs on another machine (a remote load worker): it
+     * resolves them to its own install. By default they point at this package's files.
+     */
+    bareBulwark?: boolean;
+  } = {},
+): Promise<{ code: string }> {
   const absEntry = resolve(entry);
   // Loaded on demand: a command that bundles nothing should not pay esbuild's memory.
   const { build } = await import('esbuild');
@@ -44,9 +53,29 @@ export async function bundleUserFile(entry: string): Promise<{ code: string }> {
       logLevel: 'silent',
       plugins: [
         {
+          // The bundle runs from a temp folder: `import.meta.url` (and dirname/filename) in the user's
+          // own files must still name those files, so test data next to a scenario can be read.
+          name: 'bulwark-import-meta',
+          setup(build: esbuild.PluginBuild) {
+            build.onLoad({ filter: /\.[cm]?[jt]sx?$/ }, (args: esbuild.OnLoadArgs) => {
+              if (args.path.includes('/node_modules/')) return undefined;
+              const source = readFileSync(args.path, 'utf8');
+              if (!source.includes('import.meta.')) return undefined;
+              const ext = /\.([cm]?)([jt]sx?)$/.exec(args.path)!;
+              const loader = (ext[2] === 'tsx' ? 'tsx' : ext[2] === 'jsx' ? 'jsx' : ext[2]) as esbuild.Loader;
+              const contents = source
+                .replace(/\bimport\.meta\.url\b/g, JSON.stringify(pathToFileURL(args.path).href))
+                .replace(/\bimport\.meta\.dirname\b/g, JSON.stringify(dirname(args.path)))
+                .replace(/\bimport\.meta\.filename\b/g, JSON.stringify(args.path));
+              return { contents, loader, resolveDir: dirname(args.path) };
+            });
+          },
+        },
+        {
           name: 'bulwark-self',
           setup(build: esbuild.PluginBuild) {
             build.onResolve({ filter: /^bulwark(\/[a-z-]+)?$/ }, (args: esbuild.OnResolveArgs) => {
+              if (options.bareBulwark) return { path: args.path, external: true };
               const sub = args.path === 'bulwark' ? 'index.js' : `${args.path.slice('bulwark/'.length)}/index.js`;
               return { path: pathToFileURL(join(distDir, sub)).href, external: true };
             });

@@ -140,6 +140,8 @@ export interface ScenarioDefinition<SetupData = any> {
   tags?: Record<string, string>;
   /** Default request timeout (default '60s'). */
   timeout?: Duration;
+  /** Redirects every request follows unless it says otherwise (default 10; 0 turns following off). */
+  redirects?: number;
   /** Once before the load, in the main thread; its result is `vu.data` and teardown's argument. */
   setup?: () => SetupData | Promise<SetupData>;
   teardown?: (data: SetupData) => unknown | Promise<unknown>;

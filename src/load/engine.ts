@@ -21,6 +21,8 @@ export interface EngineOptions {
   seed?: number;
   defaultTimeoutMs: number;
   tags?: Record<string, string>;
+  /** What data() loaded in the main thread: worker threads and remote workers use it instead of loading. */
+  sharedData?: Record<string, unknown>;
   /** Called about once a second, and once at the end, with the changes since the previous call. */
   onFlush(message: FlushMessage): void;
   flushIntervalMs?: number;
@@ -73,6 +75,11 @@ class VirtualUser implements VU {
   state: Record<string, any> = {};
   started = false;
   readonly stop = new StopSignal();
+  /**
+   * Ends vu.sleep() early only when the VU is interrupted: think time inside a task lasts its full
+   * length after a stop is requested (the iteration finishes as written, within its grace period).
+   */
+  readonly interruption = new StopSignal();
   /** Set when the VU was interrupted (graceful period over): its requests are aborted. */
   interrupted = false;
   loop: Promise<void> | undefined;
@@ -111,7 +118,7 @@ class VirtualUser implements VU {
   }
 
   sleep(seconds: number): Promise<void> {
-    return this.stop.sleep(seconds * 1000);
+    return this.interruption.sleep(seconds * 1000);
   }
 }
 
@@ -184,7 +191,12 @@ export class Engine {
   constructor(private readonly o: EngineOptions) {
     const store = resetThreadStore();
     this.metrics = new ThreadMetrics(store, { ...o.tags });
-    this.ctx = { baseUrl: o.baseUrl, defaultTimeoutMs: o.defaultTimeoutMs, recorder: this.metrics.forUser('') };
+    this.ctx = {
+      baseUrl: o.baseUrl,
+      defaultTimeoutMs: o.defaultTimeoutMs,
+      recorder: this.metrics.forUser(''),
+      maxRedirects: o.scenario.redirects,
+    };
     this.types = o.scenario.users.map((def) => {
       const tasks = def.tasks.map((t, i) =>
         typeof t === 'function'
@@ -290,7 +302,8 @@ export class Engine {
   private interrupt(vu: VirtualUser): void {
     vu.interrupted = true;
     vu.stop.stop();
-    void vu.http.close();
+    vu.interruption.stop();
+    void vu.http.interrupt();
   }
 
   private async waitGrace(vus: VirtualUser[], loops: Array<Promise<unknown>>, graceMs: number): Promise<void> {

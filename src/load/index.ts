@@ -20,8 +20,10 @@ export {
   type VU,
   type Wait,
 } from './api.js';
-export type { HttpClient, HttpResponse, RequestOptions, Timings } from './http/types.js';
+export { data } from './data.js';
+export type { BatchRequest, HttpClient, HttpResponse, RequestOptions, Timings } from './http/types.js';
 export { Counter, Gauge, Rate, Trend } from './metrics/custom.js';
+export { uplotAssets } from './reporters/html.js';
 export { formatSummary, liveView } from './reporters/terminal.js';
 export { type LoadResult, type Progress, type RunLoadOptions, runLoad } from './runner.js';
 export type { EndpointSummary, Summary } from './summary.js';

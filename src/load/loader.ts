@@ -4,6 +4,7 @@ import { dirname, join, relative, resolve } from 'node:path';
 import { BundleFailure, bundleUserFile, distDir, importBundled } from '../lib/bundle.js';
 import { BulwarkError, UsageError } from '../lib/errors.js';
 import type { ScenarioDefinition } from './api.js';
+import { resetData } from './data.js';
 
 export interface LoadedScenario {
   definition: ScenarioDefinition;
@@ -80,7 +81,7 @@ function fail(file: string, message: string): never {
   throw new UsageError(`${shown(file)}: ${message}`, 'BULWARK_E_SCENARIO');
 }
 
-const TOP_KEYS = ['host', 'users', 'load', 'thresholds', 'tags', 'timeout', 'setup', 'teardown'];
+const TOP_KEYS = ['host', 'users', 'load', 'thresholds', 'tags', 'timeout', 'redirects', 'setup', 'teardown'];
 const USER_KEYS = ['name', 'weight', 'wait', 'onStart', 'onStop', 'tasks'];
 
 /** Structural validation: every mistake names the file and the key. */
@@ -119,6 +120,8 @@ export function validateScenario(def: unknown, file: string): asserts def is Sce
         fail(file, `${at}.tasks[${j}].weight must be a number > 0`);
     });
   });
+  if (d.redirects !== undefined && !(Number.isInteger(d.redirects) && (d.redirects as number) >= 0))
+    fail(file, `redirects must be a whole number >= 0 (got ${JSON.stringify(d.redirects)})`);
   for (const hook of ['setup', 'teardown'])
     if (d[hook] !== undefined && typeof d[hook] !== 'function') fail(file, `${hook} must be a function`);
   if (
@@ -153,6 +156,8 @@ export async function loadScenarioFile(path: string, options: { typecheck?: bool
   // Map exceptions thrown in tasks back to the user's TypeScript lines.
   process.setSourceMapsEnabled(true);
   let imported: Awaited<ReturnType<typeof importBundled>>;
+  // data() loaders run during this import, once for the whole run.
+  resetData();
   try {
     imported = await importBundled(code, { keep: true, name: 'scenario' });
   } catch (err) {

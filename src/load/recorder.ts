@@ -44,6 +44,7 @@ export class ThreadMetrics {
   readonly dataSent: Series;
   readonly dataReceived: Series;
   readonly dropped: Series;
+  readonly interruptedRequests: Series;
   endpointGroups = 0;
   /** Set when a hard stop begins: samples of interrupted work are not counted. */
   muted = false;
@@ -55,6 +56,7 @@ export class ThreadMetrics {
     this.dataSent = store.get('data_sent', 'counter', { ...globalTags });
     this.dataReceived = store.get('data_received', 'counter', { ...globalTags });
     this.dropped = store.get('dropped_iterations', 'counter', { ...globalTags });
+    this.interruptedRequests = store.get('interrupted_requests', 'counter', { ...globalTags });
   }
 
   forUser(userType: string): UserRecorder {
@@ -162,6 +164,11 @@ export class UserRecorder implements RequestRecorder {
       t.intervalFailures++;
       t.error('request', s.failure ?? 'failed', s.name);
     }
+  }
+
+  /** Counted even after a hard stop began: it is what the hard stop did. */
+  interrupted(): void {
+    this.thread.interruptedRequests.add(1);
   }
 
   private newGroup(s: RequestSample, name: string): HttpGroup {

@@ -1,19 +1,22 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { basename } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { parseDuration } from '../config/duration.js';
-import { BulwarkError, UsageError } from '../lib/errors.js';
+import { bundleUserFile } from '../lib/bundle.js';
+import { UsageError } from '../lib/errors.js';
 import { Aggregate } from './aggregate.js';
 import type { ScenarioDefinition } from './api.js';
-import { startRemote } from './distributed/remote.js';
+import { loadedData } from './data.js';
+import { startRemote, WorkerLost } from './distributed/remote.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { type LoadOverrides, type Plan, planLoad } from './executors/plan.js';
 import { lineOf, loadScenarioFile } from './loader.js';
 import { declaredMetrics } from './metrics/custom.js';
 import type { FlushMessage } from './recorder.js';
-import { buildSummary, type Summary } from './summary.js';
+import { buildSummary, type Summary, type WorkerLoss } from './summary.js';
 import { evaluateThresholds, hasSamples, parseThresholds, type Threshold } from './thresholds.js';
+import { bulwarkVersion } from './version.js';
 
 export interface RunLoadOptions extends LoadOverrides {
   /** A scenario file path (any folder), or a scenario({...}) object for library use. */
@@ -40,6 +43,14 @@ export interface RunLoadOptions extends LoadOverrides {
   remoteWorkers?: string[];
   /** Token the remote workers expect (BULWARK_WORKER_TOKEN). */
   workerToken?: string;
+  /**
+   * A worker (thread or remote) that dies mid-run: 'continue' (default) finishes the run with the
+   * others, 'abort' stops it (exit code 1). Either way its metrics up to its last flush are kept and
+   * the loss is in the summary.
+   */
+  onWorkerLoss?: 'abort' | 'continue';
+  /** Called when a worker is lost (the CLI prints it). */
+  onWorkerLost?: (loss: WorkerLoss) => void;
 }
 
 export interface Progress {
@@ -51,7 +62,7 @@ export interface Progress {
 export interface LoadResult {
   summary: Summary;
   thresholdsPassed: boolean;
-  /** 0, or 99 when a threshold was crossed. */
+  /** 0; 99 when a threshold was crossed; 1 when a worker was lost with onWorkerLoss 'abort' (or all were). */
   exitCode: number;
   plan: Plan;
 }
@@ -130,13 +141,15 @@ function workerCount(o: RunLoadOptions, prepared: Prepared): number {
 }
 
 interface RunningEngine {
+  /** How the loss of this share is reported: the remote worker's URL or "worker thread N". */
+  name: string;
   stop(): void;
   done: Promise<void>;
 }
 
 function startInThread(opts: EngineOptions): RunningEngine {
   const engine = new Engine(opts);
-  return { stop: () => engine.requestStop(), done: engine.run() };
+  return { name: 'main thread', stop: () => engine.requestStop(), done: engine.run() };
 }
 
 function startWorker(
@@ -145,18 +158,17 @@ function startWorker(
   onFlush: (m: FlushMessage) => void,
 ): RunningEngine {
   const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: { ...opts, bundlePath } });
+  const name = `worker thread ${opts.workerIndex + 1}`;
   const done = new Promise<void>((resolve, reject) => {
     worker.on('message', (m: { type: string; message?: any }) => {
       if (m.type === 'flush') onFlush(m.message);
       else if (m.type === 'done') resolve();
-      else if (m.type === 'error') reject(new BulwarkError('BULWARK_E_INTERNAL', `worker failed: ${m.message}`));
+      else if (m.type === 'error') reject(new WorkerLost(name, `failed: ${m.message}`));
     });
-    worker.on('error', reject);
-    worker.on('exit', (code) =>
-      code === 0 ? resolve() : reject(new BulwarkError('BULWARK_E_INTERNAL', `worker exited with ${code}`)),
-    );
+    worker.on('error', (err) => reject(new WorkerLost(name, `failed: ${err.message}`)));
+    worker.on('exit', (code) => (code === 0 ? resolve() : reject(new WorkerLost(name, `exited with ${code}`))));
   });
-  return { stop: () => worker.postMessage({ type: 'stop' }), done: done.finally(() => worker.terminate()) };
+  return { name, stop: () => worker.postMessage({ type: 'stop' }), done: done.finally(() => worker.terminate()) };
 }
 
 /**
@@ -176,8 +188,14 @@ export async function runLoad(o: RunLoadOptions): Promise<LoadResult> {
 async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
   const n = workerCount(o, p);
   const env = { ...process.env, ...o.env };
+  // Remote workers get the scenario with bare `bulwark` imports: they resolve them to their own install.
+  const remoteCode = o.remoteWorkers?.length ? (await bundleUserFile(p.file!, { bareBulwark: true })).code : undefined;
   const setupData = p.definition.setup ? await p.definition.setup() : undefined;
   const agg = new Aggregate();
+  const policy = o.onWorkerLoss ?? 'continue';
+  if (policy !== 'abort' && policy !== 'continue')
+    throw new UsageError(`--on-worker-loss: "${String(policy)}" must be abort or continue`);
+  const losses: WorkerLoss[] = [];
   let aborted = false;
   const engines: RunningEngine[] = [];
   const stopAll = () => {
@@ -194,6 +212,7 @@ async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
     seed: o.seed,
     defaultTimeoutMs: p.defaultTimeoutMs,
     tags: p.definition.tags,
+    sharedData: loadedData(),
   };
   const abortedThresholds = new Set<number>();
   const evaluateLive = () => {
@@ -225,8 +244,9 @@ async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
         const remoteOpts = {
           ...opts,
           env: { ...o.env },
-          code: readFileSync(p.bundlePath!, 'utf8'),
+          code: remoteCode!,
           scenarioName: basename(p.file ?? 'scenario'),
+          bulwarkVersion: bulwarkVersion(),
         };
         engines.push(startRemote(o.remoteWorkers[w]!, remoteOpts, o.workerToken, (m) => agg.add(w, m)));
       } else if (n === 1)
@@ -234,12 +254,23 @@ async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
       else engines.push(startWorker(p.bundlePath!, opts, (m) => agg.add(w, m)));
     }
     if (o.signal?.aborted) stopAll();
-    // One failed share stops the others, then the failure is reported.
+    // A share lost mid-run is recorded (its merged deltas stay); the others go on unless the policy
+    // is 'abort'. Any other failure (a worker refusing the run) stops the others and is reported.
     await Promise.all(
       engines.map((e) =>
         e.done.catch((err) => {
-          stopAll();
-          throw err;
+          if (!(err instanceof WorkerLost)) {
+            stopAll();
+            throw err;
+          }
+          const loss: WorkerLoss = {
+            worker: err.worker,
+            atSeconds: Math.round(agg.elapsedMs() / 100) / 10,
+            error: err.message,
+          };
+          losses.push(loss);
+          o.onWorkerLost?.(loss);
+          if (policy === 'abort') stopAll();
         }),
       ),
     );
@@ -250,8 +281,9 @@ async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
   const durationSeconds = agg.elapsedMs() / 1000;
   if (p.definition.teardown) await p.definition.teardown(setupData);
   const thresholdResults = evaluateThresholds(p.thresholds, agg.store, durationSeconds);
-  const summary = buildSummary(agg, durationSeconds, thresholdResults, aborted);
+  const summary = buildSummary(agg, durationSeconds, thresholdResults, aborted, losses);
   if (o.summaryJson) writeFileSync(o.summaryJson, `${JSON.stringify(summary, null, 2)}\n`);
   const thresholdsPassed = thresholdResults.every((r) => r.ok);
-  return { summary, thresholdsPassed, exitCode: thresholdsPassed ? 0 : 99, plan: p.plan };
+  const failedByLoss = losses.length > 0 && (policy === 'abort' || losses.length === engines.length);
+  return { summary, thresholdsPassed, exitCode: failedByLoss ? 1 : thresholdsPassed ? 0 : 99, plan: p.plan };
 }

@@ -23,6 +23,15 @@ export interface EndpointSummary {
   latencyMs: LatencyMs;
 }
 
+/** A worker (remote or thread) that died or disconnected mid-run; its metrics up to then are kept. */
+export interface WorkerLoss {
+  /** The remote worker's URL, or "worker thread N". */
+  worker: string;
+  /** Seconds into the run when the loss was noticed. */
+  atSeconds: number;
+  error: string;
+}
+
 /** `--summary-json` (schema version 1, ARCHITECTURE.md). Fields may be added, never changed. */
 export interface Summary {
   version: 1;
@@ -33,11 +42,14 @@ export interface Summary {
   metrics: Record<string, Record<string, number | string>>;
   thresholds: ThresholdResult[];
   droppedIterations: number;
+  /** Requests abandoned when their VU's grace period ran out (ramp-down, end of run): not timed, not failures. */
+  interruptedRequests: number;
   iterations: number;
   vusMax: number;
   errors: ErrorRow[];
-  /** True when the run was stopped early (Ctrl-C, abortOnFail). */
+  /** True when the run was stopped early (Ctrl-C, abortOnFail, a lost worker with --on-worker-loss abort). */
   aborted: boolean;
+  workerLosses: WorkerLoss[];
   timeline: TimelinePoint[];
 }
 
@@ -81,13 +93,14 @@ function metricSummary(type: MetricType, view: MetricView, seconds: number): Rec
   }
 }
 
-const HTTP_METRICS = new Set(['http_reqs', 'http_req_duration', 'http_req_failed', 'checks']);
+const HTTP_METRICS = new Set(['http_reqs', 'http_req_duration', 'http_req_failed', 'checks', 'interrupted_requests']);
 
 export function buildSummary(
   agg: Aggregate,
   durationSeconds: number,
   thresholds: ThresholdResult[],
   aborted: boolean,
+  workerLosses: WorkerLoss[] = [],
 ): Summary {
   const store = agg.store;
   const seconds = Math.max(durationSeconds, 1e-9);
@@ -147,10 +160,12 @@ export function buildSummary(
     metrics,
     thresholds,
     droppedIterations: Math.round(store.view('dropped_iterations')?.sum ?? 0),
+    interruptedRequests: Math.round(store.view('interrupted_requests')?.sum ?? 0),
     iterations: Math.round(store.view('iterations')?.sum ?? 0),
     vusMax: agg.maxVus,
     errors: [...agg.errors.values()].sort((a, b) => b.count - a.count),
     aborted,
+    workerLosses,
     timeline: agg.timeline,
   };
 }

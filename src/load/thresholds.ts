@@ -51,6 +51,7 @@ export const BUILTIN_METRICS: Record<string, MetricType> = {
   data_received: 'counter',
   checks: 'rate',
   dropped_iterations: 'counter',
+  interrupted_requests: 'counter',
 };
 
 const KEY_RE = /^([A-Za-z_][A-Za-z0-9_.-]*)(?:\{([^}]*)\})?$/;

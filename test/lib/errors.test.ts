@@ -11,6 +11,7 @@ describe('error registry', () => {
       import('../../src/backup/index.js'),
       import('../../src/cluster/index.js'),
       import('../../src/deploy/index.js'),
+      import('../../src/drill/index.js'),
     ]);
     const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
     const missing = Object.keys(allErrorCodes()).filter((code) => !readme.includes(`\`${code}\``));

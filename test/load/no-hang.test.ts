@@ -37,7 +37,7 @@ export default scenario({
 `,
     );
     const out = join(dir, 'throws.json');
-    const r = await runCli(['load', file, '--quiet', '--summary-json', out], { timeoutMs: 30_000 });
+    const r = await runCli(['load', file, '--quiet', '--summary-json', out], { timeoutMs: 90_000 });
     expect(r.code).toBe(0);
     const s = JSON.parse(readFileSync(out, 'utf8'));
     expect(s.aborted).toBe(false);
@@ -56,7 +56,7 @@ export default scenario({
 `,
     );
     const out = join(dir, 'nohost.json');
-    const r = await runCli(['load', file, '--quiet', '--summary-json', out], { timeoutMs: 30_000 });
+    const r = await runCli(['load', file, '--quiet', '--summary-json', out], { timeoutMs: 90_000 });
     expect(r.code).toBe(0);
     const s = JSON.parse(readFileSync(out, 'utf8'));
     expect(s.errors[0].error).toMatch(/relative URL "\/api\/products" but the scenario has no host/);
@@ -75,7 +75,7 @@ export default scenario({
       );
       const out = join(dir, `spin-${signal}.json`);
       const r = await runCli(['load', file, '--summary-json', out], {
-        timeoutMs: 30_000,
+        timeoutMs: 90_000,
         onSpawn: (child) => {
           child.stderr!.on('data', (d: Buffer) => {
             if (d.toString().includes('running ')) setTimeout(() => child.kill(signal), 1000);
@@ -109,7 +109,7 @@ export default scenario({
     );
     const out = join(dir, 'late-check.json');
     const r = await runCli(['load', file, '--quiet', '--host', server.url, '--summary-json', out], {
-      timeoutMs: 30_000,
+      timeoutMs: 90_000,
     });
     expect(r.code).toBe(0);
     const s = JSON.parse(readFileSync(out, 'utf8'));

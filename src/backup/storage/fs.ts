@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
-import { chown, mkdir, open, readdir, rename, rm, stat } from 'node:fs/promises';
+import { chown, mkdir, open, readdir, rename, rm, rmdir, stat } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -168,5 +168,58 @@ export class FsStorage implements StorageDriver {
 
   async delete(keys: string[]): Promise<void> {
     for (const key of keys) await rm(this.path(key), { force: true });
+  }
+
+  async assertRepository(): Promise<void> {
+    const st = await stat(this.root).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT')
+        throw new BackupError('BULWARK_E_STORAGE', `repository folder ${this.root} does not exist (not mounted?)`);
+      throw new BackupError('BULWARK_E_STORAGE', `cannot read repository folder ${this.root}: ${err.message}`, {
+        cause: err,
+      });
+    });
+    if (!st.isDirectory()) throw new BackupError('BULWARK_E_STORAGE', `repository ${this.root} is not a folder`);
+    const entries = await readdir(this.root).catch((err: Error) => {
+      throw new BackupError('BULWARK_E_STORAGE', `cannot read repository folder ${this.root}: ${err.message}`, {
+        cause: err,
+      });
+    });
+    if (!entries.includes('wal') && !entries.includes('backups'))
+      throw new BackupError(
+        'BULWARK_E_STORAGE',
+        `repository folder ${this.root} holds no wal/ or backups/ (empty: not mounted, or the wrong folder?)`,
+      );
+  }
+
+  /** Temp files of puts that never finished (a process killed with -9, a crash): invisible to list. */
+  async listLeftovers(prefix: string): Promise<StoredObject[]> {
+    const out: StoredObject[] = [];
+    const walk = async (dir: string): Promise<void> => {
+      const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+      for (const e of entries) {
+        const full = join(dir, e.name);
+        if (e.isDirectory()) await walk(full);
+        else if (e.name.includes(TMP_MARK)) {
+          const key = relative(this.root, full).split(sep).join('/');
+          if (!key.startsWith(prefix)) continue;
+          const st = await stat(full).catch(() => undefined);
+          if (st) out.push({ key, size: st.size, modified: st.mtime });
+        }
+      }
+    };
+    await walk(this.root);
+    return out.sort((a, b) => (a.key < b.key ? -1 : 1));
+  }
+
+  async removeLeftovers(keys: string[]): Promise<void> {
+    const dirs = new Set<string>();
+    for (const key of keys) {
+      if (!key.includes(TMP_MARK)) throw new BackupError('BULWARK_E_STORAGE', `${key} is not a leftover temp file`);
+      const path = this.path(key);
+      await rm(path, { force: true });
+      dirs.add(dirname(path));
+    }
+    // a backup folder that held only the interrupted upload goes too (rmdir fails on a non-empty one)
+    for (const d of dirs) if (d.startsWith(join(this.root, 'backups') + sep)) await rmdir(d).catch(() => {});
   }
 }

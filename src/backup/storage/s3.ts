@@ -55,9 +55,25 @@ export class S3Storage implements StorageDriver {
 
   private fail(op: string, key: string, err: unknown): never {
     if (err instanceof BackupError) throw err;
-    const e = err as { name?: string; message?: string; $metadata?: { httpStatusCode?: number } };
+    const e = err as { name?: string; message?: string; code?: string; $metadata?: { httpStatusCode?: number } };
+    // a missing bucket is a repository that is not there, never "this object does not exist"
+    if (e.name === 'NoSuchBucket')
+      throw new BackupError(
+        'BULWARK_E_STORAGE',
+        `S3 ${op}: bucket ${this.bucket} does not exist (${this.description})`,
+        {
+          cause: err,
+        },
+      );
     if (e.name === 'NoSuchKey' || e.name === 'NotFound' || e.$metadata?.httpStatusCode === 404)
       throw new BackupError('BULWARK_E_NOT_FOUND', `${key} not found in ${this.description}`);
+    const net = networkCause(err);
+    if (net)
+      throw new BackupError(
+        'BULWARK_E_STORAGE',
+        `S3 endpoint ${this.options.endpoint ?? `of ${this.description}`} unreachable (${net}) during ${op} of ${key || this.description}`,
+        { cause: err },
+      );
     throw new BackupError(
       'BULWARK_E_STORAGE',
       `S3 ${op} ${this.description}${key} failed: ${e.name ?? ''} ${e.message ?? ''}`.trim(),
@@ -259,4 +275,20 @@ export class S3Storage implements StorageDriver {
       }
     }
   }
+}
+
+/** The network failure behind an SDK error (connection refused, DNS, timeout), or undefined. */
+function networkCause(err: unknown): string | undefined {
+  const codes = ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH'];
+  for (
+    let e = err as { code?: string; name?: string; cause?: unknown; errors?: unknown[] } | undefined, i = 0;
+    e && i < 5;
+    i++
+  ) {
+    if (e.code && codes.includes(e.code)) return e.code;
+    if (e.name === 'TimeoutError') return 'timeout';
+    const inner = e.errors?.[0] ?? e.cause;
+    e = inner as typeof e;
+  }
+  return undefined;
 }

@@ -22,6 +22,18 @@ export interface StorageDriver {
   head(key: string): Promise<{ size: number } | undefined>;
   list(prefix: string): Promise<StoredObject[]>;
   delete(keys: string[]): Promise<void>;
+  /**
+   * Fail (BULWARK_E_STORAGE) when the location holds no repository at all: a folder that does not
+   * exist or is empty (an unmounted mount point). Readers call it before answering "not found".
+   * Drivers whose list already fails when the place is unreachable (S3) need not implement it.
+   */
+  assertRepository?(): Promise<void>;
+  /**
+   * Leftovers of interrupted writes (fs: `*.bulwark-tmp-*` files; S3: incomplete multipart uploads)
+   * under `prefix`, with their age; removed by `removeLeftovers`.
+   */
+  listLeftovers?(prefix: string): Promise<StoredObject[]>;
+  removeLeftovers?(keys: string[]): Promise<void>;
 }
 
 export interface StoredObject {

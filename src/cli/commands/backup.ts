@@ -42,6 +42,12 @@ function compressionArg(v: string): 'zstd' | 'gzip' | 'none' {
   return v;
 }
 
+function targetTimelineArg(v: string): 'current' | 'latest' | number {
+  if (v === 'current' || v === 'latest') return v;
+  if (/^[1-9]\d{0,9}$/.test(v) && Number(v) <= 0xffffffff) return Number(v);
+  throw new UsageError(`--target-timeline: "${v}" must be current, latest or a timeline number`);
+}
+
 function dumpFormatArg(v: string): 'custom' | 'directory' {
   if (v !== 'custom' && v !== 'directory') throw new UsageError(`--format: "${v}" must be custom or directory`);
   return v;
@@ -212,39 +218,46 @@ export function registerBackupCommands(program: Command): void {
     const stop = new AbortController();
     const onSignal = () => stop.abort();
     if (opts.kind === 'logical') process.once('SIGINT', onSignal).once('SIGTERM', onSignal);
-    const m =
-      opts.kind === 'logical'
-        ? await b
-            .logicalBackup({
-              repo: c.repo,
-              pg: c.pg,
-              database: opts.database,
-              encoding: c.encoding,
-              label: opts.label,
-              format,
-              jobs: format === 'directory' ? (opts.jobs ?? c.cfg.logical?.jobs) : undefined,
-              onProgress: c.progress,
-              signal: stop.signal,
-              log: c.say,
-            })
-            .finally(() => process.off('SIGINT', onSignal).off('SIGTERM', onSignal))
-        : changesOnly
-          ? await b.incrementalBackup({
-              repo: c.repo,
-              pg: c.pg,
-              encoding: c.encoding,
-              label: opts.label,
-              onProgress: c.progress,
-              log: c.say,
-              type: changesOnly,
-            })
-          : await b.physicalBackup({
-              repo: c.repo,
-              pg: c.pg,
-              encoding: c.encoding,
-              label: opts.label,
-              onProgress: c.progress,
-            });
+    // one backup create (or expire) at a time per repository; a dead holder's lock is taken over
+    const lock = await b.acquireRepoLock(c.repo, 'backup create', { log: c.say });
+    let m: import('../../backup/index.js').BackupManifest;
+    try {
+      m =
+        opts.kind === 'logical'
+          ? await b
+              .logicalBackup({
+                repo: c.repo,
+                pg: c.pg,
+                database: opts.database,
+                encoding: c.encoding,
+                label: opts.label,
+                format,
+                jobs: format === 'directory' ? (opts.jobs ?? c.cfg.logical?.jobs) : undefined,
+                onProgress: c.progress,
+                signal: stop.signal,
+                log: c.say,
+              })
+              .finally(() => process.off('SIGINT', onSignal).off('SIGTERM', onSignal))
+          : changesOnly
+            ? await b.incrementalBackup({
+                repo: c.repo,
+                pg: c.pg,
+                encoding: c.encoding,
+                label: opts.label,
+                onProgress: c.progress,
+                log: c.say,
+                type: changesOnly,
+              })
+            : await b.physicalBackup({
+                repo: c.repo,
+                pg: c.pg,
+                encoding: c.encoding,
+                label: opts.label,
+                onProgress: c.progress,
+              });
+    } finally {
+      await lock.release().catch(() => {});
+    }
     const mibs = m.sizes.raw / 1048576 / (m.durationMs / 1000);
     if (m.incremental)
       c.say(
@@ -297,7 +310,14 @@ export function registerBackupCommands(program: Command): void {
     const m = await c.repo.resolveBackupId(id);
     const verify = await readVerify(c.repo, m.id);
     if (opts.json) {
-      console.log(JSON.stringify({ ...summary(m), objects: m.objects, lastVerify: verify ?? null }, null, 2));
+      const timelines = await c.repo.listHistories().catch(() => undefined);
+      console.log(
+        JSON.stringify(
+          { ...summary(m), objects: m.objects, timelines: timelines ?? null, lastVerify: verify ?? null },
+          null,
+          2,
+        ),
+      );
       return;
     }
     const s = summary(m);
@@ -327,6 +347,17 @@ export function registerBackupCommands(program: Command): void {
         ]);
       } else lines.push(['type', 'full']);
       lines.push(['timeline', String(m.pg.timeline)]);
+      const histories = await c.repo.listHistories().catch((err: Error) => {
+        lines.push(['timelines', `cannot read the history files: ${err.message}`]);
+        return undefined;
+      });
+      if (histories)
+        lines.push([
+          'timelines',
+          histories.length
+            ? `${b.describeTimelines(histories).join(', ')} (history files in the archive; restores follow ${m.pg.timeline} unless --target-timeline)`
+            : `${m.pg.timeline} only (no history file in the archive)`,
+        ]);
       lines.push(['LSN', `${m.pg.startLsn} .. ${m.pg.stopLsn}`]);
       lines.push(['WAL needed', `${m.pg.startWal} .. ${m.pg.stopWal} (and every later segment for PITR)`]);
     } else lines.push(['database', `${m.pg.database} (pg_dump ${m.pg.dumpFormat} format)`]);
@@ -364,7 +395,15 @@ export function registerBackupCommands(program: Command): void {
       ? { keepLast: opts.keepLast, daily: opts.keepDaily, weekly: opts.keepWeekly, monthly: opts.keepMonthly }
       : { keepLast: r.keepLast, daily: r.daily, weekly: r.weekly, monthly: r.monthly };
     const full = { ...policy, maxAgeMs: maxAge === undefined ? undefined : parseDuration(maxAge, '--max-age') };
-    await runExpire(c, full, Boolean(opts.dryRun), parseDuration(opts.orphanAge, '--orphan-age'));
+    const orphanAge = parseDuration(opts.orphanAge, '--orphan-age');
+    if (opts.dryRun) await runExpire(c, full, true, orphanAge);
+    else
+      await (await import('../../backup/lock.js')).withRepoLock(
+        c.repo,
+        'backup expire',
+        () => runExpire(c, full, false, orphanAge),
+        { log: c.say },
+      );
   });
 
   withCommon(
@@ -391,7 +430,11 @@ export function registerBackupCommands(program: Command): void {
       );
       if (r.wal)
         console.log(
-          `WAL from ${r.wal.from}: ${r.wal.segments} segment(s) archived${r.wal.to ? ` up to ${r.wal.to}` : ''}, ${r.wal.missing.length} missing`,
+          `WAL from ${r.wal.from}: ${r.wal.segments} segment(s) archived${r.wal.to ? ` up to ${r.wal.to}` : ''}, ${r.wal.missing.length} missing, ${r.wal.contentChecked} read back against their SHA-256`,
+        );
+      if (r.wal)
+        console.log(
+          `timelines: ${r.wal.timelines.length ? r.wal.timelines.map((t) => `timeline ${t}`).join(', ') : 'one (no history file in the archive)'}`,
         );
       for (const p of r.problems) console.log(`PROBLEM ${p.object}: ${p.problem}`);
       if (r.restore) {
@@ -444,7 +487,7 @@ export function registerBackupCommands(program: Command): void {
         name: 'backup',
         cron: s.backup.cron,
         run: async () => {
-          const m =
+          const m = await b.withRepoLock(c.repo, 'backup create (schedule)', async () =>
             kind === 'logical'
               ? await b.logicalBackup({
                   repo: c.repo,
@@ -453,7 +496,8 @@ export function registerBackupCommands(program: Command): void {
                   format: c.cfg.logical?.format,
                   jobs: c.cfg.logical?.jobs,
                 })
-              : await b.physicalBackup({ repo: c.repo, pg: c.pg, encoding: c.encoding });
+              : await b.physicalBackup({ repo: c.repo, pg: c.pg, encoding: c.encoding }),
+          );
           c.say(`schedule: backup ${m.id} complete (${b.formatBytes(m.sizes.stored)} stored)`);
           return { sizeBytes: m.sizes.stored };
         },
@@ -464,7 +508,9 @@ export function registerBackupCommands(program: Command): void {
         name: 'incremental',
         cron: s.incremental.cron,
         run: async () => {
-          const m = await b.incrementalBackup({ repo: c.repo, pg: c.pg, encoding: c.encoding, log: c.say });
+          const m = await b.withRepoLock(c.repo, 'backup create (schedule)', () =>
+            b.incrementalBackup({ repo: c.repo, pg: c.pg, encoding: c.encoding, log: c.say }),
+          );
           c.say(
             `schedule: ${m.incremental ? 'incremental ' : ''}backup ${m.id} complete (${b.formatBytes(m.sizes.stored)} stored)`,
           );
@@ -487,7 +533,7 @@ export function registerBackupCommands(program: Command): void {
         name: 'expire',
         cron: s.expire.cron,
         run: async () => {
-          await runExpire(c, policy, false);
+          await b.withRepoLock(c.repo, 'backup expire (schedule)', () => runExpire(c, policy, false));
           return undefined;
         },
       });
@@ -616,10 +662,27 @@ export function registerBackupCommands(program: Command): void {
       .option('--to-time <timestamp>', 'recover up to this time (ISO 8601, e.g. 2026-01-02T03:04:05Z)')
       .option('--to-lsn <lsn>', 'recover up to this WAL position')
       .option('--to-xid <xid>', 'recover up to and including this transaction')
+      .option('--to-name <name>', "recover up to a restore point made with pg_create_restore_point('name')")
       .option('--to-latest', 'recover every archived transaction (the default)')
+      .option(
+        '--delta',
+        'over an existing data folder (PG_VERSION, server stopped): rewrite only the files whose content differs from the backup, remove the ones it does not hold',
+      )
       .option('--start', 'start the server, wait until recovery reached the target and it was promoted')
       .option('--port <n>', 'port for the restored server (written to postgresql.auto.conf)', intArg('--port', 1))
-      .option('--archive-mode <mode>', 'preserve (the restored server keeps archiving) or off', 'preserve')
+      .option(
+        '--archive-mode <mode>',
+        "off (default: the restored server does not archive) or preserve (it archives with the backup's archive_command, into the repository: for a restore that becomes the new primary)",
+        'off',
+      )
+      .option(
+        '--target-timeline <tli>',
+        "timeline recovery follows: current (the backup's own), latest (the newest in the archive) or a number; default: the backup's own, and a timeline that replaced it (failover), never a side branch",
+      )
+      .option(
+        '--accept-wal-gap',
+        'to latest: when a WAL segment is missing from the archive, recover up to it anyway (every later commit is lost)',
+      )
       .option('--timeout <duration>', 'how long --start waits for recovery', '30m')
       .option('--database <name>', 'logical: target database (default: the dumped one)')
       .option('--jobs <n>', 'logical: pg_restore -j', intArg('--jobs', 1), 2)
@@ -627,10 +690,16 @@ export function registerBackupCommands(program: Command): void {
     { pg: true },
   ).action(async (opts) => {
     const b = await import('../../backup/index.js');
-    const targets = ['toTime', 'toLsn', 'toXid', 'toLatest'].filter((k) => opts[k] !== undefined);
-    if (targets.length > 1) throw new UsageError('give at most one of --to-time, --to-lsn, --to-xid, --to-latest');
+    const targets = ['toTime', 'toLsn', 'toXid', 'toName', 'toLatest'].filter((k) => opts[k] !== undefined);
+    if (targets.length > 1)
+      throw new UsageError('give at most one of --to-time, --to-lsn, --to-xid, --to-name, --to-latest');
     if (opts.archiveMode !== 'preserve' && opts.archiveMode !== 'off')
       throw new UsageError(`--archive-mode: "${opts.archiveMode}" must be preserve or off`);
+    const timeline = opts.targetTimeline === undefined ? undefined : targetTimelineArg(opts.targetTimeline);
+    if (opts.pgdata && opts.database !== undefined)
+      throw new UsageError(
+        '--database: applies to logical backups; a physical restore (--pgdata) restores the whole instance, every database',
+      );
     // check every flag before touching the repository: a typo is a usage error (exit 2), not a failed restore
     let target: import('../../backup/index.js').RecoveryTarget = { kind: 'latest' };
     if (opts.toTime) {
@@ -645,6 +714,11 @@ export function registerBackupCommands(program: Command): void {
     } else if (opts.toXid) {
       if (!/^\d+$/.test(opts.toXid)) throw new UsageError(`--to-xid: "${opts.toXid}" is not a transaction id`);
       target = { kind: 'xid', xid: opts.toXid };
+    } else if (opts.toName !== undefined) {
+      // PostgreSQL keeps restore point names below 64 bytes (MAXFNAMELEN)
+      if (!opts.toName || Buffer.byteLength(opts.toName) > 63)
+        throw new UsageError(`--to-name: "${opts.toName}" must be a restore point name of 1 to 63 bytes`);
+      target = { kind: 'name', name: opts.toName };
     }
     const c = await context(opts);
     const m = await c.repo.resolveBackupId(opts.backup);
@@ -652,6 +726,10 @@ export function registerBackupCommands(program: Command): void {
     if (logical) {
       if (opts.pgdata || targets.length)
         throw new UsageError('--pgdata and --to-* apply to physical backups; this restore is logical');
+      if (opts.acceptWalGap || opts.delta || opts.targetTimeline !== undefined)
+        throw new UsageError(
+          '--accept-wal-gap, --delta and --target-timeline apply to physical backups; this restore is logical',
+        );
       const r = await b.logicalRestore({
         repo: c.repo,
         pg: c.pg,
@@ -666,6 +744,12 @@ export function registerBackupCommands(program: Command): void {
       );
       return;
     }
+    if (opts.database !== undefined)
+      throw new UsageError(
+        `--database: backup ${m.id} is physical; a physical restore restores the whole instance, every database`,
+      );
+    if (!opts.pgdata)
+      throw new UsageError(`--pgdata: backup ${m.id} is physical: name the data folder to restore into`);
     const { resolve } = await import('node:path');
     const spool = restoreSpool();
     const restoreCommand = restoreCommandFor(c.repoUri, 8, spool);
@@ -692,12 +776,17 @@ export function registerBackupCommands(program: Command): void {
         start: opts.start,
         port: opts.port,
         archiveMode: opts.archiveMode,
+        timeline,
+        acceptWalGap: Boolean(opts.acceptWalGap),
+        delta: Boolean(opts.delta),
         timeoutMs: parseDuration(opts.timeout, '--timeout'),
         onProgress: c.progress,
         log: c.say,
       })
       .finally(() => Promise.all([writeback.stop(), prefetcher?.stop()]));
-    console.log(`restored ${r.backup.id} into ${r.pgdata} in ${(r.restoreMs / 1000).toFixed(1)}s (${r.reason})`);
+    console.log(
+      `restored ${r.backup.id} into ${r.pgdata} in ${(r.restoreMs / 1000).toFixed(1)}s (${r.reason})${r.delta ? `; delta: ${r.delta.rewritten} of ${r.delta.files} files rewritten, ${r.delta.removed} removed` : ''}`,
+    );
     if (r.started)
       console.log(
         `recovery finished in ${(r.started.recoveryMs / 1000).toFixed(1)}s (total ${(r.started.totalMs / 1000).toFixed(1)}s): ${r.started.stoppedAt ?? r.started.redoDone ?? 'end of archive'}${r.started.timeline ? `; new timeline ${r.started.timeline}` : ''}`,
@@ -766,8 +855,15 @@ async function runExpire(
       `${dryRun ? 'remove' : 'removed'} ${o.id}  (interrupted backup: no manifest, ${b.formatBytes(o.bytes)})`,
     );
   }
+  // temp files of writes that never finished (kill -9, crash): invisible to listings, same age rule
+  const leftovers = b.findLeftovers((await c.repo.storage.listLeftovers?.('')) ?? [], orphanAgeMs);
+  if (leftovers.length) {
+    if (!dryRun) await c.repo.storage.removeLeftovers?.(leftovers.map((l) => l.key));
+    for (const l of leftovers)
+      console.log(`${dryRun ? 'remove' : 'removed'} ${l.key}  (unfinished write, ${b.formatBytes(l.size)})`);
+  }
   console.log(
-    `${verb} ${plan.expire.length} backup(s), ${plan.walExpire.length} WAL file(s) and ${orphans.length} interrupted backup(s); ${plan.walReason}`,
+    `${verb} ${plan.expire.length} backup(s), ${plan.walExpire.length} WAL file(s) and ${orphans.length} interrupted backup(s), ${leftovers.length} unfinished write(s); ${plan.walReason}`,
   );
 }
 

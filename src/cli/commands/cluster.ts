@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { UsageError } from '../../lib/errors.js';
+import { registerAgentCommands } from './cluster-agent.js';
 
 function parseIntOption(flag: string) {
   return (v: string) => {
@@ -127,6 +128,11 @@ export function registerClusterCommands(program: Command): void {
     .option('--scope <name>', 'etcd key prefix /bulwark/<scope>/ (default: the cluster name)')
     .option('--lease-ttl <seconds>', 'etcd leader lease TTL', parseIntOption('--lease-ttl'), 5)
     .option('--no-rejoin', 'leave fenced old primaries down instead of rewinding them as replicas')
+    .option(
+      '--slot <name>',
+      'permanent physical replication slot kept on every node across failovers and switchovers (repeatable)',
+      collect,
+    )
     .option('--log-format <format>', 'json (one JSON object per line) or text', 'json')
     .action(async (opts, cmd: Command) => {
       if (opts.logFormat !== 'json' && opts.logFormat !== 'text')
@@ -175,6 +181,7 @@ export function registerClusterCommands(program: Command): void {
             ? parseSize(opts.maxLagOnFailover, '--max-lag-on-failover')
             : fromFile.maxLagOnFailover,
         rejoin: flag('rejoin') ? opts.rejoin : (fromFile.rejoin ?? opts.rejoin),
+        permanentSlots: opts.slot ?? fromFile.permanentSlots ?? [],
         http: {
           host: flag('httpHost') ? opts.httpHost : (fromFile.httpHost ?? opts.httpHost),
           port: flag('httpPort') ? opts.httpPort : (fromFile.httpPort ?? opts.httpPort),
@@ -230,4 +237,6 @@ export function registerClusterCommands(program: Command): void {
       const h = readHistory(dir);
       process.stdout.write(opts.json ? `${JSON.stringify({ history: h }, null, 2)}\n` : formatHistory(h));
     });
+
+  registerAgentCommands(cluster);
 }

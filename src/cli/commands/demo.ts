@@ -69,6 +69,11 @@ export function registerDemoCommands(program: Command): void {
     )
     .option('--stall-for <duration>', '...for this long', (v) => parseDuration(v, '--stall-for'))
     .option('--label <label>', 'returned in the x-served-by header and in /health', process.env.BULWARK_LABEL ?? 'demo')
+    .option('--unhealthy', '/health answers 503 (a release that fails its health checks)')
+    .option(
+      '--cluster-dir <dir>',
+      'store orders in PostgreSQL: the local cluster in this folder, through the routing pool (writes follow failovers)',
+    )
     .action(async (opts) => {
       if ((opts.stallEvery === undefined) !== (opts.stallFor === undefined)) {
         throw new UsageError('--stall-every and --stall-for go together');
@@ -76,8 +81,16 @@ export function registerDemoCommands(program: Command): void {
       if (opts.stallEvery !== undefined && opts.stallFor >= opts.stallEvery) {
         throw new UsageError('--stall-for must be shorter than --stall-every');
       }
-      const { startDemoServer } = await import('../../demo/index.js');
+      const { startDemoServer, sqlOrderStore, ORDERS_TABLE_SQL } = await import('../../demo/index.js');
       const port = opts.port ?? (process.env.PORT ? parseNonNegativeInt('PORT')(process.env.PORT) : 8080);
+      let orders: import('../../demo/index.js').OrderStore | undefined;
+      if (opts.clusterDir) {
+        const cluster = await import('../../cluster/index.js');
+        const pool = cluster.createClusterPool({ nodes: cluster.localConnectionStrings(opts.clusterDir), max: 5 });
+        pool.on('error', () => {}); // a node going away is the pool's business (it re-routes), not a crash
+        await pool.query(ORDERS_TABLE_SQL);
+        orders = sqlOrderStore(pool);
+      }
       const server = await startDemoServer({
         port,
         host: opts.host,
@@ -86,11 +99,18 @@ export function registerDemoCommands(program: Command): void {
         stallEveryMs: opts.stallEvery,
         stallForMs: opts.stallFor,
         label: opts.label,
+        healthStatus: opts.unhealthy ? 503 : 200,
+        // shared by every instance of a deploy, so a token survives a switch (from the environment: never in ps)
+        tokenSecret: process.env.BULWARK_DEMO_TOKEN_SECRET || undefined,
+        orders,
       });
       console.log(`listening on ${server.url}`);
       await new Promise<void>((resolve) => {
         const stop = () => {
-          server.close().then(resolve);
+          server
+            .close()
+            .then(() => orders?.close?.())
+            .then(resolve, resolve);
         };
         process.once('SIGTERM', stop);
         process.once('SIGINT', stop);

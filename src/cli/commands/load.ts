@@ -30,6 +30,12 @@ function collect(value: string, prior: string[] = []): string[] {
   return [...prior, value];
 }
 
+function workerLossArg(value: string): 'abort' | 'continue' {
+  if (value !== 'abort' && value !== 'continue')
+    throw new UsageError(`--on-worker-loss: "${value}" must be abort or continue`);
+  return value;
+}
+
 function workersArg(value: string): number | 'auto' {
   if (value === 'auto') return 'auto';
   return intArg('--workers', 1)(value);
@@ -50,6 +56,7 @@ export interface LoadCliOptions {
   typecheck?: boolean;
   quiet?: boolean;
   remoteWorker?: string[];
+  onWorkerLoss?: 'abort' | 'continue';
 }
 
 /**
@@ -100,6 +107,13 @@ export async function runLoadFromCli(
       onStart: live?.onStart,
       remoteWorkers: opts.remoteWorker,
       workerToken: process.env.BULWARK_WORKER_TOKEN,
+      onWorkerLoss: opts.onWorkerLoss,
+      onWorkerLost: (loss) =>
+        process.stderr.write(
+          `\nworker ${loss.worker} lost at ${loss.atSeconds.toFixed(1)}s: ${loss.error}; its metrics up to then are kept, ${
+            opts.onWorkerLoss === 'abort' ? 'stopping the run (--on-worker-loss abort)' : 'the others go on'
+          }\n`,
+        ),
     });
     live?.end();
     process.stdout.write(`${formatSummary(result.summary)}\n`);
@@ -136,6 +150,11 @@ export function registerLoadCommands(program: Command): void {
       '--remote-worker <url>',
       'a `bulwark worker` on another host runs a share of the load (repeatable)',
       collect,
+    )
+    .option(
+      '--on-worker-loss <abort|continue>',
+      'a worker dying mid-run: finish with the others (continue, default) or stop the run (abort, exit 1)',
+      workerLossArg,
     )
     .option('-e, --env <KEY=VALUE>', 'environment variable for the scenario (repeatable)', envArg)
     .option('--seed <n>', 'seed vu.random for a repeatable run', intArg('--seed'))

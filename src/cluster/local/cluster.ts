@@ -358,6 +358,43 @@ export function nodeProcesses(dataDir: string): number[] {
   return pids;
 }
 
+/**
+ * Remove the lock file of a postmaster that is dead. A killed postmaster can linger as a zombie that
+ * nothing reaps (a container without an init), and PostgreSQL then refuses to start ("lock file
+ * postmaster.pid already exists"). Its leftover children are killed first, so that the old and a new
+ * postmaster never share the data folder. No-op when the postmaster is alive or no lock file exists.
+ */
+export async function clearDeadLock(dataDir: string): Promise<void> {
+  const pidFile = join(dataDir, 'postmaster.pid');
+  if (!existsSync(pidFile) || postmasterPid(dataDir)) return;
+  const old = Number(readFileSync(pidFile, 'utf8').split('\n')[0]);
+  const children = () =>
+    readdirSync('/proc')
+      .filter((e) => /^\d+$/.test(e))
+      .filter((e) => {
+        try {
+          const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+          return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === old && alive(Number(e));
+        } catch {
+          return false;
+        }
+      })
+      .map(Number);
+  for (let i = 0; i < 200; i++) {
+    const left = old ? children() : [];
+    if (!left.length) break;
+    for (const pid of left) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await sleep(10);
+  }
+  rmSync(pidFile, { force: true });
+}
+
 export function findNode(spec: LocalClusterSpec, name: string): LocalNodeSpec {
   const node = spec.nodes.find((n) => n.name === name);
   if (!node)
@@ -368,7 +405,16 @@ export function findNode(spec: LocalClusterSpec, name: string): LocalNodeSpec {
   return node;
 }
 
-export async function startNode(dir: string, _spec: LocalClusterSpec, node: LocalNodeSpec): Promise<void> {
+/**
+ * Start a node. `wait: false` returns once the postmaster is launched (pg_ctl -W), for the monitor,
+ * which must not block its loop on a long crash recovery: its next probes see the outcome.
+ */
+export async function startNode(
+  dir: string,
+  _spec: LocalClusterSpec,
+  node: LocalNodeSpec,
+  options: { wait?: boolean } = {},
+): Promise<void> {
   const p = clusterPaths(dir);
   const data = p.dataDir(node.name);
   if (postmasterPid(data)) return;
@@ -382,9 +428,7 @@ export async function startNode(dir: string, _spec: LocalClusterSpec, node: Loca
       data,
       '-l',
       p.log(node.name),
-      '-w',
-      '-t',
-      '120',
+      ...(options.wait === false ? ['-W'] : ['-w', '-t', '120']),
       '-o',
       `-p ${node.port} -c cluster_name=${node.name}`,
       'start',
@@ -488,4 +532,23 @@ export function dirExists(dir: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Simulate a crash of one node (game days, tests): SIGKILL its postmaster and every process it forked,
+ * as a power loss would leave them — no shutdown checkpoint, no goodbye to clients or replicas.
+ * Returns the PIDs that were killed (empty when the node was not running).
+ */
+export function crashNode(dir: string, name: string): number[] {
+  const spec = readSpec(dir);
+  findNode(spec, name);
+  const pids = nodeProcesses(clusterPaths(dir).dataDir(name));
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  return pids;
 }

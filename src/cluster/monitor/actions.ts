@@ -1,10 +1,11 @@
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { run } from '../../lib/child.js';
 import { POSTGRES_USER, pgBin } from '../../lib/postgres.js';
 import { ClusterError } from '../errors.js';
 import {
+  clearDeadLock,
   clientConfig,
   findNode,
   killNode,
@@ -218,9 +219,78 @@ export function logTail(c: LocalCluster, node: string, lines = 3): string {
 
 export { readPassword };
 
-/** Drop a replica's leftover slots (from its time as primary): on a standby they only hold WAL back. */
+/**
+ * Drop a replica's leftover per-node slots (the cluster's own, named after nodes, from its time as
+ * primary): on a standby they only hold WAL back. Users' slots are kept (configure them as permanent
+ * slots to have them on every node).
+ */
 export async function dropStaleSlots(c: LocalCluster, node: string): Promise<void> {
+  const names = c.spec.nodes.map((n) => quote(n.name)).join(',');
   await sql(c.dir, c.spec, findNode(c.spec, node), [
-    'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active',
+    `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE NOT active AND slot_name IN (${names})`,
   ]).catch(() => {});
+}
+
+/**
+ * Create missing permanent physical slots on a node (WAL reserved at once) and advance existing ones
+ * (on a replica: to the primary's restart_lsn, which PostgreSQL caps at the replica's replay position).
+ */
+export async function syncPermanentSlots(
+  c: LocalCluster,
+  node: string,
+  create: string[],
+  advance: Array<{ name: string; lsn: string }>,
+): Promise<void> {
+  await sql(c.dir, c.spec, findNode(c.spec, node), [
+    ...create.map(
+      (s) =>
+        `SELECT pg_create_physical_replication_slot(${quote(s)}, true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = ${quote(s)})`,
+    ),
+    ...advance.map(
+      (a) =>
+        `SELECT pg_replication_slot_advance(${quote(a.name)}, ${quote(a.lsn)}::pg_lsn) FROM pg_replication_slots WHERE slot_name = ${quote(a.name)} AND NOT active`,
+    ),
+  ]);
+}
+
+/**
+ * What this host knows of a node's PostgreSQL process: running or not and, when not, whether it crashed
+ * (pg_control still says "in production" / "in archive recovery": a SIGKILL, an OOM kill, a power cut)
+ * or was shut down cleanly (someone stopped it on purpose: it stays down). `timeline` is the stopped
+ * node's newest timeline: its checkpoint's, or a newer history file in pg_wal (a promotion is recorded
+ * in pg_control only at the next checkpoint).
+ */
+export async function localProcessState(
+  c: LocalCluster,
+  node: string,
+): Promise<{ running: boolean; crashed: boolean; timeline: number | null }> {
+  const data = clusterPaths(c.dir).dataDir(node);
+  if (postmasterPid(data)) return { running: true, crashed: false, timeline: null };
+  const r = await run(pgBin('pg_controldata'), [data], { check: false });
+  const state = /Database cluster state:\s+(.+)/.exec(r.stdout)?.[1]?.trim();
+  if (r.code !== 0 || !state) return { running: false, crashed: false, timeline: null };
+  let timeline = Number(/Latest checkpoint's TimeLineID:\s+(\d+)/.exec(r.stdout)?.[1] ?? 0);
+  try {
+    for (const f of readdirSync(join(data, 'pg_wal'))) {
+      const m = /^([0-9A-F]{8})\.history$/.exec(f);
+      if (m) timeline = Math.max(timeline, Number.parseInt(m[1]!, 16));
+    }
+  } catch {
+    // pg_wal unreadable: the checkpoint's timeline is what we know
+  }
+  return { running: false, crashed: !/^shut down/.test(state), timeline: timeline || null };
+}
+
+/**
+ * Restart a crashed node in place, without waiting for its crash recovery (the monitor's next probes
+ * see it come up). A replica gets standby.signal first: whatever happened to the file, a node that is
+ * not the primary must never come back writable. A primary is started as it is (a fenced one keeps the
+ * standby.signal its fencing wrote).
+ */
+export async function restartInPlace(c: LocalCluster, node: string, role: 'primary' | 'replica'): Promise<void> {
+  const n = findNode(c.spec, node);
+  const data = clusterPaths(c.dir).dataDir(node);
+  if (role === 'replica') markStandby(data);
+  await clearDeadLock(data);
+  await startNode(c.dir, c.spec, n, { wait: false });
 }

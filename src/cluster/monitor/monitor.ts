@@ -12,7 +12,18 @@ import { type ClusterState, readState, sleep } from '../local/cluster.js';
 import { clusterPaths, readSpec } from '../local/layout.js';
 import { type NodeObservation, type NodeStatus, probeAll, summarize } from '../probe.js';
 import { localTargets } from '../status.js';
-import { ensureSlots, fence, type LocalCluster, promote, rejoin, repoint, setSyncNames } from './actions.js';
+import {
+  ensureSlots,
+  fence,
+  type LocalCluster,
+  localProcessState,
+  promote,
+  rejoin,
+  repoint,
+  restartInPlace,
+  setSyncNames,
+  syncPermanentSlots,
+} from './actions.js';
 import { switchover } from './switchover.js';
 import {
   type Action,
@@ -39,6 +50,8 @@ export interface MonitorOptions {
   maxLagOnFailover?: number;
   /** Rejoin fenced old primaries automatically with pg_rewind (default true). */
   rejoin?: boolean;
+  /** Permanent physical replication slots kept on every node across failovers and switchovers. */
+  permanentSlots?: string[];
   /** HTTP status endpoint; port 0 picks a free one; undefined = none. */
   http?: { host?: string; port: number };
   /** URLs that get a JSON POST for every failover, switchover, fencing and rejoin. */
@@ -104,6 +117,10 @@ export class ClusterMonitor extends EventEmitter {
       repointAfter: 3,
       rejoinAfter: 15,
       priorities: Object.fromEntries(spec.nodes.map((n) => [n.name, n.priority])),
+      permanentSlots: checkSlotNames(
+        options.permanentSlots ?? [],
+        spec.nodes.map((n) => n.name),
+      ),
     };
     this.state = initialState();
   }
@@ -253,6 +270,19 @@ export class ClusterMonitor extends EventEmitter {
 
   private async observe(): Promise<NodeObservation[]> {
     const obs = await probeAll(localTargets(this.options.dir), this.probeTimeoutMs);
+    // The nodes are processes of this host: say which unreachable ones crashed (restarted in place).
+    await Promise.all(
+      obs.map(async (o) => {
+        if (o.reachable) {
+          o.local = { running: true, crashed: false };
+          return;
+        }
+        const l = await localProcessState(this.c, o.name).catch(() => null);
+        if (!l) return;
+        o.local = { running: l.running, crashed: l.crashed };
+        if (l.timeline) o.timeline = l.timeline;
+      }),
+    );
     this.observations = obs;
     this.statuses = summarize(obs);
     return obs;
@@ -332,6 +362,27 @@ export class ClusterMonitor extends EventEmitter {
         await this.alert({ event: 'rejoined', node: action.node, primary, method: r.method });
         return;
       }
+      case 'restart': {
+        this.guard();
+        await restartInPlace(this.c, action.node, action.role);
+        this.log.warn(
+          { node: action.node, role: action.role },
+          `restarting crashed ${action.node} in place as ${action.role === 'primary' ? 'the primary' : 'a replica'}`,
+        );
+        appendHistory(this.options.dir, {
+          kind: 'restart',
+          node: action.node,
+          role: action.role,
+          at: new Date().toISOString(),
+          by: this.name,
+        });
+        await this.alert({ event: 'restarted', node: action.node, role: action.role, reason: decision.reason });
+        return;
+      }
+      case 'slots':
+        this.guard();
+        await syncPermanentSlots(this.c, action.node, action.create, action.advance);
+        return;
       case 'repoint':
         this.guard();
         await ensureSlots(this.c, this.state.primary!);
@@ -517,6 +568,23 @@ export class ClusterMonitor extends EventEmitter {
         return send(res, 404, { error: 'unknown path' });
     }
   }
+}
+
+/** Permanent slot names: PostgreSQL's rule for slot names, and not a node's name (those are the cluster's own). */
+export function checkSlotNames(names: string[], nodes: string[]): string[] {
+  for (const n of names) {
+    if (!/^[a-z0-9_]{1,63}$/.test(n))
+      throw new ClusterError(
+        'BULWARK_E_CLUSTER_SLOT',
+        `permanent slot "${n}": a slot name is 1-63 lower-case letters, digits or underscores`,
+      );
+    if (nodes.includes(n))
+      throw new ClusterError(
+        'BULWARK_E_CLUSTER_SLOT',
+        `permanent slot "${n}" is the name of a node: those slots are the cluster's own, pick another name`,
+      );
+  }
+  return [...new Set(names)];
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {

@@ -14,6 +14,8 @@ export type RunRequest = Omit<EngineOptions, 'scenario' | 'onFlush' | 'scenarioF
   code: string;
   /** The scenario's file name, for error locations. */
   scenarioName: string;
+  /** The coordinator's Bulwark version: a worker of another version refuses the run (HTTP 409). */
+  bulwarkVersion?: string;
 };
 
 export type WorkerEvent =

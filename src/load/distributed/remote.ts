@@ -4,8 +4,23 @@ import type { FlushMessage } from '../recorder.js';
 import { PROTOCOL_VERSION, type RunRequest, type WorkerEvent } from './protocol.js';
 
 export interface RemoteRun {
+  name: string;
   stop(): void;
   done: Promise<void>;
+}
+
+/**
+ * A worker that took its share and then died, disconnected or failed mid-run. Its deltas merged so
+ * far stay in the run; the coordinator goes on or stops per --on-worker-loss. (A worker that refuses
+ * the run at the start is a BulwarkError: nothing ran.)
+ */
+export class WorkerLost extends Error {
+  constructor(
+    readonly worker: string,
+    message: string,
+  ) {
+    super(message);
+  }
 }
 
 function headers(token: string | undefined): Record<string, string> {
@@ -37,28 +52,40 @@ export function startRemote(
     }
     if (res.statusCode !== 200) {
       const text = await res.body.text();
+      let reason: string | undefined;
+      try {
+        reason = res.statusCode === 409 ? (JSON.parse(text) as { error?: string }).error : undefined;
+      } catch {}
       throw new BulwarkError(
         'BULWARK_E_WORKER',
-        `worker ${base} refused the run: HTTP ${res.statusCode} ${text.slice(0, 200)}`,
+        reason
+          ? `worker ${base}: ${reason}`
+          : `worker ${base} refused the run: HTTP ${res.statusCode} ${text.slice(0, 200)}`,
       );
     }
     let pending = '';
     let finished = false;
-    for await (const chunk of res.body) {
-      pending += chunk.toString();
-      let nl = pending.indexOf('\n');
-      while (nl !== -1) {
-        const event = JSON.parse(pending.slice(0, nl)) as WorkerEvent;
-        pending = pending.slice(nl + 1);
-        if (event.type === 'flush') onFlush(event.message);
-        else if (event.type === 'error') throw new BulwarkError('BULWARK_E_WORKER', `worker ${base}: ${event.message}`);
-        else finished = true;
-        nl = pending.indexOf('\n');
+    try {
+      for await (const chunk of res.body) {
+        pending += chunk.toString();
+        let nl = pending.indexOf('\n');
+        while (nl !== -1) {
+          const event = JSON.parse(pending.slice(0, nl)) as WorkerEvent;
+          pending = pending.slice(nl + 1);
+          if (event.type === 'flush') onFlush(event.message);
+          else if (event.type === 'error') throw new WorkerLost(base, `failed: ${event.message}`);
+          else finished = true;
+          nl = pending.indexOf('\n');
+        }
       }
+    } catch (err) {
+      if (err instanceof WorkerLost) throw err;
+      throw new WorkerLost(base, `connection lost (${(err as Error)?.message ?? String(err)})`);
     }
-    if (!finished) throw new BulwarkError('BULWARK_E_WORKER', `worker ${base} ended the run without finishing it`);
+    if (!finished) throw new WorkerLost(base, 'ended the run without finishing it');
   })();
   return {
+    name: base,
     stop: () => {
       request(`${base}/stop`, { method: 'POST', headers: headers(token) }).then(
         (r) => r.body.dump(),

@@ -1,11 +1,14 @@
 import { timingSafeEqual } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { distDir } from '../../lib/bundle.js';
+import { resetData } from '../data.js';
 import { Engine } from '../engine.js';
+import { bulwarkVersion } from '../version.js';
 import { PROTOCOL_VERSION, type RunRequest, type WorkerEvent } from './protocol.js';
 
 export interface WorkerServer {
@@ -33,8 +36,10 @@ async function readBody(req: IncomingMessage, limit = 50_000_000): Promise<strin
 
 /**
  * `bulwark worker`: runs one share of a coordinator's load at a time and streams its metric deltas
- * back. The bundled scenario is written to a private temp folder and imported; its `bulwark` imports
- * point at this worker's own install, so coordinator and workers must run the same Bulwark version.
+ * back. The bundled scenario arrives with bare `bulwark` imports; it is written to a private temp
+ * folder whose node_modules/bulwark links to this worker's own install, so the scenario shares module
+ * state (custom metrics) with the engine that runs it, wherever either Bulwark is installed. A
+ * coordinator of another version is refused: the scenario API and the metric deltas must match.
  */
 export async function startWorkerServer(options: {
   host?: string;
@@ -43,6 +48,8 @@ export async function startWorkerServer(options: {
   log?: (line: string) => void;
 }): Promise<WorkerServer> {
   let current: Engine | undefined;
+  // The version this process started as (an upgrade in place does not change the running code).
+  const version = bulwarkVersion();
   const log = options.log ?? (() => {});
 
   async function run(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -57,15 +64,26 @@ export async function startWorkerServer(options: {
         .end(JSON.stringify({ error: `protocol ${body.protocol} not supported (worker speaks ${PROTOCOL_VERSION})` }));
       return;
     }
+    if (body.bulwarkVersion !== version) {
+      res.writeHead(409, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          error: `version mismatch: coordinator runs bulwark ${body.bulwarkVersion ?? '(unknown)'}, worker ${version} (install the same version on every load host)`,
+        }),
+      );
+      return;
+    }
     const dir = mkdtempSync(join(tmpdir(), 'bulwark-worker-'));
+    mkdirSync(join(dir, 'node_modules'));
+    symlinkSync(resolve(distDir, '..'), join(dir, 'node_modules', 'bulwark'), 'dir');
     const file = join(dir, `${body.scenarioName.replace(/[^\w.-]/g, '_')}.mjs`);
     writeFileSync(file, body.code);
     res.writeHead(200, { 'content-type': 'application/x-ndjson' });
     const send = (e: WorkerEvent) => res.write(`${JSON.stringify(e)}\n`);
     try {
       process.setSourceMapsEnabled(true);
+      resetData(body.sharedData);
       const mod = await import(pathToFileURL(file).href);
-      const { code: _code, scenarioName, ...engineOptions } = body;
+      const { code: _code, scenarioName, bulwarkVersion: _version, ...engineOptions } = body;
       current = new Engine({
         ...engineOptions,
         scenario: mod.default,
@@ -95,7 +113,7 @@ export async function startWorkerServer(options: {
     if (req.method === 'GET' && req.url === '/health') {
       res
         .writeHead(200, { 'content-type': 'application/json' })
-        .end(JSON.stringify({ busy: Boolean(current), protocol: PROTOCOL_VERSION }));
+        .end(JSON.stringify({ busy: Boolean(current), protocol: PROTOCOL_VERSION, version }));
       return;
     }
     if (req.method === 'POST' && req.url === '/stop') {

@@ -2,7 +2,15 @@ import { Client, type Dispatcher } from 'undici';
 import { parseDuration } from '../../config/duration.js';
 import { turns } from '../turns.js';
 import { CookieJar } from './cookies.js';
-import type { HttpClient, HttpResponse, RequestOptions, RequestRecorder, RequestSample, Timings } from './types.js';
+import type {
+  BatchRequest,
+  HttpClient,
+  HttpResponse,
+  RequestOptions,
+  RequestRecorder,
+  RequestSample,
+  Timings,
+} from './types.js';
 
 /** Shared, read-only context of all VUs of one thread: built once before the run. */
 export interface HttpContext {
@@ -10,8 +18,8 @@ export interface HttpContext {
   baseUrl: string | undefined;
   defaultTimeoutMs: number;
   recorder: RequestRecorder;
-  /** Set when the run stops for good: in-flight requests are aborted by closing their clients. */
-  userAgent?: string;
+  /** Redirects followed unless a request says otherwise (default 10; 0 turns following off). */
+  maxRedirects?: number;
 }
 
 interface Target {
@@ -20,30 +28,60 @@ interface Target {
   path: string;
 }
 
-interface ClientEntry {
-  origin: string;
+/** One keep-alive connection of a VU to an origin. */
+interface Slot {
   client: Client;
   connected: boolean;
   connectedAt: number;
+  /** Requests dispatched on it and not finished. */
+  busy: number;
 }
 
-// Shared listeners (no closure per VU): the entry is found from the client that emitted.
-const CLIENT_ENTRY = new WeakMap<Client, ClientEntry>();
+/** A VU's connections to one origin: one in the common case, up to MAX_CONNECTIONS_PER_ORIGIN. */
+interface OriginPool {
+  origin: string;
+  slots: Slot[];
+}
+
+/**
+ * Parallel requests of one VU (Promise.all, vu.http.batch) each get a connection of their own, up to
+ * this many per origin (k6's batchPerHost default, and what browsers open); more wait for a free one.
+ */
+export const MAX_CONNECTIONS_PER_ORIGIN = 6;
+/** Redirects followed by default (k6's maxRedirects). */
+export const DEFAULT_MAX_REDIRECTS = 10;
+
+// Shared listeners (no closure per VU): the slot is found from the client that emitted.
+const CLIENT_SLOT = new WeakMap<Client, Slot>();
 function onClientConnect(this: Client): void {
-  const e = CLIENT_ENTRY.get(this);
+  const e = CLIENT_SLOT.get(this);
   if (e) {
     e.connected = true;
     e.connectedAt = performance.now();
   }
 }
 function onClientDisconnect(this: Client): void {
-  const e = CLIENT_ENTRY.get(this);
+  const e = CLIENT_SLOT.get(this);
   if (e) e.connected = false;
 }
 
 const textDecoder = new TextDecoder();
 const NO_OPTIONS: RequestOptions = Object.freeze({});
 const EMPTY = Buffer.alloc(0);
+
+/** Where a 301/302/303/307/308 response with a usable Location leads, else undefined. */
+function redirectTarget(x: Exchange): URL | undefined {
+  const s = x.status;
+  if (s !== 301 && s !== 302 && s !== 303 && s !== 307 && s !== 308) return undefined;
+  const location = x.headers.location;
+  if (typeof location !== 'string' || !location) return undefined;
+  try {
+    const next = new URL(location, x.url);
+    return next.protocol === 'http:' || next.protocol === 'https:' ? next : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 /** Classify a network error by its code (undici's stable codes and Node's errno names). */
 export function classifyNetworkError(err: unknown): string {
@@ -93,7 +131,11 @@ class Exchange implements HttpResponse, Dispatcher.DispatchHandler, RequestSampl
   private headerObj: Record<string, string | string[]> | undefined;
   private timingsObj: Timings | undefined;
   start = 0;
+  /** When undici wrote the request on its connection: time queued behind other requests is not latency. */
+  sentAt = 0;
   headersAt = 0;
+  /** Redirects this request may still follow. */
+  redirectsLeft = 0;
   connectMs = 0;
   durationMs = 0;
   waitingMs = 0;
@@ -107,7 +149,7 @@ class Exchange implements HttpResponse, Dispatcher.DispatchHandler, RequestSampl
 
   constructor(
     readonly owner: VuHttp,
-    readonly entry: ClientEntry | undefined,
+    readonly slot: Slot | undefined,
     readonly wasConnected: boolean,
     readonly origin: string,
     readonly path: string,
@@ -126,7 +168,9 @@ class Exchange implements HttpResponse, Dispatcher.DispatchHandler, RequestSampl
   }
 
   // --- undici handler (legacy API: raw header buffers, parsed only if the scenario asks) ---
-  onConnect(): void {}
+  onConnect(): void {
+    this.sentAt = performance.now();
+  }
   onError(err: Error): void {
     this.complete(classifyNetworkError(err));
   }
@@ -155,17 +199,20 @@ class Exchange implements HttpResponse, Dispatcher.DispatchHandler, RequestSampl
 
   complete(error: string | undefined): void {
     const end = performance.now();
-    const e = this.entry;
-    const connect = !e || this.wasConnected || !e.connected ? 0 : Math.max(0, e.connectedAt - this.start);
-    const sentAt = this.start + connect;
+    const slot = this.slot;
+    if (slot) slot.busy--;
+    const connect =
+      !slot || this.wasConnected || slot.connectedAt < this.start ? 0 : Math.max(0, slot.connectedAt - this.start);
+    const sentAt = this.sentAt || this.start + connect;
     this.connectMs = connect;
     this.waitingMs = this.headersAt ? this.headersAt - sentAt : end - sentAt;
     this.receivingMs = this.headersAt ? end - this.headersAt : 0;
     this.durationMs = end - sentAt;
     this.error = error;
-    this.owner.finish(this);
     const resolve = this.resolve;
     this.resolve = undefined;
+    // A followed redirect resolves the caller's promise with the last response instead.
+    if (this.owner.finish(this, resolve)) return;
     resolve?.(this);
   }
 
@@ -220,12 +267,14 @@ class Exchange implements HttpResponse, Dispatcher.DispatchHandler, RequestSampl
  * response with status 0 and `error` set, and are recorded as failed requests.
  */
 export class VuHttp implements HttpClient {
-  // Most VUs talk to one origin: keep its client in a field; other origins go to a Map made on demand.
-  private primary: ClientEntry | undefined;
-  private others: Map<string, ClientEntry> | undefined;
+  // Most VUs talk to one origin: keep its pool in a field; other origins go to a Map made on demand.
+  private primary: OriginPool | undefined;
+  private others: Map<string, OriginPool> | undefined;
   private jarStore: CookieJar | undefined;
   private readonly baseTarget: Target | undefined;
   private closed = false;
+  /** Set when the VU is interrupted (its grace period ran out): its requests are abandoned, not timed. */
+  private interrupted = false;
 
   constructor(private readonly ctx: HttpContext) {
     if (ctx.baseUrl) {
@@ -265,30 +314,60 @@ export class VuHttp implements HttpClient {
     return this.jarStore;
   }
 
+  /**
+   * Send several requests at once (k6's http.batch): each gets its own connection (up to
+   * MAX_CONNECTIONS_PER_ORIGIN per origin); the responses come back in the order of the requests.
+   */
+  batch(requests: BatchRequest[]): Promise<HttpResponse[]> {
+    return Promise.all(
+      requests.map((r) => {
+        if (typeof r === 'string') return this.request('GET', r);
+        if (Array.isArray(r)) return this.request(r[0], r[1], r[2]);
+        return this.request(r.method ?? 'GET', r.url, r.options);
+      }),
+    );
+  }
+
   /** Close this VU's connections (in-flight requests fail with 'aborted'). */
   async close(): Promise<void> {
     this.closed = true;
-    const all = [...(this.primary ? [this.primary] : []), ...(this.others?.values() ?? [])];
+    const pools = [...(this.primary ? [this.primary] : []), ...(this.others?.values() ?? [])];
     this.primary = undefined;
     this.others = undefined;
-    await Promise.all(all.map((c) => c.client.destroy().catch(() => {})));
+    await Promise.all(pools.flatMap((p) => p.slots.map((c) => c.client.destroy().catch(() => {}))));
   }
 
-  private clientFor(origin: string): ClientEntry {
-    if (this.primary?.origin === origin) return this.primary;
-    const other = this.others?.get(origin);
-    if (other) return other;
+  /** The VU's grace period ran out: abandon its requests (counted as interrupted, never timed). */
+  interrupt(): Promise<void> {
+    this.interrupted = true;
+    return this.close();
+  }
+
+  private slotFor(origin: string): Slot {
+    let pool = this.primary?.origin === origin ? this.primary : this.others?.get(origin);
+    if (!pool) {
+      pool = { origin, slots: [] };
+      if (!this.primary) this.primary = pool;
+      else {
+        this.others ??= new Map();
+        this.others.set(origin, pool);
+      }
+    }
+    const slots = pool.slots;
+    let least: Slot | undefined;
+    for (let i = 0; i < slots.length; i++) {
+      const slot = slots[i]!;
+      if (slot.busy === 0) return slot;
+      if (!least || slot.busy < least.busy) least = slot;
+    }
+    if (least && slots.length >= MAX_CONNECTIONS_PER_ORIGIN) return least;
     const client = new Client(origin, { pipelining: 1, keepAliveTimeout: 60_000, connect: { timeout: 10_000 } });
-    const entry: ClientEntry = { origin, client, connected: false, connectedAt: 0 };
-    CLIENT_ENTRY.set(client, entry);
+    const slot: Slot = { client, connected: false, connectedAt: 0, busy: 0 };
+    CLIENT_SLOT.set(client, slot);
     client.on('connect', onClientConnect);
     client.on('disconnect', onClientDisconnect);
-    if (!this.primary) this.primary = entry;
-    else {
-      this.others ??= new Map();
-      this.others.set(origin, entry);
-    }
-    return entry;
+    slots.push(slot);
+    return slot;
   }
 
   request(method: string, url: string, options: RequestOptions = NO_OPTIONS): Promise<HttpResponse> {
@@ -305,7 +384,23 @@ export class VuHttp implements HttpClient {
       const qs = new URLSearchParams(options.query as Record<string, string>).toString();
       if (qs) path += (path.includes('?') ? '&' : '?') + qs;
     }
-    let body: string | Buffer | Uint8Array | undefined = options.body;
+    const redirects = options.redirects ?? this.ctx.maxRedirects ?? DEFAULT_MAX_REDIRECTS;
+    return new Promise<HttpResponse>((resolve) => {
+      this.send(method, target, path, options.name ?? url, options, options.body, redirects, resolve);
+    });
+  }
+
+  private send(
+    method: string,
+    target: Target,
+    path: string,
+    name: string,
+    options: RequestOptions,
+    rawBody: string | Buffer | Uint8Array | undefined,
+    redirectsLeft: number,
+    resolve: (r: HttpResponse) => void,
+  ): void {
+    let body = rawBody;
     let headers: Record<string, string> | undefined = options.headers;
     const cookie = this.jarStore?.header(target.host);
     if (options.json !== undefined || cookie) {
@@ -322,40 +417,74 @@ export class VuHttp implements HttpClient {
     let bytesSent = method.length + path.length + 12;
     if (body !== undefined) bytesSent += typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
     if (headers) for (const k in headers) bytesSent += k.length + (headers[k]?.length ?? 0) + 4;
-    const name = options.name ?? url;
 
     if (this.closed) {
       const x = new Exchange(this, undefined, false, target.origin, path, name, method, options, 0);
-      x.complete('aborted');
-      return Promise.resolve(x);
-    }
-    const entry = this.clientFor(target.origin);
-    const x = new Exchange(this, entry, entry.connected, target.origin, path, name, method, options, bytesSent);
-    return new Promise<HttpResponse>((resolve) => {
       x.resolve = resolve;
       x.start = performance.now();
-      entry.client.dispatch(
-        {
-          origin: target.origin,
-          path,
-          method: method as Dispatcher.HttpMethod,
-          headers,
-          body: body ?? null,
-          headersTimeout: timeoutMs,
-          bodyTimeout: timeoutMs,
-        },
-        x,
-      );
-    });
+      x.complete('aborted');
+      return;
+    }
+    const slot = this.slotFor(target.origin);
+    const x = new Exchange(this, slot, slot.connected, target.origin, path, name, method, options, bytesSent);
+    x.resolve = resolve;
+    x.redirectsLeft = redirectsLeft;
+    x.start = performance.now();
+    slot.busy++;
+    slot.client.dispatch(
+      {
+        origin: target.origin,
+        path,
+        method: method as Dispatcher.HttpMethod,
+        headers,
+        body: body ?? null,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+      },
+      x,
+    );
   }
 
-  /** Decide success (expect, status), store cookies and record the sample. Called once per exchange. */
-  finish(x: Exchange): void {
+  /** Send the request x's redirect leads to; it resolves the caller's promise. */
+  private follow(x: Exchange, next: URL, resolve: (r: HttpResponse) => void): void {
+    const s = x.status;
+    // As browsers and k6: 303 (and 301/302 after a POST) continue as a GET without a body.
+    const toGet = s === 303 || ((s === 301 || s === 302) && x.method === 'POST');
+    const method = toGet && x.method !== 'HEAD' ? 'GET' : x.method;
+    let options = x.options;
+    if (toGet && (options.json !== undefined || options.body !== undefined)) options = { ...options, json: undefined };
+    if (next.origin !== x.origin && options.headers) {
+      // Credentials meant for one origin are not sent to another.
+      const headers: Record<string, string> = {};
+      for (const k in options.headers) if (k.toLowerCase() !== 'authorization') headers[k] = options.headers[k]!;
+      options = { ...options, headers };
+    }
+    const target = { origin: next.origin, host: next.host, path: '' };
+    const path = next.pathname + next.search;
+    const name = x.options.name ?? (next.origin === this.baseTarget?.origin ? path : next.href);
+    this.send(method, target, path, name, options, toGet ? undefined : options.body, x.redirectsLeft - 1, resolve);
+  }
+
+  /**
+   * Decide success (expect, status), store cookies and record the sample, then follow a redirect.
+   * Called once per exchange; returns true when a redirect was followed (it resolves the caller).
+   */
+  finish(x: Exchange, resolve: ((r: HttpResponse) => void) | undefined): boolean {
+    if (this.interrupted) {
+      // Abandoned by a ramp-down or the end of the run: not a failure of the server, and not timed.
+      x.ok = false;
+      x.failed = true;
+      x.failure = 'interrupted';
+      if (!x.error) x.error = 'interrupted';
+      this.ctx.recorder.interrupted();
+      return false;
+    }
     if (x.rawHeaders) this.storeCookies(x.origin, x.rawHeaders);
     let failure: string | undefined;
     const expect = x.options.expect;
+    const next = resolve && x.redirectsLeft > 0 && !x.error && !this.closed ? redirectTarget(x) : undefined;
     if (x.error) failure = x.error;
-    else if (expect) {
+    else if (expect && !next) {
       try {
         const verdict = expect(x);
         if (verdict === false) failure = 'expect: failed';
@@ -368,6 +497,9 @@ export class VuHttp implements HttpClient {
     x.failed = failure !== undefined;
     x.failure = failure;
     this.ctx.recorder.request(x);
+    if (!next) return false;
+    this.follow(x, next, resolve!);
+    return true;
   }
 
   private storeCookies(origin: string, raw: Buffer[]): void {

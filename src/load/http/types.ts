@@ -51,7 +51,15 @@ export interface RequestOptions {
   /** '10s' or milliseconds (default: the scenario's timeout, else 60s). */
   timeout?: string | number;
   expect?: Expectation;
+  /** Redirects to follow (default 10, or the scenario's `redirects`); 0 returns the 3xx response itself. */
+  redirects?: number;
 }
+
+/** One request of `vu.http.batch`: a URL (GET), `[method, url, options?]` or `{ method?, url, options? }`. */
+export type BatchRequest =
+  | string
+  | [method: string, url: string, options?: RequestOptions]
+  | { method?: string; url: string; options?: RequestOptions };
 
 export interface HttpClient {
   get(url: string, options?: RequestOptions): Promise<HttpResponse>;
@@ -61,6 +69,8 @@ export interface HttpClient {
   delete(url: string, options?: RequestOptions): Promise<HttpResponse>;
   head(url: string, options?: RequestOptions): Promise<HttpResponse>;
   request(method: string, url: string, options?: RequestOptions): Promise<HttpResponse>;
+  /** Send several requests in parallel (k6's http.batch); responses in the order of the requests. */
+  batch(requests: BatchRequest[]): Promise<HttpResponse[]>;
   /** This VU's cookies for a host. */
   cookies(host?: string): Record<string, string>;
 }
@@ -81,4 +91,6 @@ export interface RequestSample {
 
 export interface RequestRecorder {
   request(sample: RequestSample): void;
+  /** A request abandoned when its VU was interrupted: counted, never timed. */
+  interrupted(): void;
 }

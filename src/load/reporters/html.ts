@@ -6,7 +6,8 @@ import type { Summary } from '../summary.js';
 const esc = (s: unknown) =>
   String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 
-function uplotAssets(): { js: string; css: string } {
+/** uPlot's script and stylesheet, to inline into a self-contained report (the drill reuses them). */
+export function uplotAssets(): { js: string; css: string } {
   const require = createRequire(import.meta.url);
   const dir = dirname(require.resolve('uplot/package.json'));
   return {

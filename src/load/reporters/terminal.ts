@@ -78,6 +78,14 @@ export function formatSummary(s: Summary): string {
     );
   }
   if (s.droppedIterations) out.push(`\ndropped iterations: ${s.droppedIterations} (all maxVUs were busy)`);
+  for (const l of s.workerLosses ?? [])
+    out.push(
+      `\nworker lost: ${l.worker} at ${l.atSeconds.toFixed(1)}s (${l.error}); its metrics up to then are included`,
+    );
+  if (s.interruptedRequests)
+    out.push(
+      `\ninterrupted requests: ${s.interruptedRequests} (abandoned when their VU's grace period ran out; not timed)`,
+    );
   if (s.thresholds.length) {
     out.push('\nthresholds');
     out.push(

@@ -1,0 +1,8 @@
+/** `bulwark drill`: a game day on one machine (cluster, backups, failover, deploys, PITR) with measured results. */
+import './errors.js';
+
+export { drillPlan, type Release } from './environment.js';
+export { DrillError, DrillErrorCodes } from './errors.js';
+export { formatProbe, lostOrders, parseSteps, verdict, writeGapMs } from './hypothesis.js';
+export { type DrillJournal, type DrillOptions, drillExitCode, runDrill } from './run.js';
+export * from './types.js';

@@ -1,0 +1,343 @@
+import { hostname, release as osRelease, platform } from 'node:os';
+import { DrillEnvironment, type Release } from './environment.js';
+import { DrillError } from './errors.js';
+import { atMost, parseSteps, steadyState, stepHolds, verdict } from './hypothesis.js';
+import { pause, STEPS, type StepContext, waitUntil } from './steps.js';
+import { DrillTraffic } from './traffic.js';
+import {
+  type DrillEvent,
+  type Probe,
+  STEP_TITLES,
+  type SteadyState,
+  type StepName,
+  type StepResult,
+  type TimelinePoint,
+} from './types.js';
+
+export interface DrillOptions {
+  /** Steps to run, in drill order (default all five). */
+  steps?: StepName[];
+  /** Synchronous replication (default false: asynchronous). */
+  sync?: boolean;
+  /** Steady traffic before the first step and after the last (ms, default 5000). */
+  steadyMs?: number;
+  /** Requests per second through the router (open model, default 40; half of them are orders). */
+  rate?: number;
+  /** Work folder (default a new temp folder, removed at the end). */
+  dir?: string;
+  /** The releases the deploy steps use; tests inject a regression here (e.g. a good release that fails health). */
+  releases?: { stable?: Release; bad?: Release; good?: Release };
+  /** Called once every step ran, before anything is stopped (`--keep` waits here for Ctrl-C). */
+  beforeCleanup?: (info: { dir: string; url: string; clusterDir: string; repoUri: string }) => Promise<void>;
+  signal?: AbortSignal;
+  onEvent?: (e: DrillEvent) => void;
+}
+
+/** Chaos Toolkit's journal field names plus Bulwark's measured fields. */
+export interface DrillJournal {
+  'chaoslib-version': null;
+  bulwark: { drill: 1 };
+  platform: string;
+  node: string;
+  experiment: {
+    title: string;
+    description: string;
+    configuration: { sync: boolean; rate: number; steadyMs: number; steps: StepName[] };
+    'steady-state-hypothesis': { title: string; probes: Array<{ name: string; tolerance: string }> };
+    method: Array<{ type: 'action'; name: StepName; title: string; hypothesis: string }>;
+  };
+  start: string;
+  end: string;
+  /** Seconds. */
+  duration: number;
+  status: 'completed' | 'failed' | 'interrupted';
+  deviated: boolean;
+  steady_states: {
+    before: SteadyState | null;
+    after: SteadyState | null;
+    during: Array<{ step: StepName; before: SteadyState; after: SteadyState }>;
+  };
+  run: Array<{
+    activity: { type: 'action'; name: StepName; title: string; hypothesis: string };
+    status: 'succeeded' | 'failed';
+    start: string;
+    end: string;
+    duration: number;
+    output: { probes: Probe[]; measured: StepResult['measured']; traffic: StepResult['traffic']; log: string[] };
+    exception?: string;
+  }>;
+  rollbacks: [];
+  /** Every step as the drill measured it. */
+  steps: StepResult[];
+  verdict: { ok: boolean; failed: StepName[] };
+  /** The figures people ask for first. */
+  measured: {
+    rtoMs: number | null;
+    lostAcknowledgedOrders: number | null;
+    failedRequestsBadRelease: number | null;
+    failedRequestsGoodRelease: number | null;
+    pitrTimeToQueryableMs: number | null;
+    pitrRowsRecovered: number | null;
+    requests: number;
+    failedRequests: number;
+    ordersAcknowledged: number;
+  };
+  /** Per second through the router: req/s, errors, latency percentiles (ms). */
+  timeline: TimelinePoint[];
+  /** Seconds since the load started at which each fault was injected. */
+  faults: Array<{ t: number; step: StepName; label: string }>;
+  /** Why the drill could not run to its end (setup failed), when it could not. */
+  error?: string;
+  /** What was stopped and removed at the end. */
+  cleanup: string[];
+}
+
+const STEADY_WINDOW_MS = 3000;
+const STEADY_WAIT_MS = 20_000;
+
+/** Chaos Toolkit's steady-state hypothesis of the shop: orders and pages flow, nothing fails. */
+function steadyProbes(traffic: DrillTraffic): Probe[] {
+  const recent = traffic.recent(STEADY_WINDOW_MS);
+  const since = Date.now() - STEADY_WINDOW_MS;
+  const orders = traffic.acks.filter((a) => a.at >= since).length;
+  return [
+    {
+      name: `requests in the last ${STEADY_WINDOW_MS / 1000} s`,
+      threshold: '> 0',
+      value: recent.requests,
+      met: recent.requests > 0,
+    },
+    {
+      name: `orders acknowledged in the last ${STEADY_WINDOW_MS / 1000} s`,
+      threshold: '> 0',
+      value: orders,
+      met: orders > 0,
+    },
+    atMost(`failed requests in the last ${STEADY_WINDOW_MS / 1000} s`, recent.failures, 0),
+  ];
+}
+
+/** Wait (up to STEADY_WAIT_MS) for the steady state to hold; its probes as last seen. */
+async function awaitSteadyState(traffic: DrillTraffic, signal?: AbortSignal): Promise<SteadyState> {
+  let last = steadyState(steadyProbes(traffic));
+  await waitUntil(
+    () => {
+      last = steadyState(steadyProbes(traffic));
+      return last.steady_state_met;
+    },
+    STEADY_WAIT_MS,
+    signal,
+  );
+  return last;
+}
+
+/** The exit code of `bulwark drill`: 0 when every hypothesis held, 130 when interrupted, 1 otherwise. */
+export function drillExitCode(j: Pick<DrillJournal, 'status' | 'verdict'>): number {
+  if (j.status === 'interrupted') return 130;
+  return j.status === 'completed' && j.verdict.ok ? 0 : 1;
+}
+
+/**
+ * A game day on this machine: build the environment, run steady traffic, run each step with its
+ * hypothesis checked against measurements and the steady state checked before and after, stop
+ * everything it started (also on failure or abort), and return the journal.
+ */
+export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
+  const steps = o.steps ?? parseSteps(undefined);
+  const sync = o.sync ?? false;
+  const rate = o.rate ?? 40;
+  const steadyMs = o.steadyMs ?? 5000;
+  const emit = (e: DrillEvent) => o.onEvent?.(e);
+  const releases = {
+    stable: o.releases?.stable ?? { version: 'v1' },
+    bad: o.releases?.bad ?? { version: 'v2-bad', errorRate: 0.2 },
+    good: o.releases?.good ?? { version: 'v3' },
+  };
+  const start = new Date();
+  const results: StepResult[] = [];
+  const during: DrillJournal['steady_states']['during'] = [];
+  const faults: DrillJournal['faults'] = [];
+  let before: SteadyState | null = null;
+  let after: SteadyState | null = null;
+  let status: DrillJournal['status'] = 'completed';
+  let cleanup: string[] = [];
+  let timeline: TimelinePoint[] = [];
+  let fatal: string | undefined;
+
+  const env = new DrillEnvironment({
+    dir: o.dir,
+    sync,
+    say: (line) => emit({ type: 'setup', line }),
+    signal: o.signal,
+  });
+  let traffic: DrillTraffic | undefined;
+  try {
+    await env.start(releases.stable);
+    traffic = new DrillTraffic({ url: env.url, rate });
+    const t = traffic;
+    emit({ type: 'setup', line: `load: ${rate} req/s (open model, half of them orders) through ${env.url}` });
+    let lastOrders = 0;
+    await t.start((p) => {
+      const point = p.aggregate.timeline.at(-1);
+      emit({
+        type: 'traffic',
+        elapsedS: p.elapsedMs / 1000,
+        rps: point?.rps ?? 0,
+        errors: point?.errors ?? 0,
+        p99: point?.p99 ?? 0,
+        orders: t.acks.length - lastOrders,
+      });
+      lastOrders = t.acks.length;
+    });
+    // PITR needs a base backup from before the drop; without the backup step, take one unmeasured.
+    if (steps.includes('pitr') && !steps.includes('backup')) {
+      emit({ type: 'setup', line: 'base backup for the PITR step (the backup step is not selected)' });
+      await STEPS.backup.run({ env, traffic: t, log: () => {}, signal: o.signal, releases, sync });
+    }
+    await pause(steadyMs, o.signal);
+    before = await awaitSteadyState(t, o.signal);
+    emit({ type: 'setup', line: `steady state before the first step: ${before.steady_state_met ? 'met' : 'NOT met'}` });
+
+    for (const [i, name] of steps.entries()) {
+      if (o.signal?.aborted) throw new DrillError('BULWARK_E_DRILL', 'interrupted');
+      const spec = STEPS[name];
+      const hypothesis = spec.hypothesis({ sync });
+      emit({ type: 'step-start', step: name, index: i + 1, total: steps.length, title: STEP_TITLES[name], hypothesis });
+      const log: string[] = [];
+      const ctx: StepContext = {
+        env,
+        traffic: t,
+        log: (line) => {
+          log.push(line);
+          emit({ type: 'step-log', step: name, line });
+        },
+        signal: o.signal,
+        releases,
+        sync,
+      };
+      const stepBefore = await awaitSteadyState(t, o.signal);
+      const snap = t.snapshot();
+      const stepStart = new Date();
+      let outcome: Awaited<ReturnType<typeof spec.run>> | undefined;
+      let error: string | undefined;
+      try {
+        outcome = await spec.run(ctx);
+      } catch (err) {
+        if (o.signal?.aborted) throw err;
+        error = (err as Error).message;
+        ctx.log(`step could not finish: ${error}`);
+      }
+      const stepEnd = new Date();
+      const traffic = { requests: t.requests - snap.requests, failures: t.failures - snap.failures };
+      const stepAfter = await awaitSteadyState(t, o.signal);
+      const result: StepResult = {
+        step: name,
+        index: i + 1,
+        title: STEP_TITLES[name],
+        hypothesis,
+        start: stepStart.toISOString(),
+        end: stepEnd.toISOString(),
+        duration: (stepEnd.getTime() - stepStart.getTime()) / 1000,
+        status: 'succeeded',
+        deviated: false,
+        before: stepBefore,
+        after: stepAfter,
+        probes: outcome?.probes ?? [],
+        measured: outcome?.measured ?? {},
+        traffic,
+        faultAt: outcome?.faultAt !== undefined ? t.elapsedS(outcome.faultAt) : undefined,
+        log,
+        error,
+      };
+      const holds = stepHolds(result);
+      result.status = holds ? 'succeeded' : 'failed';
+      result.deviated = !holds;
+      results.push(result);
+      during.push({ step: name, before: stepBefore, after: stepAfter });
+      if (result.faultAt !== undefined) faults.push({ t: result.faultAt, step: name, label: STEP_TITLES[name] });
+      emit({ type: 'step-end', result });
+    }
+    await pause(Math.min(steadyMs, 5000), o.signal);
+    after = await awaitSteadyState(t, o.signal);
+    await o.beforeCleanup?.({ dir: env.dir, url: env.url, clusterDir: env.pgDir, repoUri: env.repoUri });
+  } catch (err) {
+    if (o.signal?.aborted) status = 'interrupted';
+    else {
+      status = 'failed';
+      fatal = (err as Error).message;
+    }
+  } finally {
+    if (traffic) {
+      await traffic.stop();
+      timeline = traffic.timeline();
+    }
+    cleanup = await env.stop();
+    for (const line of cleanup) emit({ type: 'cleanup', line });
+  }
+  const end = new Date();
+  const v = verdict(results);
+  const ok = v.ok && status === 'completed' && results.length === steps.length;
+  const m = (step: StepName, key: string) => {
+    const r = results.find((s) => s.step === step)?.measured[key];
+    return typeof r === 'number' ? r : null;
+  };
+  const journal: DrillJournal = {
+    'chaoslib-version': null,
+    bulwark: { drill: 1 },
+    platform: `${platform()} ${osRelease()}`,
+    node: hostname(),
+    experiment: {
+      title: 'Bulwark game day',
+      description:
+        'The demo shop on a local PostgreSQL cluster behind the embedded router, under steady open-model load, through a backup, a primary crash, a bad release, a good release and a dropped table.',
+      configuration: { sync, rate, steadyMs, steps },
+      'steady-state-hypothesis': {
+        title: 'the shop takes orders and serves pages without a failed request',
+        probes: steadyProbes(new DrillTraffic({ url: '', rate })).map((p) => ({
+          name: p.name,
+          tolerance: p.threshold,
+        })),
+      },
+      method: steps.map((s) => ({
+        type: 'action',
+        name: s,
+        title: STEP_TITLES[s],
+        hypothesis: STEPS[s].hypothesis({ sync }),
+      })),
+    },
+    start: start.toISOString(),
+    end: end.toISOString(),
+    duration: (end.getTime() - start.getTime()) / 1000,
+    status,
+    deviated: !ok,
+    steady_states: { before, after, during },
+    run: results.map((r) => ({
+      activity: { type: 'action', name: r.step, title: r.title, hypothesis: r.hypothesis },
+      status: r.error ? 'failed' : 'succeeded',
+      start: r.start,
+      end: r.end,
+      duration: r.duration,
+      output: { probes: r.probes, measured: r.measured, traffic: r.traffic, log: r.log },
+      ...(r.error ? { exception: r.error } : {}),
+    })),
+    rollbacks: [],
+    steps: results,
+    verdict: { ok, failed: fatal ? [...v.failed] : v.failed },
+    measured: {
+      rtoMs: m('failover', 'rtoMs'),
+      lostAcknowledgedOrders: m('failover', 'lostOrders'),
+      failedRequestsBadRelease: m('bad-release', 'failedRequests'),
+      failedRequestsGoodRelease: m('good-release', 'failedRequests'),
+      pitrTimeToQueryableMs: m('pitr', 'timeToQueryableMs'),
+      pitrRowsRecovered: m('pitr', 'rowsRecovered'),
+      requests: traffic?.requests ?? 0,
+      failedRequests: traffic?.failures ?? 0,
+      ordersAcknowledged: traffic?.acks.length ?? 0,
+    },
+    timeline,
+    faults,
+    cleanup,
+  };
+  if (fatal) journal.error = fatal;
+  return journal;
+}

@@ -1,0 +1,372 @@
+import { join } from 'node:path';
+import pg from 'pg';
+import { physicalBackup, physicalRestore } from '../backup/index.js';
+import { crashNode } from '../cluster/index.js';
+import { ORDERS_TABLE_SQL } from '../demo/index.js';
+import { run } from '../lib/child.js';
+import { freePort } from '../lib/net.js';
+import { POSTGRES_USER, pgBin } from '../lib/postgres.js';
+import { bulwarkCommand, type DrillEnvironment, type Release, shellArg } from './environment.js';
+import { DrillError } from './errors.js';
+import { atMost, below, isTrue, lostOrders, writeGapMs } from './hypothesis.js';
+import type { DrillTraffic } from './traffic.js';
+import type { Probe, StepName } from './types.js';
+
+export interface StepContext {
+  env: DrillEnvironment;
+  traffic: DrillTraffic;
+  log: (line: string) => void;
+  signal?: AbortSignal;
+  releases: { bad: Release; good: Release };
+  sync: boolean;
+}
+
+export interface StepOutcome {
+  probes: Probe[];
+  measured: Record<string, number | string | boolean | null>;
+  /** Epoch ms of the fault (chart marker). */
+  faultAt?: number;
+}
+
+export interface StepSpec {
+  hypothesis: (c: { sync: boolean }) => string;
+  run: (c: StepContext) => Promise<StepOutcome>;
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Sleep that ends early, throwing, when the drill is interrupted (Ctrl-C must not wait out a pause). */
+export async function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) throw new DrillError('BULWARK_E_DRILL', 'interrupted');
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+  if (signal?.aborted) throw new DrillError('BULWARK_E_DRILL', 'interrupted');
+}
+
+/** Poll `what` every 100 ms until it is truthy or `ms` passed; false on timeout. */
+export async function waitUntil(
+  what: () => boolean | Promise<boolean>,
+  ms: number,
+  signal?: AbortSignal,
+): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (signal?.aborted) throw new DrillError('BULWARK_E_DRILL', 'interrupted');
+    if (await what()) return true;
+    await sleep(100);
+  }
+  return Boolean(await what());
+}
+
+/** The release /health reports through the router (the version that serves users now). */
+async function servingVersion(url: string): Promise<string | undefined> {
+  try {
+    const r = await fetch(`${url}/health`, { signal: AbortSignal.timeout(3000) });
+    return ((await r.json()) as { label?: string }).label;
+  } catch {
+    return undefined;
+  }
+}
+
+const WRITE_GAP_LIMIT_MS = 5000;
+
+export const STEPS: Record<StepName, StepSpec> = {
+  backup: {
+    hypothesis: () =>
+      'a full physical backup of the primary completes while the shop is under load, with no failed request',
+    async run({ env, traffic, log }) {
+      const primary = env.primary();
+      const before = traffic.snapshot();
+      log(`pg_basebackup of ${primary.name} into ${env.repoUri}`);
+      const m = await physicalBackup({
+        repo: env.repo,
+        pg: { url: primary.url },
+        encoding: { compression: 'zstd', level: 1, encryption: 'none' },
+        label: 'drill',
+      });
+      const failed = traffic.failures - before.failures;
+      log(`backup ${m.id}: ${(m.sizes.raw / 1048576).toFixed(1)} MiB in ${(m.durationMs / 1000).toFixed(1)} s`);
+      return {
+        probes: [
+          isTrue('backup completed (manifest written)', true),
+          atMost('failed requests during the backup', failed, 0),
+        ],
+        measured: {
+          backupId: m.id,
+          backupMs: m.durationMs,
+          backupBytes: m.sizes.raw,
+          storedBytes: m.sizes.stored,
+          failedRequests: failed,
+        },
+      };
+    },
+  },
+
+  failover: {
+    hypothesis: ({ sync }) =>
+      `after kill -9 of the primary, writes resume within ${WRITE_GAP_LIMIT_MS / 1000} s and no acknowledged order is lost${sync ? ' (synchronous replication)' : ' (asynchronous replication)'}`,
+    async run({ env, traffic, log, signal }) {
+      const primary = env.primary();
+      const monitor = env.monitor!;
+      const failover = new Promise<{ to: string; durationMs: number; promoteMs: number }>((resolve) =>
+        monitor.once('failover', resolve),
+      );
+      const killAt = Date.now();
+      const pids = crashNode(env.pgDir, primary.name);
+      if (!pids.length) throw new DrillError('BULWARK_E_DRILL', `${primary.name} was not running`);
+      log(`SIGKILL to ${pids.length} processes of ${primary.name} (the primary)`);
+      const entry = await Promise.race([failover, pause(60_000, signal).then(() => undefined)]);
+      if (!entry) throw new DrillError('BULWARK_E_DRILL', `the monitor did not fail over within 60 s`);
+      log(
+        `monitor promoted ${entry.to} (${entry.durationMs} ms from the first failed probe, promotion ${entry.promoteMs} ms)`,
+      );
+      const resumed = await waitUntil(() => traffic.acks.some((a) => a.at > killAt), 30_000, signal);
+      const gap = resumed
+        ? writeGapMs(
+            killAt,
+            traffic.acks.map((a) => a.at),
+          )
+        : null;
+      log(
+        gap === null
+          ? 'no order acknowledged within 30 s of the kill'
+          : `first order acknowledged ${gap} ms after the kill`,
+      );
+      // RPO: every order the shop acknowledged so far must be on the new primary
+      const acked = traffic.acks.map((a) => a.id);
+      const r = await env.pool!.query('SELECT id FROM orders WHERE id = ANY($1::bigint[])', [acked]);
+      const lost = lostOrders(
+        acked,
+        r.rows.map((row: { id: string }) => Number(row.id)),
+      );
+      log(
+        `${acked.length} acknowledged orders checked on ${entry.to}: ${lost.length} missing${lost.length ? ` (${lost.slice(0, 10).join(', ')}${lost.length > 10 ? ', ...' : ''})` : ''}`,
+      );
+      const rejoined = await waitUntil(
+        () => monitor.topology().nodes.some((n) => n.name === primary.name && n.role === 'replica' && n.streaming),
+        60_000,
+        signal,
+      );
+      const rejoinS = (Date.now() - killAt) / 1000;
+      log(
+        rejoined
+          ? `${primary.name} rejoined as a streaming replica ${rejoinS.toFixed(1)} s after the kill`
+          : `${primary.name} did not rejoin within 60 s`,
+      );
+      return {
+        faultAt: killAt,
+        probes: [
+          below('write gap (RTO)', gap, WRITE_GAP_LIMIT_MS, 'ms'),
+          atMost('acknowledged orders lost (RPO)', lost.length, 0),
+        ],
+        measured: {
+          killedNode: primary.name,
+          newPrimary: entry.to,
+          rtoMs: gap,
+          monitorFailoverMs: entry.durationMs,
+          promoteMs: entry.promoteMs,
+          ordersAcknowledged: acked.length,
+          lostOrders: lost.length,
+          lostOrderIds: lost.slice(0, 100).join(','),
+          oldPrimaryRejoined: rejoined,
+        },
+      };
+    },
+  },
+
+  'bad-release': {
+    hypothesis: () =>
+      'a release that answers 500 on 20 % of requests is rolled back automatically by the canary analysis, and all traffic returns to the stable version',
+    async run({ env, traffic, log, releases }) {
+      const stable = env.store!.load();
+      const stableVersion = stable.active ? stable.slots[stable.active]?.version : undefined;
+      const bad = releases.bad;
+      const before = traffic.snapshot();
+      const t0 = Date.now();
+      log(`canary of ${bad.version} (20 % of traffic) next to ${stableVersion}`);
+      let outcome = 'deployed';
+      try {
+        await env.deployerFor(bad, { strategy: 'canary' }).deploy(bad.version);
+      } catch (err) {
+        outcome = (err as { code?: string }).code ?? (err as Error).message;
+      }
+      const settledMs = Date.now() - t0;
+      const history = env.store!.history();
+      const record = [...history].reverse().find((d) => d.version === bad.version);
+      const rolledBack = record?.status === 'rolled-back';
+      const reason = record?.events.map((e) => e.sentence).find((s) => /analysis|rollback|rolled/.test(s));
+      if (reason) log(reason);
+      const serving = await servingVersion(env.url);
+      const failed = traffic.failures - before.failures;
+      const requests = traffic.requests - before.requests;
+      log(
+        `${bad.version}: ${record?.status ?? outcome} after ${(settledMs / 1000).toFixed(1)} s; ${failed} failed requests of ${requests}; now serving ${serving}`,
+      );
+      return {
+        faultAt: t0,
+        probes: [
+          isTrue('rolled back automatically', rolledBack, record ? `deploy ${record.status}` : outcome),
+          isTrue(
+            `traffic back on the stable version (${stableVersion})`,
+            serving === stableVersion,
+            `serving ${serving}`,
+          ),
+        ],
+        measured: {
+          release: bad.version,
+          deployStatus: record?.status ?? outcome,
+          rollbackAfterMs: settledMs,
+          failedRequests: failed,
+          requests,
+        },
+      };
+    },
+  },
+
+  'good-release': {
+    hypothesis: () => 'a blue-green deploy of a good release switches all traffic with zero failed requests',
+    async run({ env, traffic, log, releases }) {
+      const good = releases.good;
+      const before = traffic.snapshot();
+      const t0 = Date.now();
+      log(`blue-green deploy of ${good.version}`);
+      let error: string | undefined;
+      try {
+        await env.deployerFor(good, { strategy: 'blue-green' }).deploy(good.version);
+      } catch (err) {
+        error = (err as Error).message;
+        log(`deploy failed: ${error}`);
+      }
+      const tookMs = Date.now() - t0;
+      const serving = await servingVersion(env.url);
+      const failed = traffic.failures - before.failures;
+      const requests = traffic.requests - before.requests;
+      log(
+        `${good.version}: ${error ? 'failed' : 'deployed'} in ${(tookMs / 1000).toFixed(1)} s; ${failed} failed requests of ${requests}; now serving ${serving}`,
+      );
+      return {
+        faultAt: t0,
+        probes: [
+          isTrue('deploy succeeded', !error && serving === good.version, error ?? `serving ${serving}`),
+          atMost('failed requests during the deploy', failed, 0),
+        ],
+        measured: {
+          release: good.version,
+          deployMs: tookMs,
+          failedRequests: failed,
+          requests,
+          servingAfter: serving ?? null,
+        },
+      };
+    },
+  },
+
+  pitr: {
+    hypothesis: () =>
+      'after the orders table is dropped by mistake, a point-in-time recovery to just before the drop gives a queryable copy holding every order acknowledged before it',
+    async run({ env, traffic, log }) {
+      const pool = env.pool!;
+      // Taken before the server's clock is read: an order acknowledged by then committed before the target.
+      const targetAt = Date.now();
+      const t = await pool.query(
+        `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' AS t`,
+      );
+      const targetTime = String(t.rows[0].t);
+      const ackedBefore = traffic.acks.filter((a) => a.at <= targetAt).map((a) => a.id);
+      await pool.query('DROP TABLE orders');
+      const dropAt = Date.now();
+      log(`DROP TABLE orders on ${env.primary().name}; recovery target ${targetTime}`);
+      const seg = await pool.query('SELECT pg_walfile_name(pg_switch_wal()) AS seg');
+      const segment = String(seg.rows[0].seg);
+      const archived = await waitUntil(async () => {
+        const a = await pool.query('SELECT last_archived_wal FROM pg_stat_archiver');
+        const last = a.rows[0].last_archived_wal as string | null;
+        return last !== null && last.slice(8) >= segment.slice(8);
+      }, 60_000);
+      if (!archived) throw new DrillError('BULWARK_E_DRILL', `WAL segment ${segment} was not archived within 60 s`);
+      log(`WAL up to ${segment} archived`);
+      const pgdata = join(env.dir, 'pitr');
+      const port = await freePort({ below: 32768 });
+      env.onCleanup('PITR copy stopped', () =>
+        run(pgBin('pg_ctl'), ['-D', pgdata, '-m', 'immediate', '-w', 'stop'], { asUser: POSTGRES_USER, check: false }),
+      );
+      const t0 = Date.now();
+      const restored = await physicalRestore({
+        repo: env.repo,
+        pgdata,
+        target: { kind: 'time', time: targetTime },
+        restoreCommand: `${bulwarkCommand()} wal fetch "%f" "%p" --repo ${shellArg(env.repoUri)}`,
+        start: true,
+        port,
+        archiveMode: 'off',
+        timeoutMs: 120_000,
+      });
+      const copy = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', database: 'postgres' });
+      copy.on('error', () => {});
+      await copy.connect();
+      let rows: Array<Record<string, unknown>>;
+      try {
+        rows = (await copy.query('SELECT id, email, items, payment_method, created_at FROM orders ORDER BY id')).rows;
+      } finally {
+        await copy.end().catch(() => {});
+      }
+      const queryableMs = Date.now() - t0;
+      log(
+        `copy queryable on port ${port} ${(queryableMs / 1000).toFixed(1)} s after the restore began (${restored.started?.stoppedAt ?? 'end of archive'}); ${rows.length} orders in it`,
+      );
+      const missing = lostOrders(
+        ackedBefore,
+        rows.map((r) => Number(r.id)),
+      );
+      const betweenTargetAndDrop = traffic.acks.filter((a) => a.at > targetAt && a.at <= dropAt).length;
+      // Put the orders back in production, as the on-call engineer would, so the shop takes orders again.
+      const r0 = Date.now();
+      const maxAcked = traffic.acks.reduce((m, a) => Math.max(m, a.id), 0);
+      const client = await pool.connect();
+      try {
+        // one transaction: the shop's inserts fail until the table is back whole (never half-filled)
+        await client.query('BEGIN');
+        await client.query(ORDERS_TABLE_SQL);
+        await client.query('INSERT INTO orders SELECT * FROM json_populate_recordset(NULL::orders, $1::json)', [
+          JSON.stringify(rows),
+        ]);
+        // ids of orders lost between the target and the drop are never handed out again
+        await client.query(`SELECT setval('orders_id_seq', GREATEST((SELECT max(id) FROM orders), $1::bigint, 1))`, [
+          maxAcked,
+        ]);
+        await client.query('COMMIT');
+      } catch (err) {
+        await client.query('ROLLBACK').catch(() => {});
+        throw err;
+      } finally {
+        client.release();
+      }
+      log(`${rows.length} orders copied back into production in ${((Date.now() - r0) / 1000).toFixed(1)} s`);
+      return {
+        faultAt: dropAt,
+        probes: [
+          atMost('orders acknowledged before the drop missing from the copy', missing.length, 0),
+          isTrue('copy is queryable', true),
+        ],
+        measured: {
+          targetTime,
+          ordersAcknowledgedBeforeTarget: ackedBefore.length,
+          rowsRecovered: rows.length,
+          missingOrders: missing.length,
+          ordersBetweenTargetAndDrop: betweenTargetAndDrop,
+          restoreMs: restored.restoreMs,
+          recoveryMs: restored.started?.recoveryMs ?? null,
+          timeToQueryableMs: queryableMs,
+          backupUsed: restored.backup.id,
+        },
+      };
+    },
+  },
+};

@@ -1,0 +1,173 @@
+import {
+  type HttpResponse,
+  type LoadResult,
+  type Progress,
+  runLoad,
+  type ScenarioDefinition,
+  scenario,
+  user,
+  type VU,
+} from '../load/index.js';
+import type { TimelinePoint } from './types.js';
+
+/**
+ * The drill's steady open-model traffic through the router: shoppers who log in, list products and
+ * place orders, at a constant arrival rate (new iterations start on schedule whatever the latency, so
+ * a stall shows as queued work and errors, not as politely fewer requests).
+ *
+ * Besides what `bulwark load` measures, the drill needs what load cannot know: which orders were
+ * acknowledged (201 with an order id) and when — that is what RPO and the write gap are computed from.
+ * The scenario runs in this thread (a scenario object, one engine) so it records straight into here.
+ */
+export class DrillTraffic {
+  /** Order ids the shop acknowledged, with the epoch ms the 201 arrived. Bounded by the drill's length. */
+  readonly acks: Array<{ id: number; at: number }> = [];
+  requests = 0;
+  failures = 0;
+  lastFailureAt = 0;
+  /** Per epoch second: requests and failures (the steady-state probes read the last few seconds). */
+  private readonly seconds = new Map<number, { requests: number; failures: number }>();
+  private progress?: Progress;
+  private controller = new AbortController();
+  private running?: Promise<LoadResult>;
+  startedAt = 0;
+
+  constructor(private readonly o: { url: string; rate: number; maxDuration?: string }) {}
+
+  private record(r: HttpResponse): void {
+    const now = Date.now();
+    this.requests++;
+    const sec = Math.floor(now / 1000);
+    let b = this.seconds.get(sec);
+    if (!b) {
+      b = { requests: 0, failures: 0 };
+      this.seconds.set(sec, b);
+      for (const k of this.seconds.keys()) if (k < sec - 120) this.seconds.delete(k);
+    }
+    b.requests++;
+    if (!r.ok) {
+      this.failures++;
+      b.failures++;
+      this.lastFailureAt = now;
+    }
+  }
+
+  /** Requests and failures over the last `ms` (whole seconds, the current one included). */
+  recent(ms: number): { requests: number; failures: number } {
+    const now = Math.floor(Date.now() / 1000);
+    const from = now - Math.ceil(ms / 1000);
+    let requests = 0;
+    let failures = 0;
+    for (const [sec, b] of this.seconds) {
+      if (sec > from && sec <= now) {
+        requests += b.requests;
+        failures += b.failures;
+      }
+    }
+    return { requests, failures };
+  }
+
+  snapshot(): { requests: number; failures: number; at: number } {
+    return { requests: this.requests, failures: this.failures, at: Date.now() };
+  }
+
+  private async login(vu: VU): Promise<void> {
+    const r = await vu.http.post('/auth/login', {
+      json: { email: `drill${vu.id}@example.com`, password: 'drill' },
+      name: '/auth/login',
+    });
+    this.record(r);
+    if (r.status === 200) vu.state.token = r.json().access_token;
+  }
+
+  scenario(): ScenarioDefinition {
+    const self = this;
+    return scenario({
+      users: [
+        user('Shopper', {
+          async onStart(vu) {
+            await self.login(vu);
+          },
+          tasks: [
+            {
+              weight: 1,
+              async run(vu) {
+                if (!vu.state.token) return self.login(vu);
+                const r = await vu.http.post('/api/orders', {
+                  json: { items: [{ product_id: vu.random.int(1, 100), quantity: vu.random.int(1, 3) }] },
+                  headers: { authorization: `Bearer ${vu.state.token}` },
+                  name: '/api/orders',
+                  expect: (res) => res.status === 201,
+                });
+                self.record(r);
+                if (r.status === 201) {
+                  const id = Number(/^ord_(\d+)$/.exec(String(r.json().order_id))?.[1]);
+                  if (Number.isSafeInteger(id)) self.acks.push({ id, at: Date.now() });
+                }
+              },
+            },
+            {
+              weight: 1,
+              async run(vu) {
+                self.record(await vu.http.get('/api/products', { name: '/api/products' }));
+              },
+            },
+          ],
+        }),
+      ],
+      load: {
+        executor: 'constant-arrival-rate',
+        rate: this.o.rate,
+        timeUnit: '1s',
+        duration: this.o.maxDuration ?? '30m',
+        preAllocatedVUs: Math.max(5, Math.ceil(this.o.rate / 4)),
+        maxVUs: Math.max(50, this.o.rate * 20),
+        gracefulStop: '3s',
+      },
+      timeout: '20s',
+    });
+  }
+
+  /** Start the load; resolves once the first second of traffic ran. */
+  async start(onTick?: (p: Progress) => void): Promise<void> {
+    let started!: () => void;
+    const first = new Promise<void>((r) => {
+      started = r;
+    });
+    this.running = runLoad({
+      scenario: this.scenario(),
+      host: this.o.url,
+      typecheck: false,
+      signal: this.controller.signal,
+      onStart: () => {
+        this.startedAt = Date.now();
+      },
+      onProgress: (p) => {
+        this.progress = p;
+        onTick?.(p);
+        started();
+      },
+    });
+    this.running.catch(() => started());
+    await first;
+  }
+
+  /** Seconds since the load started. */
+  elapsedS(at = Date.now()): number {
+    return this.startedAt ? (at - this.startedAt) / 1000 : 0;
+  }
+
+  /** Stop the load (in-flight iterations finish within gracefulStop); the run's result. */
+  async stop(): Promise<LoadResult | undefined> {
+    this.controller.abort();
+    return this.running?.catch(() => undefined);
+  }
+
+  /** The per-second timeline (req/s, errors, latency percentiles) measured by the load engine. */
+  timeline(): TimelinePoint[] {
+    const agg = this.progress?.aggregate;
+    if (!agg) return [];
+    agg.closeBuckets();
+    return agg.timeline.map((p) => ({ t: p.t, rps: p.rps, errors: p.errors, p50: p.p50, p95: p.p95, p99: p.p99 }));
+  }
+}
