@@ -179,9 +179,15 @@ ${servers}
       async () => (await throughHaproxy(haproxyPorts.primary))?.addr === primary!.addr,
       20_000,
     );
-    const r = await waitFor('HAProxy replica listener', async () => throughHaproxy(haproxyPorts.replicas), 20_000);
-    expect(r.recovery).toBe(true);
-    expect(r.addr).not.toBe(primary!.addr);
+    // HAProxy counts a server as up until `fall` (2) checks failed, 1 s apart: wait for them to have run
+    await new Promise((r) => setTimeout(r, 3500));
+    for (let i = 0; i < 6; i++) {
+      const r = await throughHaproxy(haproxyPorts.replicas);
+      expect(r?.recovery, `replica listener connection ${i}`).toBe(true);
+      expect(r?.addr).not.toBe(primary!.addr);
+      const p = await throughHaproxy(haproxyPorts.primary);
+      expect(p?.addr, `primary listener connection ${i}`).toBe(primary!.addr);
+    }
   });
 
   it('kill -9 of the primary PostgreSQL: exactly one primary afterwards and pool writes resume', async () => {
