@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the tests start for real (ARCHITECTURE.md, "Real parts"). Installs only what is
 # missing, so a second run does nothing. Needs root (or sudo) on a fresh machine.
+# Arguments name a subset (`npm run drill` needs only postgresql-15 and zstd).
 set -euo pipefail
 packages=(postgresql-15 etcd-server haproxy chromium zstd prometheus)
+[ $# -gt 0 ] && packages=("$@")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

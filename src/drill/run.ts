@@ -2,7 +2,7 @@ import { hostname, release as osRelease, platform } from 'node:os';
 import { DrillEnvironment, type Release } from './environment.js';
 import { DrillError } from './errors.js';
 import { atMost, parseSteps, steadyState, stepHolds, verdict } from './hypothesis.js';
-import { STEPS, type StepContext, sleep, waitUntil } from './steps.js';
+import { pause, STEPS, type StepContext, waitUntil } from './steps.js';
 import { DrillTraffic } from './traffic.js';
 import {
   type DrillEvent,
@@ -194,7 +194,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
       emit({ type: 'setup', line: 'base backup for the PITR step (the backup step is not selected)' });
       await STEPS.backup.run({ env, traffic: t, log: () => {}, signal: o.signal, releases, sync });
     }
-    await sleep(steadyMs);
+    await pause(steadyMs, o.signal);
     before = await awaitSteadyState(t, o.signal);
     emit({ type: 'setup', line: `steady state before the first step: ${before.steady_state_met ? 'met' : 'NOT met'}` });
 
@@ -257,7 +257,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
       if (result.faultAt !== undefined) faults.push({ t: result.faultAt, step: name, label: STEP_TITLES[name] });
       emit({ type: 'step-end', result });
     }
-    await sleep(Math.min(steadyMs, 5000));
+    await pause(Math.min(steadyMs, 5000), o.signal);
     after = await awaitSteadyState(t, o.signal);
     await o.beforeCleanup?.({ dir: env.dir, url: env.url, clusterDir: env.pgDir, repoUri: env.repoUri });
   } catch (err) {

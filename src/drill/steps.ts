@@ -35,6 +35,21 @@ export interface StepSpec {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Sleep that ends early, throwing, when the drill is interrupted (Ctrl-C must not wait out a pause). */
+export async function pause(ms: number, signal?: AbortSignal): Promise<void> {
+  if (signal?.aborted) throw new DrillError('BULWARK_E_DRILL', 'interrupted');
+  await new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+  if (signal?.aborted) throw new DrillError('BULWARK_E_DRILL', 'interrupted');
+}
+
 /** Poll `what` every 100 ms until it is truthy or `ms` passed; false on timeout. */
 export async function waitUntil(
   what: () => boolean | Promise<boolean>,
@@ -107,7 +122,7 @@ export const STEPS: Record<StepName, StepSpec> = {
       const pids = crashNode(env.pgDir, primary.name);
       if (!pids.length) throw new DrillError('BULWARK_E_DRILL', `${primary.name} was not running`);
       log(`SIGKILL to ${pids.length} processes of ${primary.name} (the primary)`);
-      const entry = await Promise.race([failover, sleep(60_000).then(() => undefined)]);
+      const entry = await Promise.race([failover, pause(60_000, signal).then(() => undefined)]);
       if (!entry) throw new DrillError('BULWARK_E_DRILL', `the monitor did not fail over within 60 s`);
       log(
         `monitor promoted ${entry.to} (${entry.durationMs} ms from the first failed probe, promotion ${entry.promoteMs} ms)`,

@@ -75,6 +75,12 @@ describe('bulwark cluster from a global install', () => {
     // scram: no password, no entry
     const url = `postgresql://postgres@127.0.0.1:${status.nodes[0].port}/postgres`;
     await expect(queryNode(url, 'SELECT 1')).rejects.toThrow(/password/);
+    // a permanent slot named like a node would be dropped as the cluster's own: refused, exit 2, one line
+    const slot = await bulwark('cluster', 'monitor', '--dir', dir, '--slot', 'node2');
+    expect(slot.code).toBe(2);
+    expect(slot.stderr.trim().split('\n')).toEqual([
+      expect.stringMatching(/permanent slot "node2" is the name of a node/),
+    ]);
 
     // cluster.dir from bulwark.config.ts when --dir is not given; a bad key names the file and the key
     const { writeFileSync } = await import('node:fs');

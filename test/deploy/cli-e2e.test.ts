@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/lib/net.js';
-import { APP_SH, cli, cliChild, load, SMOKE, startCli } from './cli.js';
-import { servedBy, sleep } from './helpers.js';
+import { APP_SH, cli, cliChild, load, SMOKE, startCli, trafficChanges, watchedTraffic } from './cli.js';
+import { servedAround, servedBy, sleep, waitFor } from './helpers.js';
 
 /**
  * `bulwark deploy` end to end: the embedded router as its own process (`bulwark deploy router`), the
@@ -75,9 +75,17 @@ export default defineConfig((env) => ({
 
   it('blue-green switch to v2 under load: zero failed requests, analysis evidence printed', async () => {
     const traffic = load(routerUrl, '7s', dir, 'bg');
-    await sleep(1000);
+    const watched = watchedTraffic(routerUrl);
+    await waitFor(() => (watched.tally.bySlot.v1 ?? 0) >= 50, 20_000, 'traffic on v1');
     const r = await cli(['deploy', 'shop', '--version', 'v2'], dir, env);
+    const seen = await watched.stop();
     const summary = await traffic;
+    // Traffic was flowing on both versions around the switch, so the zeros below cover the switch itself.
+    const [sw] = trafficChanges(dir);
+    expect(sw!.sentence).toMatch(/traffic blue 0% \/ green 100%/);
+    expect(servedAround(seen, sw!.at, 1000).before.v1 ?? 0).toBeGreaterThan(0);
+    expect(servedAround(seen, sw!.at, 1000).after.v2 ?? 0).toBeGreaterThan(0);
+    expect(seen.failures).toEqual([]);
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout).toMatch(/traffic blue 0% \/ green 100%/);
     expect(r.stdout).toMatch(/analysis of green \(v2\) after monitoring: passed/);
@@ -90,9 +98,17 @@ export default defineConfig((env) => ({
 
   it('canary progression to v3 under load: zero failed requests, each step analysed', async () => {
     const traffic = load(routerUrl, '9s', dir, 'canary');
-    await sleep(1000);
+    const watched = watchedTraffic(routerUrl);
+    await waitFor(() => (watched.tally.bySlot.v2 ?? 0) >= 50, 20_000, 'traffic on v2');
     const r = await cli(['deploy', 'shop', '--version', 'v3', '--strategy', 'canary'], dir, env);
+    const seen = await watched.stop();
     const summary = await traffic;
+    const changes = trafficChanges(dir);
+    expect(changes).toHaveLength(3);
+    expect(servedAround(seen, changes[0]!.at, 1000).before.v2 ?? 0).toBeGreaterThan(0);
+    expect(servedAround(seen, changes[0]!.at, 1000).after.v3 ?? 0).toBeGreaterThan(0);
+    expect(servedAround(seen, changes[2]!.at, 1000).after.v3 ?? 0).toBeGreaterThan(0);
+    expect(seen.failures).toEqual([]);
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout).toMatch(/traffic blue 25% \/ green 75% \(canary step 1\/3/);
     expect(r.stdout).toMatch(/traffic blue 50% \/ green 50% \(canary step 2\/3/);
@@ -127,11 +143,14 @@ export default defineConfig((env) => ({
 
   it('a version answering 500s is rolled back automatically within the monitoring window, with evidence', async () => {
     const traffic = load(routerUrl, '6s', dir, 'bad');
-    await sleep(1000);
+    // The watched trickle runs until the deploy is over: the analysis never waits on a finished load run.
+    const watched = watchedTraffic(routerUrl);
+    await waitFor(() => (watched.tally.bySlot.v3 ?? 0) >= 50, 20_000, 'traffic on v3');
     const r = await cli(['deploy', 'shop', '--version', 'v5-err'], dir, env);
+    await watched.stop();
     await traffic; // failures here are the bad version's own answers before the rollback
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/analysis of green \(v5-err\): failed: \d+ errors in \d+ requests/);
+    expect(r.stdout).toMatch(/analysis of green \(v5-err\) over [\d.]+ s: failed: \d+ errors in \d+ requests/);
     expect(r.stdout).toMatch(/\[fail\] error rate/);
     expect(r.stdout).toMatch(/traffic blue 100% \/ green 0% \(rollback: analysis failed/);
     expect(r.stderr).toMatch(/bulwark: shop: v5-err rolled back/);
