@@ -9,7 +9,9 @@ export type RecoveryTarget =
   | { kind: 'immediate' }
   | { kind: 'time' /** passed to PostgreSQL verbatim (keeps microseconds) */; time: string }
   | { kind: 'lsn'; lsn: string }
-  | { kind: 'xid'; xid: string };
+  | { kind: 'xid'; xid: string }
+  /** a restore point made with pg_create_restore_point('name') */
+  | { kind: 'name'; name: string };
 
 /**
  * Pick the base backup for a recovery target: the newest physical backup that ended before the
@@ -26,6 +28,9 @@ export function chooseBackup(
     switch (target.kind) {
       case 'latest':
       case 'immediate':
+      // where a restore point lies is only known to recovery (it is a WAL record): the newest backup,
+      // unless --backup names an older one; a point before it fails recovery loudly
+      case 'name':
         return true;
       case 'time':
         return new Date(b.stoppedAt).getTime() <= new Date(target.time).getTime();
@@ -44,7 +49,9 @@ export function chooseBackup(
           ? `xid ${target.xid}`
           : target.kind === 'immediate'
             ? 'the end of the base backup'
-            : 'the end of the archive';
+            : target.kind === 'name'
+              ? `restore point "${target.name}"`
+              : 'the end of the archive';
   if (requested && requested !== 'latest') {
     const b = physical.find((m) => m.id === requested);
     if (!b) return { error: `physical backup ${requested} not found` };
@@ -62,9 +69,11 @@ export function chooseBackup(
   return {
     backup: b,
     reason:
-      target.kind === 'latest' || target.kind === 'immediate'
-        ? `newest backup ${b.id}`
-        : `newest backup that ended before the target ${describe()}: ${b.id} (ended ${b.stoppedAt})`,
+      target.kind === 'name'
+        ? `newest backup ${b.id} (for a restore point older than its end, name an older backup with --backup)`
+        : target.kind === 'latest' || target.kind === 'immediate'
+          ? `newest backup ${b.id}`
+          : `newest backup that ended before the target ${describe()}: ${b.id} (ended ${b.stoppedAt})`,
   };
 }
 
@@ -90,6 +99,7 @@ export function recoverySettings(opts: {
   if (t.kind === 'time') lines.push(`recovery_target_time = ${q(t.time)}`);
   if (t.kind === 'lsn') lines.push(`recovery_target_lsn = ${q(t.lsn)}`);
   if (t.kind === 'xid') lines.push(`recovery_target_xid = ${q(t.xid)}`);
+  if (t.kind === 'name') lines.push(`recovery_target_name = ${q(t.name)}`);
   if (t.kind === 'immediate') lines.push("recovery_target = 'immediate'");
   if (t.kind !== 'latest') lines.push(`recovery_target_action = ${q(opts.action)}`);
   lines.push(`recovery_target_timeline = ${q(String(opts.timeline ?? 'current'))}`);

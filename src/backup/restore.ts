@@ -5,15 +5,16 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { asUserCommand, isRoot, run } from '../lib/child.js';
 import { POSTGRES_USER, pgBin, postgresIds } from '../lib/postgres.js';
+import { type DeltaResult, deltaExtract } from './delta.js';
 import { BackupError } from './errors.js';
 import { applyLayer } from './incremental/apply.js';
 import { resolveChain } from './incremental/chain.js';
 import type { BackupManifest } from './manifest.js';
 import { chooseBackup, type RecoveryTarget, recoverySettings } from './pitr.js';
-import { type ProgressListener, ProgressMeter } from './progress.js';
+import { formatBytes, type ProgressListener, ProgressMeter } from './progress.js';
 import type { Repository } from './repository.js';
 import { writeTrustHba } from './throwaway.js';
-import { resolveTargetTimeline, type TargetTimeline, walPlan } from './timelines.js';
+import { continuedTimeline, resolveTargetTimeline, type TargetTimeline, walPlan } from './timelines.js';
 
 export interface PhysicalRestoreOptions {
   repo: Repository;
@@ -34,6 +35,12 @@ export interface PhysicalRestoreOptions {
   archiveMode?: 'off' | 'preserve';
   /** recovery_target_timeline: default 'current' (the backup's own timeline), 'latest' or a number */
   timeline?: TargetTimeline;
+  /**
+   * Over an existing data folder (it must hold PG_VERSION and no running server): write only the files
+   * whose content differs from the backup, remove those it does not hold. An empty folder is restored
+   * normally.
+   */
+  delta?: boolean;
   /** to latest: restore up to a gap in the archived WAL instead of refusing (commits after it are lost) */
   acceptWalGap?: boolean;
   port?: number;
@@ -52,6 +59,8 @@ export interface PhysicalRestoreResult {
   reason: string;
   pgdata: string;
   restoreMs: number;
+  /** delta restore over an existing data folder: what was compared, rewritten, removed */
+  delta?: DeltaResult;
   /** --start only */
   started?: {
     recoveryMs: number;
@@ -67,11 +76,23 @@ export interface PhysicalRestoreResult {
 /** Who the restored files must belong to: the postgres user when we run as root, else us. */
 const owner = (): { uid: number; gid: number } | undefined => (isRoot() ? postgresIds() : undefined);
 
-async function prepareDataDir(pgdata: string, force: boolean): Promise<void> {
+/** Returns true when a delta restore goes over the folder's contents (else it is empty now). */
+async function prepareDataDir(pgdata: string, force: boolean, delta = false): Promise<boolean> {
   if (existsSync(pgdata)) {
     const st = await stat(pgdata);
     if (!st.isDirectory()) throw new BackupError('BULWARK_E_TARGET_EXISTS', `${pgdata} exists and is not a folder`);
     const entries = await readdir(pgdata);
+    if (entries.length && delta) {
+      if (entries.includes('postmaster.pid'))
+        throw new BackupError('BULWARK_E_TARGET_EXISTS', `${pgdata} holds postmaster.pid: stop that server first`);
+      // files not in the backup are removed: only ever in a folder that is a PostgreSQL data folder
+      if (!entries.includes('PG_VERSION'))
+        throw new BackupError(
+          'BULWARK_E_TARGET_EXISTS',
+          `${pgdata} is not empty and holds no PG_VERSION: --delta restores only over a PostgreSQL data folder`,
+        );
+      return true;
+    }
     if (entries.length) {
       if (!force)
         throw new BackupError(
@@ -89,6 +110,7 @@ async function prepareDataDir(pgdata: string, force: boolean): Promise<void> {
   const o = owner();
   if (o) await chown(pgdata, o.uid, o.gid);
   await run('chmod', ['0700', pgdata]);
+  return false;
 }
 
 function asPg(command: string, args: string[]) {
@@ -120,26 +142,42 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
   if ('error' in resolved) throw new BackupError('BULWARK_E_RESTORE', resolved.error);
   const [full, ...layers] = resolved.chain as [BackupManifest, ...BackupManifest[]];
   if (layers.length) o.log?.(`restore: full backup ${full.id} + ${layers.length} incremental layer(s)`);
-  await checkRecoveryWal(o, m);
-  await prepareDataDir(o.pgdata, Boolean(o.force));
+  const timeline = await checkRecoveryWal(o, m);
+  const delta = await prepareDataDir(o.pgdata, Boolean(o.force), o.delta);
   const entry = full.objects.find((e) => e.name === 'base.tar');
   if (!entry) throw new BackupError('BULWARK_E_RESTORE', `backup ${full.id} has no base.tar object`);
+  const result0: { delta?: DeltaResult } = {};
   const total = resolved.chain.reduce((n, b) => n + b.sizes.stored, 0);
   const meter = new ProgressMeter('restore', total, o.onProgress);
   // decompress and untar in one shell pipeline as the postgres user: the (large) decompressed stream
   // never passes through this process, only the verified compressed bytes do
   const decompress =
     m.encoding.compression === 'zstd' ? 'zstd -d -q -c' : m.encoding.compression === 'gzip' ? 'gzip -d -c' : 'cat';
-  const tar = asPg('bash', ['-c', `set -o pipefail; ${decompress} | tar -x -f - -C "$1"`, 'bash', o.pgdata]);
+  // delta: the decompressed tar is compared with the folder in this process; otherwise tar lays it out
+  const tar = delta
+    ? undefined
+    : asPg('bash', ['-c', `set -o pipefail; ${decompress} | tar -x -f - -C "$1"`, 'bash', o.pgdata]);
   let tarErr = '';
-  tar.stderr!.setEncoding('utf8').on('data', (d: string) => {
+  tar?.stderr?.setEncoding('utf8').on('data', (d: string) => {
     tarErr = (tarErr + d).slice(-2000);
   });
-  const tarDone = new Promise<number>((resolve) => tar.on('close', (c) => resolve(c ?? 1)));
+  const tarDone = tar ? new Promise<number>((resolve) => tar.on('close', (c) => resolve(c ?? 1))) : Promise.resolve(0);
   try {
-    await pipeline(await o.repo.readObject(full, entry, meter.add, { decompress: false }), tar.stdin!);
-    const code = await tarDone;
-    if (code !== 0) throw new BackupError('BULWARK_E_RESTORE', `tar exited with ${code}: ${tarErr.trim()}`);
+    if (tar) {
+      await pipeline(await o.repo.readObject(full, entry, meter.add, { decompress: false }), tar.stdin!);
+      const code = await tarDone;
+      if (code !== 0) throw new BackupError('BULWARK_E_RESTORE', `tar exited with ${code}: ${tarErr.trim()}`);
+    } else {
+      const d = await deltaExtract(
+        o.pgdata,
+        (await o.repo.readObject(full, entry, meter.add)) as AsyncIterable<Buffer>,
+        owner(),
+      );
+      result0.delta = d;
+      o.log?.(
+        `restore --delta: ${d.files} files compared, ${d.rewritten} rewritten (${formatBytes(d.bytesWritten)} written), ${d.unchanged} unchanged, ${d.removed} removed (not in the backup)`,
+      );
+    }
     const pgOwner = owner();
     for (const layer of layers) {
       const layerEntry = layer.objects.find((e) => e.name === 'layer');
@@ -153,7 +191,7 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
     const top = layers.at(-1);
     if (top?.incremental) await writeAsPg(join(o.pgdata, 'backup_label'), top.incremental.backupLabel);
   } catch (err) {
-    tar.kill('SIGKILL');
+    tar?.kill('SIGKILL');
     await tarDone;
     // never leave a half-restored folder that looks like a data directory
     for (const e of await readdir(o.pgdata)) await rm(join(o.pgdata, e), { recursive: true, force: true });
@@ -176,7 +214,7 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
       target: o.target,
       action: fastPromote && !toLatest ? 'pause' : (o.action ?? 'promote'),
       archiveMode: o.archiveMode,
-      timeline: o.timeline,
+      timeline,
       port: o.port,
       extra: fastPromote && !toLatest ? { hot_standby: 'on', ...o.settings } : o.settings,
     }),
@@ -186,7 +224,7 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
   await run('touch', [join(o.pgdata, signal)], { asUser: POSTGRES_USER });
   await rm(join(o.pgdata, 'backup_manifest'), { force: true });
   const restoreMs = Date.now() - t0;
-  const result: PhysicalRestoreResult = { backup: m, reason: picked.reason, pgdata: o.pgdata, restoreMs };
+  const result: PhysicalRestoreResult = { backup: m, reason: picked.reason, pgdata: o.pgdata, restoreMs, ...result0 };
   if (!o.start) return result;
 
   const logFile = join(o.pgdata, 'bulwark-recovery.log');
@@ -240,25 +278,39 @@ export async function physicalRestore(o: PhysicalRestoreOptions): Promise<Physic
  * in the archive for the end of the WAL and promotes there, silently dropping every later commit; so
  * a gap is refused, naming the segment, unless the caller accepts the loss.
  */
-async function checkRecoveryWal(o: PhysicalRestoreOptions, m: BackupManifest): Promise<void> {
-  if (!m.pg.startWal || !m.pg.timeline) return;
+async function checkRecoveryWal(o: PhysicalRestoreOptions, m: BackupManifest): Promise<TargetTimeline> {
+  if (!m.pg.startWal || !m.pg.timeline) return o.timeline ?? 'current';
   const histories = await o.repo.listHistories();
-  const tli = resolveTargetTimeline(
-    o.timeline ?? 'current',
-    m.pg.timeline,
-    histories.map((h) => h.tli),
-  );
+  const archived = (await o.repo.listWal()).map((w) => w.name);
+  let tli: number;
+  let why: string;
+  if (o.timeline === undefined) {
+    // the default: the backup's timeline, and a timeline that replaced it (failover), never a side branch
+    const c = continuedTimeline(m.pg.timeline, m.pg.startWal, histories, archived);
+    tli = c.timeline;
+    for (const f of c.followed) o.log?.(`restore: ${f}`);
+    why = c.followed.length ? 'the timeline that continued the backup' : "the backup's own";
+  } else {
+    tli = resolveTargetTimeline(
+      o.timeline,
+      m.pg.timeline,
+      histories.map((h) => h.tli),
+    );
+    why = String(o.timeline);
+  }
   const plan = walPlan({
     startWal: m.pg.startWal,
     timeline: tli,
     history: histories.find((h) => h.tli === tli),
-    archived: (await o.repo.listWal()).map((w) => w.name),
+    archived,
   });
   if (plan.error) throw new BackupError('BULWARK_E_RESTORE', `restore of ${m.id}: ${plan.error}`);
   o.log?.(
-    `restore: recovery follows timeline ${tli} (${o.timeline ?? 'current'}); ${plan.segments.length} archived segment(s) from ${m.pg.startWal}${plan.to ? ` to ${plan.to}` : ''}`,
+    `restore: recovery follows timeline ${tli} (${why}); ${plan.segments.length} archived segment(s) from ${m.pg.startWal}${plan.to ? ` to ${plan.to}` : ''}`,
   );
-  if (o.target.kind !== 'latest' || !plan.missing.length) return;
+  // PostgreSQL's own 'current' unless the default followed a timeline that replaced the backup's
+  const setting: TargetTimeline = o.timeline ?? (tli === m.pg.timeline ? 'current' : tli);
+  if (o.target.kind !== 'latest' || !plan.missing.length) return setting;
   const first = plan.missing[0]!;
   const what = `WAL segment ${first} is missing from ${o.repo.description} (${plan.missing.length} segment(s) missing between ${m.pg.startWal} and ${plan.to}, the newest archived)`;
   if (!o.acceptWalGap)
@@ -267,6 +319,7 @@ async function checkRecoveryWal(o: PhysicalRestoreOptions, m: BackupManifest): P
       `${what}: recovery would stop before it and every commit after it would be lost. Put the segment back into the repository, or pass --accept-wal-gap to recover only up to the gap`,
     );
   o.log?.(`restore: WARNING ${what}: --accept-wal-gap: recovering up to the gap; every commit after it is lost`);
+  return setting;
 }
 
 async function controlState(pgdata: string): Promise<string | undefined> {

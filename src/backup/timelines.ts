@@ -64,6 +64,44 @@ export function resolveTargetTimeline(target: TargetTimeline, backupTli: number,
   return target;
 }
 
+/**
+ * The default timeline of a restore: the backup's own (PostgreSQL's `current`), followed onto a
+ * child timeline only where the archive shows the child *replaced* it: the parent timeline has no
+ * complete archived segment from the child's branch segment on (a promotion after the old primary
+ * stopped: a failover whose new primary archives into the same repository; the old primary's last
+ * segment is never complete, the new one archives it as `.partial`). A child the parent went on past
+ * (a restored copy that archived, while the primary kept archiving its own timeline) is a side
+ * branch and never followed, so it cannot change what a restore of the primary's backups recovers.
+ */
+export function continuedTimeline(
+  backupTli: number,
+  startWal: string,
+  histories: TimelineHistory[],
+  archived: string[],
+): { timeline: number; followed: string[] } {
+  const segs = archived.filter(isSegmentName);
+  const segSize = BigInt(WAL_SEGMENT_SIZE);
+  let t = backupTli;
+  let from = segmentNumber(startWal);
+  const followed: string[] = [];
+  for (;;) {
+    const here = t;
+    const children = histories
+      .filter((h) => h.parents.at(-1)?.tli === here)
+      .map((h) => ({ h, switchSeg: parseLsn(h.parents.at(-1)!.switchLsn) / segSize }))
+      .filter((c) => c.switchSeg >= from)
+      .filter((c) => !segs.some((n) => segmentTimeline(n) === here && segmentNumber(n) >= c.switchSeg))
+      .sort((a, b) => b.h.tli - a.h.tli);
+    const next = children[0];
+    if (!next) return { timeline: t, followed };
+    followed.push(
+      `timeline ${t} ends where timeline ${next.h.tli} branched off (${next.h.parents.at(-1)!.switchLsn}): following it`,
+    );
+    t = next.h.tli;
+    from = next.switchSeg;
+  }
+}
+
 export interface WalPlan {
   /** the timeline recovery follows */
   timeline: number;

@@ -61,6 +61,14 @@ const haproxyRouterSchema = z
     servers: z.object({ blue: z.array(z.string().min(1)).min(1), green: z.array(z.string().min(1)).min(1) }).strict(),
     /** URL clients use (for probes and the synthetic-traffic hook). */
     frontendUrl: z.string().url().optional(),
+    /** Receive HAProxy's per-request log (UDP, loopback) for latency percentiles; see the README for haproxy.cfg. */
+    log: z
+      .object({
+        port: z.number().int().min(1).max(65535),
+        host: z.string().regex(loopback, 'the log receiver must bind to a loopback address').default('127.0.0.1'),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -148,9 +156,13 @@ const prometheusSchema = z
 const analysisSchema = z
   .object({
     source: z.union([z.literal('router'), prometheusSchema]).default('router'),
-    /** How often analysis runs during a pause or monitoring window (fails early). */
+    /** How often analysis runs during a pause or monitoring window; each judgement covers the traffic since the last. */
     interval: duration('10s'),
-    /** Below this many requests in the window the verdict is inconclusive (never pass on no data). */
+    /** The first judgement after a traffic change comes this early (a bad release is caught in seconds). */
+    firstJudgement: duration('1s'),
+    /** Failed judgements in a row that are tolerated (one noisy interval); one more rolls back. Decisive error counts roll back at once. */
+    failureLimit: z.number().int().min(0).default(1),
+    /** Minimum samples per judgement: below this many requests in its window it cannot pass (never pass on no data). */
     minRequests: z.number().int().min(1).default(50),
     maxErrorRate: z.number().min(0).max(1).default(0.01),
     maxP99Ms: z.number().positive().optional(),
@@ -190,6 +202,8 @@ const appSchema = z
       .object({
         /** Watch the new slot for this long after the switch; a failed analysis rolls back. */
         monitor: duration('5m'),
+        /** Measure the stable slot this long before the switch, as the "vs stable" baseline (default: analysis.interval). */
+        baseline: durationSchema.optional(),
         /** Keep the old slot running this long after success, for an instant rollback. */
         keepOldFor: duration('10m'),
       })
@@ -232,7 +246,7 @@ const appSchema = z
       });
   });
 
-const RESERVED = new Set(['status', 'history', 'promote', 'abort', 'rollback', 'router', 'down']);
+const RESERVED = new Set(['status', 'history', 'promote', 'abort', 'rollback', 'router', 'down', 'expire-warm']);
 
 export const deployConfigSchema = z
   .object({

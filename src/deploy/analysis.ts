@@ -5,7 +5,7 @@ import type { Router, Slot, SlotWindow } from './types.js';
 export type Verdict = 'pass' | 'fail' | 'inconclusive';
 
 export interface AnalysisRules {
-  /** Fewer requests than this in the window: never pass on it (inconclusive, unless errors already decide). */
+  /** Minimum samples per judgement: fewer requests than this in its window never pass (inconclusive, unless the errors are decisive). */
   minRequests: number;
   maxErrorRate: number;
   maxP99Ms?: number;
@@ -15,8 +15,12 @@ export interface AnalysisRules {
 
 export interface CheckResult {
   name: string;
-  /** `unavailable`: the source has no such measurement (e.g. HAProxy keeps no percentiles); it neither passes nor fails. */
-  outcome: 'ok' | 'fail' | 'unavailable' | 'insufficient';
+  /**
+   * `unavailable`: no comparison possible (the stable slot saw too little traffic); neither passes nor fails.
+   * `unmeasured`: a latency threshold is set but the source has no such percentile: the judgement is
+   * inconclusive, never a pass.
+   */
+  outcome: 'ok' | 'fail' | 'unavailable' | 'unmeasured' | 'insufficient';
   observed?: number;
   limit?: number;
   detail: string;
@@ -24,6 +28,11 @@ export interface CheckResult {
 
 export interface Judgement {
   verdict: Verdict;
+  /**
+   * A fail the orchestrator acts on at once, whatever `failureLimit` says: the error count is so far
+   * above the limit that chance cannot explain it (binomial tail below DECISIVE_P).
+   */
+  decisive?: boolean;
   /** One sentence saying what was decided and why (printed and stored). */
   reason: string;
   evidence: { candidate: SlotWindow; stable?: SlotWindow; checks: CheckResult[] };
@@ -33,10 +42,41 @@ const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
 const ms = (x: number) => `${x.toFixed(1)} ms`;
 
 /**
- * Decide from measurements alone (pure: unit-tested without servers). Three outcomes: `fail` as soon
- * as the evidence is damning, even on few samples (errors so many that no amount of further success
- * up to minRequests could bring the rate under the limit); `inconclusive` when there is too little
- * traffic to say (the caller pauses, it never promotes on silence); `pass` otherwise.
+ * Error counts are judged as evidence, not as point estimates (a single error in 60 requests is 1.7 %
+ * but says little about a 1 % limit): over the limit beyond chance (binomial tail below SIGNIFICANT_P)
+ * fails the judgement; far beyond (below DECISIVE_P) fails it decisively, on any sample size.
+ */
+export const SIGNIFICANT_P = 0.05;
+export const DECISIVE_P = 0.001;
+
+/**
+ * P(X >= k) for X ~ Binomial(n, p): how likely `k` or more errors in `n` requests are when the true
+ * error rate is `p`. Summed from k upwards in log space (no cancellation for tiny tails).
+ */
+export function binomialTail(n: number, k: number, p: number): number {
+  if (k <= 0) return 1;
+  if (k > n) return 0;
+  if (p <= 0) return 0;
+  if (p >= 1) return 1;
+  if (k <= n * p) return 1; // at or below the mean: never evidence of a worse rate
+  // log C(n, k) p^k (1-p)^(n-k)
+  let logTerm = k * Math.log(p) + (n - k) * Math.log1p(-p);
+  for (let i = 1; i <= k; i++) logTerm += Math.log((n - k + i) / i);
+  let term = Math.exp(logTerm);
+  let sum = term;
+  const odds = p / (1 - p);
+  for (let j = k; j < n && term > sum * 1e-12; j++) {
+    term *= ((n - j) / (j + 1)) * odds;
+    sum += term;
+  }
+  return Math.min(1, sum);
+}
+
+/**
+ * Decide from measurements alone (pure: unit-tested without servers). `fail` when a threshold is
+ * crossed on enough samples, or at once (decisive) when the errors are too many for chance on any
+ * sample size; `inconclusive` when there is too little traffic to say, or when a latency threshold is
+ * set that the source cannot measure (the caller pauses, it never promotes on silence); `pass` otherwise.
  */
 export function judge(input: { candidate: SlotWindow; stable?: SlotWindow; rules: AnalysisRules }): Judgement {
   const { candidate: c, stable: s, rules } = input;
@@ -44,15 +84,17 @@ export function judge(input: { candidate: SlotWindow; stable?: SlotWindow; rules
   const enough = c.requests >= rules.minRequests;
   const errorRate = c.requests > 0 ? c.errors / c.requests : 0;
 
-  // Error rate against the absolute limit.
-  const certainFail = c.errors > rules.maxErrorRate * Math.max(rules.minRequests, c.requests);
-  if (certainFail)
+  // Error rate against the absolute limit: decisive on any sample size when chance cannot explain it,
+  // a plain fail over the limit on enough samples (a noisy error or two on a small window is neither).
+  const chance = binomialTail(c.requests, c.errors, rules.maxErrorRate);
+  const decisive = c.errors > 0 && chance < DECISIVE_P;
+  if (decisive)
     checks.push({
       name: 'error rate',
       outcome: 'fail',
       observed: errorRate,
       limit: rules.maxErrorRate,
-      detail: `${c.errors} errors in ${c.requests} requests (${pct(errorRate)}) > ${pct(rules.maxErrorRate)}`,
+      detail: `${c.errors} errors in ${c.requests} requests (${pct(errorRate)}) > ${pct(rules.maxErrorRate)} (p=${chance.toExponential(1)} at the limit)`,
     });
   else if (!enough)
     checks.push({
@@ -62,14 +104,18 @@ export function judge(input: { candidate: SlotWindow; stable?: SlotWindow; rules
       limit: rules.maxErrorRate,
       detail: `${c.requests} requests < ${rules.minRequests} needed`,
     });
-  else
+  else {
+    const over = errorRate > rules.maxErrorRate && chance < SIGNIFICANT_P;
     checks.push({
       name: 'error rate',
-      outcome: 'ok',
+      outcome: over ? 'fail' : 'ok',
       observed: errorRate,
       limit: rules.maxErrorRate,
-      detail: `${pct(errorRate)} <= ${pct(rules.maxErrorRate)} over ${c.requests} requests`,
+      detail: over
+        ? `${pct(errorRate)} > ${pct(rules.maxErrorRate)} over ${c.requests} requests (p=${chance.toFixed(3)} at the limit)`
+        : `${pct(errorRate)} ${errorRate <= rules.maxErrorRate ? '<=' : 'within chance of'} ${pct(rules.maxErrorRate)} over ${c.requests} requests`,
     });
+  }
 
   const latency = (name: 'p99' | 'p95', limit: number | undefined) => {
     if (limit === undefined) return;
@@ -79,7 +125,14 @@ export function judge(input: { candidate: SlotWindow; stable?: SlotWindow; rules
       const max = c.latencyMs.max;
       if (max !== undefined && max <= limit && enough)
         checks.push({ name, outcome: 'ok', observed: max, limit, detail: `max ${ms(max)} <= ${ms(limit)}` });
-      else checks.push({ name, outcome: 'unavailable', limit, detail: `${name} latency not measured by this source` });
+      else if (!enough) checks.push({ name, outcome: 'insufficient', limit, detail: 'too few requests' });
+      else
+        checks.push({
+          name,
+          outcome: 'unmeasured',
+          limit,
+          detail: `${name} latency not measured by this source: the ${ms(limit)} threshold cannot pass`,
+        });
       return;
     }
     if (!enough) checks.push({ name, outcome: 'insufficient', observed: v, limit, detail: `too few requests` });
@@ -95,7 +148,7 @@ export function judge(input: { candidate: SlotWindow; stable?: SlotWindow; rules
   latency('p99', rules.maxP99Ms);
   latency('p95', rules.maxP95Ms);
 
-  // Versus the stable slot over the same window: only when the stable slot saw enough traffic itself.
+  // Versus the stable slot (its baseline before a blue-green switch, or the same window of a canary).
   if (rules.vsStable && s) {
     const v = rules.vsStable;
     if (s.requests < rules.minRequests)
@@ -125,20 +178,28 @@ export function judge(input: { candidate: SlotWindow; stable?: SlotWindow; rules
           limit: lim,
           detail: `p99 ${ms(cp)} vs stable ${ms(sp)} (limit ${ms(lim)})`,
         });
-      }
+      } else
+        checks.push({
+          name: 'p99 vs stable',
+          outcome: 'unmeasured',
+          detail: 'p99 not measured by this source: the comparison with stable cannot pass',
+        });
     }
   }
 
   const failed = checks.filter((x) => x.outcome === 'fail');
   const evidence = { candidate: c, stable: s, checks };
   if (failed.length > 0)
-    return { verdict: 'fail', reason: `failed: ${failed.map((f) => f.detail).join('; ')}`, evidence };
+    return { verdict: 'fail', decisive, reason: `failed: ${failed.map((f) => f.detail).join('; ')}`, evidence };
   if (!enough)
     return {
       verdict: 'inconclusive',
       reason: `inconclusive: ${c.requests} requests in the window, ${rules.minRequests} needed to decide`,
       evidence,
     };
+  const unmeasured = checks.filter((x) => x.outcome === 'unmeasured');
+  if (unmeasured.length > 0)
+    return { verdict: 'inconclusive', reason: `inconclusive: ${unmeasured.map((u) => u.detail).join('; ')}`, evidence };
   return {
     verdict: 'pass',
     reason: `passed: ${checks

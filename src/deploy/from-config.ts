@@ -43,7 +43,13 @@ export function routerFor(app: AppConfig, store: StateStore): Router {
       `http://${r.host === '0.0.0.0' ? '127.0.0.1' : r.host}:${r.port}`,
     );
   if (r.type === 'haproxy')
-    return new HaproxyRouter({ socket: r.socket, backend: r.backend, servers: r.servers, frontendUrl: r.frontendUrl });
+    return new HaproxyRouter({
+      socket: r.socket,
+      backend: r.backend,
+      servers: r.servers,
+      frontendUrl: r.frontendUrl,
+      log: r.log,
+    });
   return new AlbRouter({
     region: r.region,
     listenerArn: r.listenerArn,
@@ -89,9 +95,15 @@ export function planFor(app: AppConfig): DeployPlan {
       maxP95Ms: a.maxP95Ms,
       vsStable: a.vsStable,
       intervalMs: a.interval,
+      firstJudgementMs: a.firstJudgement,
+      failureLimit: a.failureLimit,
       syntheticTraffic: !!a.syntheticTraffic,
     },
-    blueGreen: { monitorMs: app.blueGreen.monitor, keepOldForMs: app.blueGreen.keepOldFor },
+    blueGreen: {
+      monitorMs: app.blueGreen.monitor,
+      keepOldForMs: app.blueGreen.keepOldFor,
+      baselineMs: app.blueGreen.baseline,
+    },
     canary: {
       steps: app.canary.steps.map((s) => ({ weight: s.weight, pauseMs: s.pause })),
       keepOldForMs: app.canary.keepOldFor,

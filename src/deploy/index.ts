@@ -32,7 +32,14 @@ export {
   type EmbeddedRouterOptions,
   startEmbeddedRouter,
 } from './routers/embedded.js';
-export { HaproxyRouter, type HaproxyRouterOptions, haproxyCommand, parseShowStat } from './routers/haproxy.js';
+export {
+  HAPROXY_LOG_FORMAT,
+  HaproxyRouter,
+  type HaproxyRouterOptions,
+  haproxyCommand,
+  parseHaproxyLogLine,
+  parseShowStat,
+} from './routers/haproxy.js';
 export { assertSafeBackends, assertSafeToStop, assertSafeWeights, changeOrder } from './safety.js';
 export {
   type AppState,

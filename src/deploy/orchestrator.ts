@@ -11,6 +11,7 @@ import {
   type RouterState,
   type Slot,
   type SlotInstances,
+  type SlotWindow,
   type Weights,
 } from './types.js';
 import { type DeployEventName, notifyWebhooks, type Webhook } from './webhooks.js';
@@ -26,8 +27,20 @@ export interface DeployPlan {
   healthChecks: HttpCheckSpec[];
   /** Smoke load run against the new slot directly, before any user traffic (thresholds must pass). */
   smoke?: boolean;
-  analysis: AnalysisRules & { intervalMs: number; syntheticTraffic?: boolean };
-  blueGreen: { monitorMs: number; keepOldForMs: number };
+  /**
+   * `intervalMs`: each judgement covers the traffic since the previous one (Argo's measurement), the
+   * first one after `firstJudgementMs` (default 1 s). `failureLimit`: failed judgements in a row
+   * that are tolerated (default 1); one more rolls back. A decisive fail (errors chance cannot explain)
+   * rolls back at once.
+   */
+  analysis: AnalysisRules & {
+    intervalMs: number;
+    firstJudgementMs?: number;
+    failureLimit?: number;
+    syntheticTraffic?: boolean;
+  };
+  /** `baselineMs`: how long the stable slot is measured before the switch, as the "vs stable" reference (default: intervalMs). */
+  blueGreen: { monitorMs: number; keepOldForMs: number; baselineMs?: number };
   canary: { steps: Array<{ weight: number; pauseMs: number }>; keepOldForMs: number };
   abort: { newSlot: 'stop' | 'keep' };
   drainTimeoutMs: number;
@@ -168,6 +181,8 @@ export class Deployer {
       this.store.requestControl(action);
       return `asked the running deploy (pid ${holder.pid}) to ${action}`;
     }
+    // After a success, promote means: the old version need not stay warm any longer.
+    if (action === 'promote' && this.warmSlot()) return this.stopWarm('promoted: warm period ended early');
     this.release = this.store.acquireLock();
     try {
       this.state = this.store.load();
@@ -319,11 +334,10 @@ export class Deployer {
 
   private async blueGreen(d: DeploymentRecord, stable: Slot): Promise<void> {
     const monitorMs = this.o.plan.blueGreen.monitorMs;
-    // Baseline for "vs stable": the stable slot's own traffic over the window before the switch.
-    const beforeSwitch = Date.now();
-    const stableBaseline = await this.o.metrics.window(stable, beforeSwitch - monitorMs, { version: d.from!.version });
     if (d.phase !== 'monitoring') {
       this.interruptIfRequested();
+      // The "vs stable" reference: the stable slot's own traffic right before the switch.
+      d.baseline = await this.measureBaseline(stable, d.from!.version);
       await this.o.metrics.window(d.to, Date.now(), { version: d.version }); // baseline sample (cumulative-counter routers)
       await this.shift({ [d.to]: 100, [stable]: 0 } as Weights, `switch to ${d.version}`);
       d.phase = 'monitoring';
@@ -333,7 +347,34 @@ export class Deployer {
       );
     }
     const since = Date.now();
-    await this.analyse(d, stable, since, monitorMs, stableBaseline);
+    await this.analyse(d, stable, since, monitorMs, d.baseline);
+  }
+
+  /**
+   * The stable slot over the baseline window before a switch. A source that already holds that window
+   * (the embedded router keeps history) answers at once; one that only counts from now on (HAProxy's
+   * counters and log, in a fresh deploy process) is sampled, and the window is waited out.
+   */
+  private async measureBaseline(stable: Slot, version: string): Promise<SlotWindow | undefined> {
+    const plan = this.o.plan;
+    const baselineMs = plan.blueGreen.baselineMs ?? plan.analysis.intervalMs;
+    if (baselineMs <= 0) return undefined;
+    const t0 = Date.now();
+    const held = await this.o.metrics.window(stable, t0 - baselineMs, { version });
+    let w = held;
+    if (held && held.requests < plan.analysis.minRequests) {
+      this.say(
+        `measuring ${stable} (${version}) for ${Math.round(baselineMs / 100) / 10} s as the baseline before the switch`,
+      );
+      const c = await this.waitControl(baselineMs);
+      if (c) this.say(`${c} requested: switching without the rest of the baseline`);
+      w = await this.o.metrics.window(stable, t0, { version });
+    }
+    if (w)
+      this.say(
+        `baseline of ${stable} (${version}): ${w.requests} requests, ${w.errors} errors${w.latencyMs.p99 !== undefined ? `, p99 ${w.latencyMs.p99.toFixed(1)} ms` : ''}`,
+      );
+    return w;
   }
 
   private async canary(d: DeploymentRecord, stable: Slot): Promise<void> {
@@ -362,34 +403,43 @@ export class Deployer {
   }
 
   /**
-   * Watch the new slot for `durationMs`, judging every interval over the whole window so far. A fail
-   * at any point rolls back at once; at the end, pass continues, inconclusive pauses (re-judging and,
-   * when configured, sending synthetic traffic) until the data decides or someone promotes or aborts.
+   * Watch the new slot for `durationMs`. Each judgement covers the traffic since the previous one (the
+   * first comes early, after `firstJudgementMs`), with at least `minRequests` samples to pass. A
+   * decisive fail rolls back at once; other fails are counted, and more than `failureLimit` in a row
+   * roll back (a pass resets the count). At the end, the last judgement must pass; if its window was
+   * too thin, the whole window is judged. Inconclusive then pauses (re-judging and, when configured,
+   * sending synthetic traffic) until the data decides or someone promotes or aborts.
    */
   private async analyse(
     d: DeploymentRecord,
     stable: Slot,
     since: number,
     durationMs: number,
-    stableBaseline?: Awaited<ReturnType<MetricsSource['window']>>,
+    stableBaseline?: SlotWindow,
   ): Promise<'done' | 'promote-full'> {
     const plan = this.o.plan.analysis;
     const end = since + durationMs;
-    const judgeNow = async (): Promise<Judgement | undefined> => {
-      const candidate = await this.o.metrics.window(d.to, since, { version: d.version });
+    const failureLimit = plan.failureLimit ?? 1;
+    const firstMs = Math.min(plan.firstJudgementMs ?? 1000, plan.intervalMs);
+    const judgeOver = async (from: number): Promise<Judgement | undefined> => {
+      const candidate = await this.o.metrics.window(d.to, from, { version: d.version });
       if (!candidate) return undefined;
       const stableWin =
         stableBaseline ??
         (d.weights && d.weights[stable] > 0
-          ? await this.o.metrics.window(stable, since, { version: d.from!.version })
+          ? await this.o.metrics.window(stable, from, { version: d.from!.version })
           : undefined);
       return judge({ candidate, stable: stableWin, rules: plan });
     };
     if (durationMs === 0) return 'done'; // a step without a pause is explicitly not analysed
+    let failures = 0;
+    let judged = 0;
+    let windowStart = since;
     for (;;) {
       const remaining = end - Date.now();
+      const interval = judged === 0 ? firstMs : plan.intervalMs;
       // While paused (past the end, inconclusive) keep re-judging every interval.
-      const wait = remaining > 0 ? Math.min(plan.intervalMs, remaining) : plan.intervalMs;
+      const wait = remaining > 0 ? Math.min(interval, remaining) : plan.intervalMs;
       {
         const c = await this.waitControl(wait);
         if (c === 'promote') {
@@ -401,7 +451,11 @@ export class Deployer {
           return 'promote-full';
         }
       }
-      const j = await judgeNow();
+      const from = windowStart;
+      let j = await judgeOver(from);
+      // The next judgement starts where this one's samples were taken (counter routers sample per call).
+      windowStart = Date.now();
+      judged++;
       if (!j) {
         if (Date.now() >= end) {
           this.say(`no traffic metrics from this router for ${d.to}: continuing without analysis`);
@@ -409,12 +463,27 @@ export class Deployer {
         }
         continue;
       }
-      if (j.verdict === 'fail') {
-        this.say(`analysis of ${d.to} (${d.version}): ${j.reason}`, j);
-        await this.notify('deploy.analysis', { verdict: j.verdict, reason: j.reason });
-        throw new Interrupted('fail', `analysis failed: ${j.reason}`);
+      const atEnd = Date.now() >= end;
+      if (atEnd && j.verdict === 'inconclusive' && j.evidence.candidate.requests < plan.minRequests) {
+        // A quiet service: the last interval alone is too thin, the whole window may not be.
+        j = (await judgeOver(since)) ?? j;
       }
-      if (Date.now() < end) continue;
+      const over = `${Math.round((windowStart - from) / 100) / 10} s`;
+      if (j.verdict === 'fail') {
+        failures++;
+        if (j.decisive || failures > failureLimit) {
+          this.say(`analysis of ${d.to} (${d.version}) over ${over}: ${j.reason}`, j);
+          await this.notify('deploy.analysis', { verdict: j.verdict, reason: j.reason });
+          throw new Interrupted('fail', `analysis failed: ${j.reason}`);
+        }
+        this.say(
+          `analysis of ${d.to} (${d.version}) over ${over}: ${j.reason} (failure ${failures} of ${failureLimit} tolerated in a row)`,
+          j,
+        );
+        continue; // never passes on a failed judgement: the next one decides
+      }
+      if (j.verdict === 'pass') failures = 0;
+      if (!atEnd) continue;
       if (j.verdict === 'pass') {
         this.say(`analysis of ${d.to} (${d.version}) after ${d.phase}: ${j.reason}`, j);
         await this.notify('deploy.analysis', { verdict: j.verdict, reason: j.reason });
@@ -470,6 +539,12 @@ export class Deployer {
     }
   }
 
+  /**
+   * Success: the new version serves all traffic and passed. With keepOldFor, the old slot stays running
+   * without traffic (a rollback is one weight change) and the deploy returns now: the lock is released,
+   * so the next deploy is never held up by the warm period. `stopWarm` ends it (the CLI schedules it at
+   * `keepOldUntil`; `promote` runs it at once; the next deploy stops the slot itself to make room).
+   */
   private async finishSuccess(d: DeploymentRecord): Promise<void> {
     const old = d.from?.slot;
     d.phase = 'succeeded';
@@ -480,27 +555,12 @@ export class Deployer {
       await this.o.router.drain(old, this.o.plan.drainTimeoutMs);
       if (keepMs > 0) {
         d.keepOldUntil = new Date(Date.now() + keepMs).toISOString();
-        d.phase = 'keeping old slot warm';
-        d.status = 'running';
-        this.say(
-          `${d.version} serves all traffic; keeping ${d.from!.version} warm on ${old} for ${Math.round(keepMs / 1000)} s (rollback is instant until then)`,
+        this.finish(
+          d,
+          `${d.version} is live on ${d.to}; ${d.from!.version} stays warm on ${old} without traffic until ${d.keepOldUntil} (a rollback until then is one weight change)`,
         );
-        try {
-          const c = await this.waitControl(keepMs);
-          if (c) this.say('promoted: stopping the old slot now');
-        } catch (err) {
-          if (err instanceof Interrupted && (err.action === 'rollback' || err.action === 'abort')) {
-            // After success, abort and rollback both mean: back to the old version, which is still warm.
-            await this.returnToStable('rolled-back', `${err.action} requested while the old slot was warm`);
-            throw new DeployError(
-              'BULWARK_E_DEPLOY_FAILED',
-              `${this.o.app}: ${d.version} rolled back to ${d.from!.version} by request`,
-            );
-          }
-          throw err;
-        }
-        d.status = 'succeeded';
-        d.phase = 'succeeded';
+        await this.notify('deploy.succeeded');
+        return;
       }
       const inst = this.state.slots[old]!;
       assertSafeToStop(old, await this.o.router.state());
@@ -511,6 +571,48 @@ export class Deployer {
     }
     this.finish(d, `${d.version} is live on ${d.to}`);
     await this.notify('deploy.succeeded');
+  }
+
+  /**
+   * Whether the old slot of deployment `id` (default: the last one) is still kept warm: its deploy
+   * succeeded, nothing replaced it, and the slot still runs that version without being active.
+   */
+  warmSlot(id?: string): { slot: Slot; version: string; until: string; deploymentId: string } | undefined {
+    const state = this.store.load();
+    const d = state.deployment;
+    if (d?.status !== 'succeeded' || !d.keepOldUntil || !d.from) return undefined;
+    if (id && d.id !== id) return undefined;
+    const inst = state.slots[d.from.slot];
+    if (!inst || inst.version !== d.from.version || state.active === d.from.slot) return undefined;
+    return { slot: d.from.slot, version: d.from.version, until: d.keepOldUntil, deploymentId: d.id };
+  }
+
+  /** End the warm period: drain and stop the old slot (only if it still has no traffic). */
+  async stopWarm(reason: string, id?: string): Promise<string> {
+    if (this.store.lockHolder())
+      return `${this.o.app}: a deploy is running; it decides about the warm slot (not stopped)`;
+    this.release = this.store.acquireLock();
+    try {
+      const warm = this.warmSlot(id);
+      if (!warm) return `${this.o.app}: no old slot is kept warm`;
+      this.state = this.store.load();
+      const d = this.state.deployment!;
+      const inst = this.state.slots[warm.slot]!;
+      assertSafeToStop(warm.slot, await this.o.router.state());
+      await this.o.router.drain(warm.slot, this.o.plan.drainTimeoutMs);
+      await this.o.provider.stop(warm.slot, inst);
+      this.state.slots[warm.slot] = null;
+      await this.o.router.setBackends(warm.slot, []);
+      d.keepOldUntil = undefined;
+      const sentence = `stopped ${inst.version} on ${warm.slot} (${reason})`;
+      d.events.push({ at: now(), sentence });
+      d.updatedAt = now();
+      this.store.save(this.state);
+      this.o.log?.(sentence);
+      return `${this.o.app}: ${sentence}`;
+    } finally {
+      this.release?.();
+    }
   }
 
   /**

@@ -13,7 +13,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import type { Judgement } from './analysis.js';
 import { DeployError } from './errors.js';
-import type { Slot, SlotInstances, Weights } from './types.js';
+import type { Slot, SlotInstances, SlotWindow, Weights } from './types.js';
 
 export type DeploymentStatus = 'running' | 'paused' | 'succeeded' | 'rolled-back' | 'aborted' | 'failed';
 
@@ -38,6 +38,8 @@ export interface DeploymentRecord {
   step?: number;
   weights?: Weights;
   pausedReason?: string;
+  /** Blue-green: the stable slot measured before the switch (the "vs stable" reference, kept for --resume). */
+  baseline?: SlotWindow;
   keepOldUntil?: string;
   startedAt: string;
   updatedAt: string;

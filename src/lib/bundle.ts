@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -52,6 +52,25 @@ export async function bundleUserFile(
       sourcemap: 'inline',
       logLevel: 'silent',
       plugins: [
+        {
+          // The bundle runs from a temp folder: `import.meta.url` (and dirname/filename) in the user's
+          // own files must still name those files, so test data next to a scenario can be read.
+          name: 'bulwark-import-meta',
+          setup(build: esbuild.PluginBuild) {
+            build.onLoad({ filter: /\.[cm]?[jt]sx?$/ }, (args: esbuild.OnLoadArgs) => {
+              if (args.path.includes('/node_modules/')) return undefined;
+              const source = readFileSync(args.path, 'utf8');
+              if (!source.includes('import.meta.')) return undefined;
+              const ext = /\.([cm]?)([jt]sx?)$/.exec(args.path)!;
+              const loader = (ext[2] === 'tsx' ? 'tsx' : ext[2] === 'jsx' ? 'jsx' : ext[2]) as esbuild.Loader;
+              const contents = source
+                .replace(/\bimport\.meta\.url\b/g, JSON.stringify(pathToFileURL(args.path).href))
+                .replace(/\bimport\.meta\.dirname\b/g, JSON.stringify(dirname(args.path)))
+                .replace(/\bimport\.meta\.filename\b/g, JSON.stringify(args.path));
+              return { contents, loader, resolveDir: dirname(args.path) };
+            });
+          },
+        },
         {
           name: 'bulwark-self',
           setup(build: esbuild.PluginBuild) {

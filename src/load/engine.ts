@@ -21,6 +21,8 @@ export interface EngineOptions {
   seed?: number;
   defaultTimeoutMs: number;
   tags?: Record<string, string>;
+  /** What data() loaded in the main thread: worker threads and remote workers use it instead of loading. */
+  sharedData?: Record<string, unknown>;
   /** Called about once a second, and once at the end, with the changes since the previous call. */
   onFlush(message: FlushMessage): void;
   flushIntervalMs?: number;

@@ -20,7 +20,8 @@ export {
   type VU,
   type Wait,
 } from './api.js';
-export type { HttpClient, HttpResponse, RequestOptions, Timings } from './http/types.js';
+export { data } from './data.js';
+export type { BatchRequest, HttpClient, HttpResponse, RequestOptions, Timings } from './http/types.js';
 export { Counter, Gauge, Rate, Trend } from './metrics/custom.js';
 export { uplotAssets } from './reporters/html.js';
 export { formatSummary, liveView } from './reporters/terminal.js';

@@ -1,11 +1,16 @@
-import { readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { homedir } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { BundleFailure, bundleUserFile, distDir, importBundled } from '../lib/bundle.js';
 import { BulwarkError, UsageError } from '../lib/errors.js';
 import type { ScenarioDefinition } from './api.js';
+import { resetData } from './data.js';
 
 export interface LoadedScenario {
+  /** Whether the TypeScript was type-checked now, found unchanged since a passed check, or not checked. */
+  typecheck: 'checked' | 'cached' | 'skipped';
   definition: ScenarioDefinition;
   /** Absolute path of the user's file. */
   file: string;
@@ -22,7 +27,7 @@ function shown(file: string): string {
  * Type-check a TypeScript scenario against the running bulwark's declarations, reporting the first
  * error as file:line:col. Only the user's own files are checked (not bulwark, not node_modules).
  */
-export function typecheckScenario(file: string): void {
+export function typecheckScenario(file: string): string[] {
   const require = createRequire(import.meta.url);
   const ts = require('typescript') as typeof import('typescript');
   const typeRoots = [
@@ -54,7 +59,11 @@ export function typecheckScenario(file: string): void {
         !d.file.fileName.includes('/node_modules/'),
     );
   const d = diagnostics[0];
-  if (!d?.file) return;
+  if (!d?.file)
+    return program
+      .getSourceFiles()
+      .map((f) => f.fileName)
+      .filter((f) => !f.startsWith(distDir) && !f.includes('/node_modules/'));
   const { line, character } = d.file.getLineAndCharacterOfPosition(d.start ?? 0);
   const text = ts.flattenDiagnosticMessageText(d.messageText, ' ');
   const more = diagnostics.length > 1 ? ` (and ${diagnostics.length - 1} more)` : '';
@@ -62,6 +71,53 @@ export function typecheckScenario(file: string): void {
     `${shown(d.file.fileName)}:${line + 1}:${character + 1}: type error: ${text}${more}`,
     'BULWARK_E_SCENARIO',
   );
+}
+
+/** Where passed type-checks are remembered: BULWARK_CACHE_DIR, else $XDG_CACHE_HOME/bulwark or ~/.cache/bulwark. */
+function cacheDir(): string {
+  return process.env.BULWARK_CACHE_DIR ?? join(process.env.XDG_CACHE_HOME || join(homedir(), '.cache'), 'bulwark');
+}
+
+const sha256 = (data: string | Buffer) => createHash('sha256').update(data).digest('hex');
+
+/**
+ * Where a passed type-check of this entry file is remembered, for this Bulwark and TypeScript: a
+ * record of every user file the check read (imports, type-only imports too) with its content hash.
+ */
+function typecheckRecordPath(entry: string): string {
+  const require = createRequire(import.meta.url);
+  const ts = (require('typescript/package.json') as { version: string }).version;
+  const pkg = readFileSync(join(distDir, '..', 'package.json'));
+  return join(cacheDir(), 'typecheck', sha256(`${sha256(pkg)}\0${ts}\0${entry}`));
+}
+
+function fileHashes(files: string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const f of files) out[f] = sha256(readFileSync(f));
+  return out;
+}
+
+/** True when a passed check of `entry` is on record and no file it read has changed since. */
+export function typecheckCached(entry: string): boolean {
+  try {
+    const record = JSON.parse(readFileSync(typecheckRecordPath(entry), 'utf8')) as Record<string, string>;
+    const files = Object.keys(record);
+    if (!files.includes(entry)) return false;
+    const now = fileHashes(files);
+    return files.every((f) => now[f] === record[f]);
+  } catch {
+    return false;
+  }
+}
+
+function rememberTypecheck(entry: string, files: string[]): void {
+  try {
+    const path = typecheckRecordPath(entry);
+    mkdirSync(dirname(path), { recursive: true });
+    writeFileSync(path, JSON.stringify(fileHashes([...new Set([entry, ...files])])));
+  } catch {
+    // A read-only cache folder only costs the next run its type-check.
+  }
 }
 
 /** The line of the first occurrence of a string literal in a file (to point at a bad option). */
@@ -151,10 +207,19 @@ export async function loadScenarioFile(path: string, options: { typecheck?: bool
     }
     throw err;
   }
-  if (options.typecheck !== false && /\.[cm]?tsx?$/.test(file)) typecheckScenario(file);
+  let typecheck: LoadedScenario['typecheck'] = 'skipped';
+  if (options.typecheck !== false && /\.[cm]?tsx?$/.test(file)) {
+    if (typecheckCached(file)) typecheck = 'cached';
+    else {
+      rememberTypecheck(file, typecheckScenario(file));
+      typecheck = 'checked';
+    }
+  }
   // Map exceptions thrown in tasks back to the user's TypeScript lines.
   process.setSourceMapsEnabled(true);
   let imported: Awaited<ReturnType<typeof importBundled>>;
+  // data() loaders run during this import, once for the whole run.
+  resetData();
   try {
     imported = await importBundled(code, { keep: true, name: 'scenario' });
   } catch (err) {
@@ -175,5 +240,5 @@ export async function loadScenarioFile(path: string, options: { typecheck?: bool
     imported.cleanup();
     throw err;
   }
-  return { definition, file, bundlePath: imported.path, cleanup: imported.cleanup };
+  return { definition, file, bundlePath: imported.path, cleanup: imported.cleanup, typecheck };
 }

@@ -7,6 +7,7 @@ import { bundleUserFile } from '../lib/bundle.js';
 import { UsageError } from '../lib/errors.js';
 import { Aggregate } from './aggregate.js';
 import type { ScenarioDefinition } from './api.js';
+import { loadedData } from './data.js';
 import { startRemote, WorkerLost } from './distributed/remote.js';
 import { Engine, type EngineOptions } from './engine.js';
 import { type LoadOverrides, type Plan, planLoad } from './executors/plan.js';
@@ -35,7 +36,7 @@ export interface RunLoadOptions extends LoadOverrides {
   /** Called about once a second with the aggregate so far (the live view). */
   onProgress?: (progress: Progress) => void;
   /** Called once when the load starts (after validation and setup), with the plan. */
-  onStart?: (info: { plan: Plan; workers: number; file?: string }) => void;
+  onStart?: (info: { plan: Plan; workers: number; file?: string; typecheck?: string }) => void;
   /** Write the summary JSON here. */
   summaryJson?: string;
   /** URLs of `bulwark worker` processes (other hosts); each runs one share of the load. */
@@ -68,6 +69,7 @@ export interface LoadResult {
 
 interface Prepared {
   definition: ScenarioDefinition;
+  typecheck: 'checked' | 'cached' | 'skipped';
   file?: string;
   bundlePath?: string;
   cleanup(): void;
@@ -88,7 +90,7 @@ export async function prepareLoad(o: RunLoadOptions): Promise<Prepared> {
   const loaded =
     typeof o.scenario === 'string'
       ? await loadScenarioFile(o.scenario, { typecheck: o.typecheck })
-      : { definition: o.scenario, file: undefined, bundlePath: undefined, cleanup() {} };
+      : { definition: o.scenario, file: undefined, bundlePath: undefined, cleanup() {}, typecheck: 'skipped' as const };
   const { definition, file } = loaded;
   try {
     const load = definition.load;
@@ -211,6 +213,7 @@ async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
     seed: o.seed,
     defaultTimeoutMs: p.defaultTimeoutMs,
     tags: p.definition.tags,
+    sharedData: loadedData(),
   };
   const abortedThresholds = new Set<number>();
   const evaluateLive = () => {
@@ -229,7 +232,7 @@ async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
   const onAbort = () => stopAll();
   o.signal?.addEventListener('abort', onAbort, { once: true });
   agg.startedAt = performance.now();
-  o.onStart?.({ plan: p.plan, workers: n, file: p.file });
+  o.onStart?.({ plan: p.plan, workers: n, file: p.file, typecheck: p.typecheck });
   const ticker = setInterval(() => {
     evaluateLive();
     o.onProgress?.({ elapsedMs: agg.elapsedMs(), totalMs: p.plan.totalMs, aggregate: agg });

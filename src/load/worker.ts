@@ -1,5 +1,6 @@
 import { pathToFileURL } from 'node:url';
 import { parentPort, workerData } from 'node:worker_threads';
+import { resetData } from './data.js';
 import { Engine, type EngineOptions } from './engine.js';
 
 /**
@@ -10,6 +11,7 @@ type WorkerInit = Omit<EngineOptions, 'scenario' | 'onFlush'> & { bundlePath: st
 
 const init = workerData as WorkerInit;
 process.setSourceMapsEnabled(true);
+resetData(init.sharedData);
 const mod = await import(pathToFileURL(init.bundlePath).href);
 const engine = new Engine({
   ...init,

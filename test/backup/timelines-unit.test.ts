@@ -3,7 +3,13 @@ import { describe, expect, it } from 'vitest';
 import { lockIsStale } from '../../src/backup/lock.js';
 import { lastLine } from '../../src/backup/physical.js';
 import { findLeftovers } from '../../src/backup/retention.js';
-import { describeTimelines, parseHistory, resolveTargetTimeline, walPlan } from '../../src/backup/timelines.js';
+import {
+  continuedTimeline,
+  describeTimelines,
+  parseHistory,
+  resolveTargetTimeline,
+  walPlan,
+} from '../../src/backup/timelines.js';
 
 // Pure decisions behind issue 9 (the end-to-end proofs are in no-silent-loss.test.ts).
 describe('timelines and the WAL a recovery reads', () => {
@@ -83,5 +89,29 @@ describe('repository lock, leftovers, error lines', () => {
     expect(lastLine('pg_basebackup: error: could not connect\r12/900 kB (1%), 0/1 tablespace\r')).toBe(
       'pg_basebackup: error: could not connect',
     );
+  });
+});
+
+describe('the default timeline of a restore', () => {
+  const tl2 = parseHistory(2, '1\t0/6000000\tno recovery target specified\n');
+  const tl3 = parseHistory(3, '1\t0/6000000\t\n2\t0/9000000\t\n');
+  it("stays on the backup's timeline when that timeline went on past the branch (a copy archived)", () => {
+    const archived = ['000000010000000000000005', '000000010000000000000006', '000000020000000000000006'];
+    expect(continuedTimeline(1, '000000010000000000000004', [tl2], archived)).toEqual({ timeline: 1, followed: [] });
+  });
+  it('follows timelines that replaced it (failover: the old one ends at the branch), hop by hop', () => {
+    const archived = [
+      '000000010000000000000005',
+      '000000010000000000000006.partial',
+      '000000020000000000000006',
+      '000000020000000000000008',
+      '000000030000000000000009',
+    ];
+    const c = continuedTimeline(1, '000000010000000000000004', [tl2, tl3], archived);
+    expect(c.timeline).toBe(3);
+    expect(c.followed).toHaveLength(2);
+  });
+  it('never follows a branch from before the backup started', () => {
+    expect(continuedTimeline(1, '000000010000000000000008', [tl2], ['000000010000000000000008']).timeline).toBe(1);
   });
 });

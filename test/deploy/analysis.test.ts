@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { type AnalysisRules, judge } from '../../src/deploy/analysis.js';
+import { type AnalysisRules, binomialTail, judge } from '../../src/deploy/analysis.js';
 
 const rules: AnalysisRules = { minRequests: 100, maxErrorRate: 0.01, maxP99Ms: 500 };
 const win = (requests: number, errors: number, p99?: number, extra: Record<string, number> = {}) => ({
@@ -70,12 +70,50 @@ describe('judge (pure analysis)', () => {
     expect(j.evidence.checks.find((c) => c.name === 'vs stable')?.outcome).toBe('unavailable');
   });
 
-  it('marks p99 unavailable when the source keeps only averages (HAProxy), decided by max when it can be', () => {
+  it('a latency threshold the source cannot measure (HAProxy averages) is inconclusive, never pass; max can still decide', () => {
     const avgOnly = judge({ candidate: { requests: 1000, errors: 0, latencyMs: { avg: 20 } }, rules });
-    expect(avgOnly.verdict).toBe('pass');
-    expect(avgOnly.evidence.checks.find((c) => c.name === 'p99')?.outcome).toBe('unavailable');
+    expect(avgOnly.verdict).toBe('inconclusive');
+    expect(avgOnly.reason).toMatch(/p99 latency not measured by this source/);
+    expect(avgOnly.evidence.checks.find((c) => c.name === 'p99')?.outcome).toBe('unmeasured');
     const byMax = judge({ candidate: { requests: 1000, errors: 0, latencyMs: { max: 300 } }, rules });
     expect(byMax.evidence.checks.find((c) => c.name === 'p99')?.outcome).toBe('ok');
+    expect(byMax.verdict).toBe('pass');
+    // p99 vs stable without percentiles on either side: no silent skip either
+    const vs = {
+      minRequests: 100,
+      maxErrorRate: 0.01,
+      vsStable: { maxErrorRateIncrease: 0.01, maxP99Ratio: 1.5, p99SlackMs: 50 },
+    };
+    const cmp = judge({
+      candidate: { requests: 1000, errors: 0, latencyMs: { avg: 320 } },
+      stable: { requests: 1000, errors: 0, latencyMs: { avg: 20 } },
+      rules: vs,
+    });
+    expect(cmp.verdict).toBe('inconclusive');
+    expect(cmp.evidence.checks.find((c) => c.name === 'p99 vs stable')?.outcome).toBe('unmeasured');
+  });
+
+  it('one noisy error in a small window is no fail; errors chance cannot explain are decisive on any sample size', () => {
+    const r = { minRequests: 50, maxErrorRate: 0.01 };
+    // 1 error in 75 requests (a canary at 5 % of 150 req/s for 10 s) is 1.3 % as a point estimate, but
+    // well within chance of a 1 % rate: it passes (the old rule rolled such a canary back)
+    expect(judge({ candidate: win(75, 1, 10), rules: r }).verdict).toBe('pass');
+    expect(judge({ candidate: win(20, 1, 10), rules: r }).verdict).toBe('inconclusive');
+    // a release failing 20 %: 4 of 20 requests is already decisive (p < 0.001 at a true 1 %)
+    const bad = judge({ candidate: win(20, 4, 10), rules: r });
+    expect(bad).toMatchObject({ verdict: 'fail', decisive: true });
+    // over the limit on enough samples but within chance: a plain (non-decisive) fail
+    const over = judge({ candidate: win(300, 7, 10), rules: r });
+    expect(over).toMatchObject({ verdict: 'fail', decisive: false });
+  });
+
+  it('binomialTail: exact small cases and tiny tails without cancellation', () => {
+    expect(binomialTail(10, 0, 0.1)).toBe(1);
+    expect(binomialTail(2, 2, 0.5)).toBeCloseTo(0.25, 10);
+    expect(binomialTail(3, 2, 0.5)).toBeCloseTo(0.5, 10);
+    expect(binomialTail(20, 4, 0.01)).toBeCloseTo(4.3e-5, 6);
+    expect(binomialTail(100_000, 500, 0.001)).toBeLessThan(1e-100);
+    expect(binomialTail(100, 1, 0)).toBe(0);
   });
 });
 

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/lib/net.js';
-import { APP_SH, cli, cliChild, load, SMOKE, startCli } from './cli.js';
-import { servedBy, sleep } from './helpers.js';
+import { APP_SH, cli, cliChild, load, SMOKE, startCli, trafficChanges, watchedTraffic } from './cli.js';
+import { servedAround, servedBy, sleep, waitFor } from './helpers.js';
 
 /**
  * `bulwark deploy` end to end: the embedded router as its own process (`bulwark deploy router`), the
@@ -75,9 +75,17 @@ export default defineConfig((env) => ({
 
   it('blue-green switch to v2 under load: zero failed requests, analysis evidence printed', async () => {
     const traffic = load(routerUrl, '7s', dir, 'bg');
-    await sleep(1000);
+    const watched = watchedTraffic(routerUrl);
+    await waitFor(() => (watched.tally.bySlot.v1 ?? 0) >= 50, 20_000, 'traffic on v1');
     const r = await cli(['deploy', 'shop', '--version', 'v2'], dir, env);
+    const seen = await watched.stop();
     const summary = await traffic;
+    // Traffic was flowing on both versions around the switch, so the zeros below cover the switch itself.
+    const [sw] = trafficChanges(dir);
+    expect(sw!.sentence).toMatch(/traffic blue 0% \/ green 100%/);
+    expect(servedAround(seen, sw!.at, 1000).before.v1 ?? 0).toBeGreaterThan(0);
+    expect(servedAround(seen, sw!.at, 1000).after.v2 ?? 0).toBeGreaterThan(0);
+    expect(seen.failures).toEqual([]);
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout).toMatch(/traffic blue 0% \/ green 100%/);
     expect(r.stdout).toMatch(/analysis of green \(v2\) after monitoring: passed/);
@@ -90,9 +98,17 @@ export default defineConfig((env) => ({
 
   it('canary progression to v3 under load: zero failed requests, each step analysed', async () => {
     const traffic = load(routerUrl, '9s', dir, 'canary');
-    await sleep(1000);
+    const watched = watchedTraffic(routerUrl);
+    await waitFor(() => (watched.tally.bySlot.v2 ?? 0) >= 50, 20_000, 'traffic on v2');
     const r = await cli(['deploy', 'shop', '--version', 'v3', '--strategy', 'canary'], dir, env);
+    const seen = await watched.stop();
     const summary = await traffic;
+    const changes = trafficChanges(dir);
+    expect(changes).toHaveLength(3);
+    expect(servedAround(seen, changes[0]!.at, 1000).before.v2 ?? 0).toBeGreaterThan(0);
+    expect(servedAround(seen, changes[0]!.at, 1000).after.v3 ?? 0).toBeGreaterThan(0);
+    expect(servedAround(seen, changes[2]!.at, 1000).after.v3 ?? 0).toBeGreaterThan(0);
+    expect(seen.failures).toEqual([]);
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout).toMatch(/traffic blue 25% \/ green 75% \(canary step 1\/3/);
     expect(r.stdout).toMatch(/traffic blue 50% \/ green 50% \(canary step 2\/3/);
@@ -102,36 +118,42 @@ export default defineConfig((env) => ({
     expect(await servedBy(routerUrl, 10)).toEqual({ v3: 10 });
   });
 
-  it('emergency rollback while the old slot is kept warm, under load: zero failed requests', async () => {
+  it('returns as soon as the new version passed, the old one kept warm meanwhile; rollback then is one weight change, under load: zero failed requests', async () => {
     const traffic = load(routerUrl, '10s', dir, 'rollback');
-    await sleep(500);
-    const deploying = cli(['deploy', 'shop', '--version', 'v4'], dir, { KEEP_OLD: '60s' });
-    // wait until v4 serves and v3 is warm
-    const statePath = join(dir, '.bulwark/deploy/shop/state.json');
-    for (let i = 0; i < 300; i++) {
-      const s = JSON.parse(readFileSync(statePath, 'utf8')) as { deployment?: { version: string; phase: string } };
-      if (s.deployment?.version === 'v4' && s.deployment.phase === 'keeping old slot warm') break;
-      await sleep(50);
-    }
+    const watched = watchedTraffic(routerUrl);
+    await waitFor(() => (watched.tally.bySlot.v3 ?? 0) >= 50, 20_000, 'traffic on v3');
+    // keepOldFor 10 minutes: the command must not sit through them
+    const r = await cli(['deploy', 'shop', '--version', 'v4'], dir, { KEEP_OLD: '10m' });
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/v3 stays warm on blue until .*: `bulwark deploy rollback shop` switches back/);
+    const afterDeploy = JSON.parse(readFileSync(join(dir, '.bulwark/deploy/shop/state.json'), 'utf8'));
+    expect(afterDeploy).toMatchObject({
+      active: 'green',
+      slots: { blue: { version: 'v3' }, green: { version: 'v4' } },
+      deployment: { version: 'v4', status: 'succeeded' },
+    });
     expect(await servedBy(routerUrl, 5)).toEqual({ v4: 5 });
     const rb = await cli(['deploy', 'rollback', 'shop'], dir);
-    expect(rb.code, rb.stderr).toBe(0);
-    expect(rb.stdout).toMatch(/asked the running deploy \(pid \d+\) to rollback/);
-    const d = await deploying;
+    const seen = await watched.stop();
     const summary = await traffic;
-    expect(d.code).toBe(1);
-    expect(d.stdout).toMatch(/rollback requested while the old slot was warm/);
+    expect(rb.code, rb.stderr).toBe(0);
+    expect(rb.stdout).not.toMatch(/starting/); // v3 was still running: one weight change
+    expect(rb.stdout).toMatch(/rolled back shop to v3 on blue/);
     expect(summary.totals.failures).toBe(0);
+    expect(seen.failures).toEqual([]);
     expect(await servedBy(routerUrl, 10)).toEqual({ v3: 10 });
   });
 
   it('a version answering 500s is rolled back automatically within the monitoring window, with evidence', async () => {
     const traffic = load(routerUrl, '6s', dir, 'bad');
-    await sleep(1000);
+    // The watched trickle runs until the deploy is over: the analysis never waits on a finished load run.
+    const watched = watchedTraffic(routerUrl);
+    await waitFor(() => (watched.tally.bySlot.v3 ?? 0) >= 50, 20_000, 'traffic on v3');
     const r = await cli(['deploy', 'shop', '--version', 'v5-err'], dir, env);
+    await watched.stop();
     await traffic; // failures here are the bad version's own answers before the rollback
     expect(r.code).toBe(1);
-    expect(r.stdout).toMatch(/analysis of green \(v5-err\): failed: \d+ errors in \d+ requests/);
+    expect(r.stdout).toMatch(/analysis of green \(v5-err\) over [\d.]+ s: failed: \d+ errors in \d+ requests/);
     expect(r.stdout).toMatch(/\[fail\] error rate/);
     expect(r.stdout).toMatch(/traffic blue 100% \/ green 0% \(rollback: analysis failed/);
     expect(r.stderr).toMatch(/bulwark: shop: v5-err rolled back/);
@@ -155,7 +177,8 @@ export default defineConfig((env) => ({
       'v1:succeeded',
       'v2:succeeded',
       'v3:succeeded',
-      'v4:rolled-back',
+      'v4:succeeded',
+      'v3:succeeded', // the emergency rollback to the warm v3
       'v5-err:rolled-back',
     ]);
     expect(readFileSync(join(dir, '.bulwark/deploy/shop/state.json'), 'utf8')).not.toMatch(/token/);
@@ -273,5 +296,24 @@ export default defineConfig((env) => ({
     expect(r.stdout).toMatch(/traffic blue 75% \/ green 25% \(canary step 1\/3/);
     expect(r.stdout).toMatch(/promoted to full traffic/);
     expect(await servedBy(routerUrl, 10)).toEqual({ v14: 10 });
+  });
+
+  it('the warm old slot is stopped at the end of keepOldFor without a deploy process waiting for it', async () => {
+    const statePath = join(dir, '.bulwark/deploy/shop/state.json');
+    const state = () => JSON.parse(readFileSync(statePath, 'utf8'));
+    const old = state().active as 'blue' | 'green';
+    const oldVersion = state().slots[old].version as string;
+    const watched = watchedTraffic(routerUrl); // for the analysis to pass
+    await waitFor(() => watched.tally.ok >= 50, 20_000, 'traffic');
+    const r = await cli(['deploy', 'shop', '--version', 'vwarm'], dir, { KEEP_OLD: '2s' });
+    expect((await watched.stop()).failures).toEqual([]);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(state().slots[old].version).toBe(oldVersion); // still warm when the command returned
+    expect((await cli(['deploy', 'status', 'shop'], dir)).stdout).toMatch(/no deploy process running/);
+    await waitFor(() => state().slots[old] === null, 30_000, 'the warm slot stopped');
+    expect(state().deployment.events.at(-1).sentence).toMatch(
+      new RegExp(`stopped ${oldVersion} on ${old} \\(warm period over\\)`),
+    );
+    expect(await servedBy(routerUrl, 5)).toEqual({ vwarm: 5 });
   });
 });

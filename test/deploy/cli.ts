@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { keepAliveTraffic, newTally, type TrafficTally } from './helpers.js';
 
 export const MAIN = join(import.meta.dirname, '../../dist/cli/main.js');
 export const APP_SH = join(import.meta.dirname, 'fixtures/app.sh');
@@ -108,4 +109,31 @@ export async function load(
   );
   if (result.code !== 0) throw new Error(`bulwark load exited ${result.code}: ${result.stderr}${result.stdout}`);
   return { ...(JSON.parse(readFileSync(file, 'utf8')) as LoadSummary), result };
+}
+
+/**
+ * A watched trickle of keep-alive traffic next to `bulwark load`: every answer is timed and labelled, so
+ * a test can prove traffic was flowing on both versions around a switch (and it must fail nothing either).
+ */
+export function watchedTraffic(url: string): { tally: TrafficTally; stop(): Promise<TrafficTally> } {
+  const tally = newTally();
+  let release!: () => void;
+  const done = keepAliveTraffic(url, new Promise<void>((r) => (release = r)), { connections: 2, tally });
+  return {
+    tally,
+    stop: () => {
+      release();
+      return done;
+    },
+  };
+}
+
+/** When the last deploy of `app` (state in `<dir>/.bulwark`) made each traffic change, by its sentence. */
+export function trafficChanges(dir: string, app = 'shop'): Array<{ at: number; sentence: string }> {
+  const state = JSON.parse(readFileSync(join(dir, '.bulwark/deploy', app, 'state.json'), 'utf8')) as {
+    deployment?: { events: Array<{ at: string; sentence: string }> };
+  };
+  return (state.deployment?.events ?? [])
+    .filter((e) => e.sentence.startsWith('traffic blue'))
+    .map((e) => ({ at: Date.parse(e.at), sentence: e.sentence }));
 }

@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type HaproxyHarness, startHaproxy } from '../harness/haproxy.js';
-import { APP_SH, cli, load } from './cli.js';
-import { servedBy, sleep } from './helpers.js';
+import { APP_SH, cli, load, trafficChanges, watchedTraffic } from './cli.js';
+import { servedAround, servedBy, sleep, waitFor } from './helpers.js';
 
 /**
  * `bulwark deploy` driving Debian's HAProxy through its runtime API (no reloads), with the process
@@ -53,9 +53,17 @@ export default defineConfig({
 
   it('blue-green switch through the runtime API: zero failed requests', async () => {
     const traffic = load(hap.frontendUrl, '7s', dir, 'hap-bg');
-    await sleep(1000);
+    const watched = watchedTraffic(hap.frontendUrl);
+    await waitFor(() => (watched.tally.bySlot.v1 ?? 0) >= 50, 20_000, 'traffic on v1');
     const r = await cli(['deploy', 'shop', '--version', 'v2'], dir);
+    const seen = await watched.stop();
     const summary = await traffic;
+    // Traffic was flowing on both versions around the switch, so the zeros below cover the switch itself.
+    const [sw] = trafficChanges(dir);
+    expect(sw!.sentence).toMatch(/traffic blue 0% \/ green 100%/);
+    expect(servedAround(seen, sw!.at, 1000).before.v1 ?? 0).toBeGreaterThan(0);
+    expect(servedAround(seen, sw!.at, 1000).after.v2 ?? 0).toBeGreaterThan(0);
+    expect(seen.failures).toEqual([]);
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout).toMatch(/analysis of green \(v2\) after monitoring: passed/);
     expect(summary.totals.requests).toBeGreaterThan(100);
@@ -65,9 +73,17 @@ export default defineConfig({
 
   it('canary by HAProxy server weights: zero failed requests', async () => {
     const traffic = load(hap.frontendUrl, '9s', dir, 'hap-canary');
-    await sleep(1000);
+    const watched = watchedTraffic(hap.frontendUrl);
+    await waitFor(() => (watched.tally.bySlot.v2 ?? 0) >= 50, 20_000, 'traffic on v2');
     const r = await cli(['deploy', 'shop', '--version', 'v3', '--strategy', 'canary'], dir);
+    const seen = await watched.stop();
     const summary = await traffic;
+    const changes = trafficChanges(dir);
+    expect(changes).toHaveLength(3);
+    expect(servedAround(seen, changes[0]!.at, 1000).before.v2 ?? 0).toBeGreaterThan(0);
+    expect(servedAround(seen, changes[0]!.at, 1000).after.v3 ?? 0).toBeGreaterThan(0);
+    expect(servedAround(seen, changes[2]!.at, 1000).after.v3 ?? 0).toBeGreaterThan(0);
+    expect(seen.failures).toEqual([]);
     expect(r.code, r.stderr + r.stdout).toBe(0);
     expect(r.stdout).toMatch(/traffic blue 20% \/ green 80%/);
     expect(r.stdout).toMatch(/traffic blue 60% \/ green 40%/);
@@ -78,8 +94,11 @@ export default defineConfig({
 
   it('a version answering 500s is rolled back from HAProxy’s counters', async () => {
     const traffic = load(hap.frontendUrl, '6s', dir, 'hap-bad');
-    await sleep(1000);
+    // The watched trickle runs until the deploy is over: the analysis never waits on a finished load run.
+    const watched = watchedTraffic(hap.frontendUrl);
+    await waitFor(() => (watched.tally.bySlot.v3 ?? 0) >= 50, 20_000, 'traffic on v3');
     const r = await cli(['deploy', 'shop', '--version', 'v4-err'], dir);
+    await watched.stop();
     await traffic;
     expect(r.code).toBe(1);
     expect(r.stdout).toMatch(/\[fail\] error rate/);

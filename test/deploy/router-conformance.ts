@@ -2,7 +2,7 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startDemoServer } from '../../src/demo/index.js';
 import type { Router } from '../../src/deploy/index.js';
-import { keepAliveTraffic, servedBy, sleep, startUpstreams } from './helpers.js';
+import { keepAliveTraffic, newTally, servedAround, servedBy, sleep, startUpstreams, waitFor } from './helpers.js';
 
 export interface RouterUnderTest {
   router: Router;
@@ -66,15 +66,20 @@ export function routerConformance(name: string, make: () => Promise<RouterUnderT
       const stop = new Promise<void>((r) => {
         release = r;
       });
-      const traffic = keepAliveTraffic(t.frontendUrl, stop);
-      await sleep(300);
+      const tally = newTally();
+      const traffic = keepAliveTraffic(t.frontendUrl, stop, { tally });
+      // Switch while traffic is observably flowing, and keep it flowing until the new slot answered.
+      await waitFor(() => (tally.bySlot.blue ?? 0) >= 20, 20_000, 'traffic on blue');
+      const switchStart = Date.now();
       await t.router.setWeights({ blue: 0, green: 100 });
-      await sleep(300);
+      const switchEnd = Date.now();
+      await waitFor(() => (tally.bySlot.green ?? 0) >= 20, 20_000, 'traffic on green');
       release();
-      const tally = await traffic;
+      await traffic;
       expect(tally.failures).toEqual([]);
-      expect(tally.bySlot.blue).toBeGreaterThan(0);
-      expect(tally.bySlot.green).toBeGreaterThan(0);
+      // Both slots answered right around the switch: the zero above covers the switch itself.
+      expect(servedAround(tally, switchStart, 500).before.blue ?? 0).toBeGreaterThan(0);
+      expect(servedAround(tally, switchEnd, 500).after.green ?? 0).toBeGreaterThan(0);
       expect(await servedBy(t.frontendUrl, 10)).toEqual({ green: 10 });
     });
 

@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { HAPROXY_LOG_FORMAT } from '../../src/deploy/routers/haproxy.js';
 import { freePort } from '../../src/lib/net.js';
 
 export interface HaproxyHarness {
@@ -19,7 +20,9 @@ export interface HaproxyHarness {
  * one backend whose blue/green servers start in maintenance: Bulwark's haproxy router fills them in.
  * No health checks: state is driven only through the runtime API, as the router expects.
  */
-export async function startHaproxy(options: { perSlot?: number; threads?: number } = {}): Promise<HaproxyHarness> {
+export async function startHaproxy(
+  options: { perSlot?: number; threads?: number; logPort?: number } = {},
+): Promise<HaproxyHarness> {
   const dir = mkdtempSync(join(tmpdir(), 'bulwark-haproxy-'));
   const port = await freePort({ below: 32768 });
   const socket = join(dir, 'admin.sock');
@@ -34,8 +37,9 @@ export async function startHaproxy(options: { perSlot?: number; threads?: number
     maxconn 4000
     stats socket ${socket} mode 600 level admin
     stats timeout 30s
-defaults
+${options.logPort ? `    log 127.0.0.1:${options.logPort} local0\n` : ''}defaults
     mode http
+${options.logPort ? `    log global\n    log-format "${HAPROXY_LOG_FORMAT}"\n` : ''}
     option http-keep-alive
     timeout connect 2s
     timeout client 30s

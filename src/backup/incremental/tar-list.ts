@@ -4,7 +4,7 @@
  * list: which files existed, and how long they were.
  */
 
-function octal(buf: Buffer, start: number, len: number): number {
+export function octal(buf: Buffer, start: number, len: number): number {
   // sizes of 8 GiB and more are base-256: high bit of the first byte set
   if (buf[start]! & 0x80) {
     let v = 0;
@@ -18,7 +18,7 @@ function octal(buf: Buffer, start: number, len: number): number {
   return s ? Number.parseInt(s, 8) : 0;
 }
 
-function cstr(buf: Buffer, start: number, len: number): string {
+export function cstr(buf: Buffer, start: number, len: number): string {
   const end = buf.indexOf(0, start);
   return buf.toString('utf8', start, end === -1 || end > start + len ? start + len : end);
 }

@@ -662,7 +662,12 @@ export function registerBackupCommands(program: Command): void {
       .option('--to-time <timestamp>', 'recover up to this time (ISO 8601, e.g. 2026-01-02T03:04:05Z)')
       .option('--to-lsn <lsn>', 'recover up to this WAL position')
       .option('--to-xid <xid>', 'recover up to and including this transaction')
+      .option('--to-name <name>', "recover up to a restore point made with pg_create_restore_point('name')")
       .option('--to-latest', 'recover every archived transaction (the default)')
+      .option(
+        '--delta',
+        'over an existing data folder (PG_VERSION, server stopped): rewrite only the files whose content differs from the backup, remove the ones it does not hold',
+      )
       .option('--start', 'start the server, wait until recovery reached the target and it was promoted')
       .option('--port <n>', 'port for the restored server (written to postgresql.auto.conf)', intArg('--port', 1))
       .option(
@@ -672,8 +677,7 @@ export function registerBackupCommands(program: Command): void {
       )
       .option(
         '--target-timeline <tli>',
-        "timeline recovery follows: current (default, the backup's own), latest (the newest in the archive) or a number",
-        'current',
+        "timeline recovery follows: current (the backup's own), latest (the newest in the archive) or a number; default: the backup's own, and a timeline that replaced it (failover), never a side branch",
       )
       .option(
         '--accept-wal-gap',
@@ -686,11 +690,12 @@ export function registerBackupCommands(program: Command): void {
     { pg: true },
   ).action(async (opts) => {
     const b = await import('../../backup/index.js');
-    const targets = ['toTime', 'toLsn', 'toXid', 'toLatest'].filter((k) => opts[k] !== undefined);
-    if (targets.length > 1) throw new UsageError('give at most one of --to-time, --to-lsn, --to-xid, --to-latest');
+    const targets = ['toTime', 'toLsn', 'toXid', 'toName', 'toLatest'].filter((k) => opts[k] !== undefined);
+    if (targets.length > 1)
+      throw new UsageError('give at most one of --to-time, --to-lsn, --to-xid, --to-name, --to-latest');
     if (opts.archiveMode !== 'preserve' && opts.archiveMode !== 'off')
       throw new UsageError(`--archive-mode: "${opts.archiveMode}" must be preserve or off`);
-    const timeline = targetTimelineArg(opts.targetTimeline);
+    const timeline = opts.targetTimeline === undefined ? undefined : targetTimelineArg(opts.targetTimeline);
     if (opts.pgdata && opts.database !== undefined)
       throw new UsageError(
         '--database: applies to logical backups; a physical restore (--pgdata) restores the whole instance, every database',
@@ -709,6 +714,11 @@ export function registerBackupCommands(program: Command): void {
     } else if (opts.toXid) {
       if (!/^\d+$/.test(opts.toXid)) throw new UsageError(`--to-xid: "${opts.toXid}" is not a transaction id`);
       target = { kind: 'xid', xid: opts.toXid };
+    } else if (opts.toName !== undefined) {
+      // PostgreSQL keeps restore point names below 64 bytes (MAXFNAMELEN)
+      if (!opts.toName || Buffer.byteLength(opts.toName) > 63)
+        throw new UsageError(`--to-name: "${opts.toName}" must be a restore point name of 1 to 63 bytes`);
+      target = { kind: 'name', name: opts.toName };
     }
     const c = await context(opts);
     const m = await c.repo.resolveBackupId(opts.backup);
@@ -716,9 +726,9 @@ export function registerBackupCommands(program: Command): void {
     if (logical) {
       if (opts.pgdata || targets.length)
         throw new UsageError('--pgdata and --to-* apply to physical backups; this restore is logical');
-      if (opts.acceptWalGap || opts.targetTimeline !== 'current')
+      if (opts.acceptWalGap || opts.delta || opts.targetTimeline !== undefined)
         throw new UsageError(
-          '--accept-wal-gap and --target-timeline apply to physical backups; this restore is logical',
+          '--accept-wal-gap, --delta and --target-timeline apply to physical backups; this restore is logical',
         );
       const r = await b.logicalRestore({
         repo: c.repo,
@@ -768,12 +778,15 @@ export function registerBackupCommands(program: Command): void {
         archiveMode: opts.archiveMode,
         timeline,
         acceptWalGap: Boolean(opts.acceptWalGap),
+        delta: Boolean(opts.delta),
         timeoutMs: parseDuration(opts.timeout, '--timeout'),
         onProgress: c.progress,
         log: c.say,
       })
       .finally(() => Promise.all([writeback.stop(), prefetcher?.stop()]));
-    console.log(`restored ${r.backup.id} into ${r.pgdata} in ${(r.restoreMs / 1000).toFixed(1)}s (${r.reason})`);
+    console.log(
+      `restored ${r.backup.id} into ${r.pgdata} in ${(r.restoreMs / 1000).toFixed(1)}s (${r.reason})${r.delta ? `; delta: ${r.delta.rewritten} of ${r.delta.files} files rewritten, ${r.delta.removed} removed` : ''}`,
+    );
     if (r.started)
       console.log(
         `recovery finished in ${(r.started.recoveryMs / 1000).toFixed(1)}s (total ${(r.started.totalMs / 1000).toFixed(1)}s): ${r.started.stoppedAt ?? r.started.redoDone ?? 'end of archive'}${r.started.timeline ? `; new timeline ${r.started.timeline}` : ''}`,

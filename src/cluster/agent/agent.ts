@@ -58,6 +58,8 @@ export class ClusterAgent {
   private fencing: Promise<unknown> | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
   private renewing: Promise<boolean> | null = null;
+  /** The cluster-wide settings last applied to the running PostgreSQL (JSON), null after a (re)start. */
+  private appliedSettings: string | null = null;
 
   constructor(private readonly options: AgentOptions) {
     this.name = options.pg.name;
@@ -173,8 +175,8 @@ export class ClusterAgent {
       ttlMs: this.ttlMs,
       lastRenewalSentAt: this.store.lastRenewalSentAt,
       paused: !!view.config.paused,
-      nofailover: !!this.options.nofailover,
-      priority: this.options.priority ?? 100,
+      nofailover: this.tags(view).nofailover,
+      priority: this.tags(view).priority,
       maxLagOnFailover: this.options.maxLagOnFailover ?? 16 * 1024 * 1024,
       pg: pgState,
       leader,
@@ -182,14 +184,40 @@ export class ClusterAgent {
       members: view.members.filter((m) => m.name !== this.name),
       initializedBy: view.initializedBy,
       leaderOptime: view.optime,
+      switchover: view.switchover,
     };
     const d = decide(obs);
     if (d.action !== 'none' || d.reason !== this.lastDecision?.reason) this.log.info(d, d.reason);
     this.lastDecision = d;
+    if (d.action !== 'none') this.appliedSettings = null;
     await this.act(d, view).catch((err) =>
       this.log.error({ action: d.action, err: (err as Error).message }, `${d.action} failed`),
     );
+    await this.applySettings(view).catch((err) =>
+      this.log.error({ err: (err as Error).message }, 'applying the cluster settings failed'),
+    );
     await this.publish(view).catch(() => {});
+  }
+
+  /** Tags set with `bulwark cluster tag` win over the agent's own flags. */
+  private tags(view: ClusterView): { nofailover: boolean; priority: number } {
+    const t = view.tags[this.name] ?? {};
+    return {
+      nofailover: t.nofailover ?? !!this.options.nofailover,
+      priority: t.priority ?? this.options.priority ?? 100,
+    };
+  }
+
+  private async applySettings(view: ClusterView): Promise<void> {
+    const want = view.config.settings ?? {};
+    const json = JSON.stringify(want);
+    if (json === this.appliedSettings || view.config.paused) return;
+    const pgState = this.pgState;
+    if (!pgState?.running || pgState.inRecovery === null) return;
+    const previous = this.appliedSettings ? (JSON.parse(this.appliedSettings) as Record<string, string>) : {};
+    const pending = await local.applySettings(this.options.pg, want, previous);
+    this.appliedSettings = json;
+    this.log.info({ settings: want, pendingRestart: pending }, 'applied the cluster settings');
   }
 
   private async act(d: AgentDecision, view: ClusterView): Promise<void> {
@@ -229,8 +257,24 @@ export class ClusterAgent {
         this.log.info({}, 'took the leader key');
         const now = await local.observe(spec);
         if (now.running && now.inRecovery) await this.promote();
+        if (view.switchover?.to === this.name) {
+          await this.store.clearSwitchover(view.switchover);
+          this.log.info({ to: this.name }, 'switchover done: primary');
+        }
         return;
       }
+      case 'step-down': {
+        // Fast shutdown: clients are disconnected and the WAL senders send everything up to the
+        // shutdown checkpoint before they exit, so the target has every commit; then the key goes.
+        await local.stop(spec);
+        local.markStepDown(spec);
+        if (leader) await this.store.releaseLeader(leader);
+        this.log.info({ to: view.switchover?.to }, `stepped down for the switchover to ${view.switchover?.to}`);
+        return;
+      }
+      case 'cancel-switchover':
+        if (view.switchover) await this.store.clearSwitchover(view.switchover);
+        return;
       case 'follow':
         await local.follow(spec, leader!);
         return;
@@ -267,8 +311,7 @@ export class ClusterAgent {
       role,
       lsn: pgState.lsn,
       timeline: pgState.timeline,
-      nofailover: !!this.options.nofailover,
-      priority: this.options.priority ?? 100,
+      ...this.tags(view),
     });
     const leader = (await this.store.read().catch(() => view)).leader;
     if (this.view) this.view.leader = leader;

@@ -1,6 +1,8 @@
+import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { connect } from 'node:net';
 import { request } from 'undici';
 import { DeployError } from '../errors.js';
+import { SlotMetrics } from '../metrics.js';
 import { assertSafeBackends, assertSafeWeights, changeOrder } from '../safety.js';
 import type { Backend, Router, RouterState, Slot, SlotWindow, Weights } from '../types.js';
 
@@ -11,6 +13,25 @@ export interface HaproxyRouterOptions {
   /** Server names pre-declared in the backend for each slot; instances are mapped onto them in order. */
   servers: Record<Slot, string[]>;
   frontendUrl?: string;
+  /**
+   * Where the driver receives HAProxy's per-request log (syslog over UDP on loopback) for latency
+   * percentiles: haproxy.cfg has `log 127.0.0.1:PORT local0` and a log-format containing
+   * `bulwark %b/%s %ST %Ta` (see HAPROXY_LOG_FORMAT). Without it, latency thresholds are inconclusive.
+   */
+  log?: { port: number; host?: string };
+}
+
+/** The fields the driver reads from each HAProxy log line: backend/server, status, total active time (ms). */
+export const HAPROXY_LOG_FORMAT = 'bulwark %b/%s %ST %Ta';
+const LOG_LINE = /bulwark (\S+)\/(\S+) (-?\d+) (-?\d+)/;
+
+/** One HAProxy log line as the driver sees it, or undefined when the line is not in HAPROXY_LOG_FORMAT. */
+export function parseHaproxyLogLine(
+  line: string,
+): { backend: string; server: string; status: number; totalMs: number } | undefined {
+  const m = LOG_LINE.exec(line);
+  if (!m) return undefined;
+  return { backend: m[1]!, server: m[2]!, status: Number(m[3]), totalMs: Number(m[4]) };
 }
 
 /** Send one line to HAProxy's runtime API (non-interactive: HAProxy runs the `;`-separated commands, answers, closes). */
@@ -77,16 +98,49 @@ const WEIGHT_SCALE = 240;
 /**
  * HAProxy driven through its runtime API: addresses, weights and state change at run time, never by a
  * reload (measured here: reloads broke keep-alive connections, the runtime API did not). Traffic
- * analysis reads `show stat` counters; HAProxy keeps only averages, so latency percentiles need the
- * Prometheus source.
+ * analysis reads `show stat` counters; HAProxy keeps only latency averages, so percentiles come from its
+ * per-request log when `log` is configured (else latency thresholds are inconclusive, never pass).
  */
 export class HaproxyRouter implements Router {
   readonly kind = 'haproxy';
   readonly frontendUrl?: string;
   private readonly samples: CounterSample[] = [];
+  private logSocket?: Promise<UdpSocket>;
+  private readonly logged: Record<Slot, SlotMetrics> = {
+    blue: new SlotMetrics(15 * 60_000),
+    green: new SlotMetrics(15 * 60_000),
+  };
+  private readonly slotOfServer = new Map<string, Slot>();
 
   constructor(private readonly opts: HaproxyRouterOptions) {
     this.frontendUrl = opts.frontendUrl;
+    for (const slot of ['blue', 'green'] as const) for (const s of opts.servers[slot]) this.slotOfServer.set(s, slot);
+  }
+
+  /** Start receiving HAProxy's request log (idempotent); every line of this backend's servers is recorded per slot. */
+  listenLog(): Promise<UdpSocket> | undefined {
+    const log = this.opts.log;
+    if (!log) return undefined;
+    this.logSocket ??= new Promise((resolve, reject) => {
+      const sock = createSocket('udp4');
+      sock.on('message', (msg) => {
+        const line = parseHaproxyLogLine(msg.toString('latin1'));
+        if (!line || line.backend !== this.opts.backend) return;
+        const slot = this.slotOfServer.get(line.server);
+        if (!slot || line.totalMs < 0) return;
+        this.logged[slot].record(line.totalMs, line.status >= 500 || line.status < 0);
+      });
+      sock.once('error', (err) =>
+        reject(
+          new DeployError(
+            'BULWARK_E_DEPLOY_ROUTER',
+            `cannot receive HAProxy's log on udp ${log.host ?? '127.0.0.1'}:${log.port}: ${err.message}`,
+          ),
+        ),
+      );
+      sock.bind(log.port, log.host ?? '127.0.0.1', () => resolve(sock));
+    });
+    return this.logSocket;
   }
 
   private cmd(line: string): Promise<string> {
@@ -249,10 +303,23 @@ export class HaproxyRouter implements Router {
       weightedAvg += dr * Number(rows.get(name)?.rtime || 0);
     }
     // rtime is HAProxy's average over the server's last 1024 requests: an average, never a percentile.
-    return { requests, errors, latencyMs: requests > 0 ? { avg: weightedAvg / requests } : {} };
+    const latencyMs: SlotWindow['latencyMs'] = requests > 0 ? { avg: weightedAvg / requests } : {};
+    if (this.opts.log) {
+      await this.listenLog();
+      // Percentiles from the request log, when it saw (nearly) every request the counters did: a log
+      // that is not configured, or lost lines, must not stand in for the whole window.
+      const seen = this.logged[slot].window(sinceMs);
+      if (requests > 0 && seen.requests >= requests * 0.8) {
+        const { p50, p90, p95, p99, max } = seen.latencyMs;
+        Object.assign(latencyMs, { p50, p90, p95, p99, max });
+      }
+    }
+    return { requests, errors, latencyMs };
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    if (this.logSocket) (await this.logSocket.catch(() => undefined))?.close();
+  }
 }
 
 function serverWeight(slotWeight: number, servers: number): number {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { distDir } from '../../lib/bundle.js';
+import { resetData } from '../data.js';
 import { Engine } from '../engine.js';
 import { bulwarkVersion } from '../version.js';
 import { PROTOCOL_VERSION, type RunRequest, type WorkerEvent } from './protocol.js';
@@ -80,6 +81,7 @@ export async function startWorkerServer(options: {
     const send = (e: WorkerEvent) => res.write(`${JSON.stringify(e)}\n`);
     try {
       process.setSourceMapsEnabled(true);
+      resetData(body.sharedData);
       const mod = await import(pathToFileURL(file).href);
       const { code: _code, scenarioName, bulwarkVersion: _version, ...engineOptions } = body;
       current = new Engine({

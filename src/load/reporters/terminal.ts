@@ -124,22 +124,23 @@ function statusLine(p: Progress): string {
  * every 5 s, so logs stay readable.
  */
 export function liveView(stream: NodeJS.WriteStream = process.stderr): {
-  onStart(info: { plan: Plan; workers: number; file?: string }): void;
+  onStart(info: { plan: Plan; workers: number; file?: string; typecheck?: string }): void;
   onProgress(p: Progress): void;
   end(): void;
 } {
   const tty = Boolean(stream.isTTY);
   let lastPlain = 0;
   return {
-    onStart({ plan, workers, file }) {
+    onStart({ plan, workers, file, typecheck }) {
       const peak = Math.max(plan.start, ...plan.stages.map((s) => s.target));
       const what =
         plan.kind === 'closed'
           ? `up to ${Math.ceil(peak)} VUs`
           : `up to ${Number(peak.toFixed(2))} iterations/s, max ${plan.maxVUs} VUs`;
       const where = workers > 1 ? ` on ${workers} workers` : '';
+      const cached = typecheck === 'cached' ? ' (type-check cached: unchanged since it passed)' : '';
       stream.write(
-        `running ${file ? relative(process.cwd(), file) || file : 'scenario'}: ${plan.executor}, ${what}, ${formatDuration(plan.totalMs)}${where}\n`,
+        `running ${file ? relative(process.cwd(), file) || file : 'scenario'}: ${plan.executor}, ${what}, ${formatDuration(plan.totalMs)}${where}${cached}\n`,
       );
     },
     onProgress(p) {
