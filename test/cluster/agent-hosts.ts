@@ -151,14 +151,14 @@ export function createAgentHosts(): AgentHosts {
       mkdirSync(join(root, h.name), { recursive: true, mode: 0o755 });
       chownToPostgres(join(root, h.name));
       // n3's agent runs as the postgres user (as the README's systemd unit does), the others as root
-      const asPostgres = h.name === 'n3' ? ['-u', 'postgres', '--', process.execPath] : [process.execPath];
+      const asPostgres = h.name === 'n3';
       track(
         `agent-${h.name}`,
         net.spawnIn(
           h,
-          asPostgres.length > 1 ? 'runuser' : process.execPath,
+          asPostgres ? 'runuser' : process.execPath,
           [
-            ...asPostgres.slice(0, -1),
+            ...(asPostgres ? ['-u', 'postgres', '--', process.execPath] : []),
             CLI,
             'cluster',
             'agent',
