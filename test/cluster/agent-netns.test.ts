@@ -247,6 +247,18 @@ ${servers}
     expect(primary).toBe(next);
   });
 
+  it("kill -9 of the primary agent alone: its PostgreSQL dies with it (dead man's switch), so the new primary is the only writable node", async () => {
+    const [old] = await c.writable();
+    await writeThroughPool('before agent kill');
+    c.killAgent(old!);
+    const next = await waitFor('a new primary', async () => (await c.writable()).find((h) => h !== old), 60_000);
+    // the old host is reachable from here: were its PostgreSQL still up, it would answer as a primary
+    expect((await c.writable()).map((h) => h.name)).toEqual([next.name]);
+    await writeThroughPool('after agent kill');
+    c.startAgent(old!);
+    expect(await c.waitHealthy(120_000)).toBe(next);
+  });
+
   it('SIGTERM of the primary agent stops its PostgreSQL and hands the leader key over; restarted, it rejoins as a replica', async () => {
     const [old] = await c.writable();
     await writeThroughPool('before agent stop');
