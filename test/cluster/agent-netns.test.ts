@@ -271,6 +271,20 @@ ${servers}
     expect(primary).toBe(next);
   });
 
+  it('partition of a replica host (one etcd member and one replica cut off): no failover, the primary keeps serving', async () => {
+    const [primary] = await c.writable();
+    const cut = c.hosts.find((h) => h !== primary)!;
+    c.net.partition(cut);
+    try {
+      await new Promise((r) => setTimeout(r, TTL_SECONDS * 2000));
+      expect((await c.writable()).map((h) => h.name)).toEqual([primary!.name]);
+      await writeThroughPool('replica host partitioned');
+    } finally {
+      c.net.heal(cut);
+    }
+    expect(await c.waitHealthy(60_000)).toBe(primary);
+  });
+
   it('one etcd member frozen: no failover, the primary keeps serving', async () => {
     const [primary] = await c.writable();
     // freeze the member on the primary's own host: its agent must use the other two
