@@ -184,6 +184,7 @@ export async function runPusher(o: PusherOptions): Promise<{ pushed: number }> {
   const parallel = Math.max(1, o.parallel ?? 2);
   const idleMs = o.idleMs ?? 10_000;
   await mkdir(join(o.spool, 'ok'), { recursive: true, mode: 0o700 });
+  await mkdir(join(o.spool, 'failed'), { recursive: true, mode: 0o700 });
   const pidFile = join(o.spool, 'pusher.pid');
   // exclusive create: one pusher per spool; a stale pid file (dead process) is replaced
   try {
@@ -217,6 +218,8 @@ export async function runPusher(o: PusherOptions): Promise<{ pushed: number }> {
           await unlink(join(o.spool, 'ok', m)).catch(() => {});
           ok.delete(m);
         }
+      for (const f of await readdir(join(o.spool, 'failed')).catch(() => [] as string[]))
+        if (!readySet.has(f)) await unlink(join(o.spool, 'failed', f)).catch(() => {});
       const todo = ready.filter((n) => !ok.has(n) && !inflight.has(n) && Date.now() - (failedAt.get(n) ?? 0) > 5000);
       if (todo.length || inflight.size) idleSince = Date.now();
       else if (Date.now() - idleSince > idleMs) break;
@@ -226,19 +229,23 @@ export async function runPusher(o: PusherOptions): Promise<{ pushed: number }> {
           try {
             const data = await readFile(join(o.pgdata, 'pg_wal', name));
             const r = await o.repo.pushWal(name, data, o.encoding);
+            await unlink(join(o.spool, 'failed', name)).catch(() => {});
             await writeFile(join(o.spool, 'ok', name), r);
             pushed++;
             o.log?.(`pusher: ${name} ${r}`);
           } catch (err) {
-            // archive_command will push this one itself and report the error to PostgreSQL
+            // archive_command will push this one itself and report the error to PostgreSQL; the
+            // marker tells a shell step waiting for this segment to stop waiting at once
             failedAt.set(name, Date.now());
+            await writeFile(join(o.spool, 'failed', name), (err as Error).message).catch(() => {});
             o.log?.(`pusher: ${name}: ${(err as Error).message}`);
           }
         })().finally(() => inflight.delete(name));
         inflight.set(name, p);
       }
       if (inflight.size >= parallel) await Promise.race(inflight.values());
-      else await new Promise((r) => setTimeout(r, inflight.size ? 5 : 50));
+      // archive_command's shell step waits for this pusher's marker: notice a new .ready quickly
+      else await new Promise((r) => setTimeout(r, inflight.size ? 5 : 10));
     }
     await Promise.allSettled(inflight.values());
   } finally {

@@ -246,7 +246,7 @@ const appSchema = z
       });
   });
 
-const RESERVED = new Set(['status', 'history', 'promote', 'abort', 'rollback', 'router', 'down']);
+const RESERVED = new Set(['status', 'history', 'promote', 'abort', 'rollback', 'router', 'down', 'expire-warm']);
 
 export const deployConfigSchema = z
   .object({

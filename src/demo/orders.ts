@@ -5,6 +5,8 @@ export interface NewOrder {
   email: string;
   items: OrderItem[];
   payment_method: string;
+  /** The client's own reference for the order: tells an order apart from another that got the same id later. */
+  client_ref?: string;
 }
 
 /**
@@ -23,6 +25,7 @@ export const ORDERS_TABLE_SQL = `CREATE TABLE IF NOT EXISTS orders (
   email text NOT NULL,
   items jsonb NOT NULL,
   payment_method text NOT NULL,
+  client_ref text,
   created_at timestamptz NOT NULL DEFAULT clock_timestamp()
 )`;
 
@@ -35,11 +38,10 @@ export interface SqlQueryable {
 export function sqlOrderStore(db: SqlQueryable & { end?(): Promise<void> }): OrderStore {
   return {
     async create(order) {
-      const r = await db.query('INSERT INTO orders (email, items, payment_method) VALUES ($1, $2, $3) RETURNING id', [
-        order.email,
-        JSON.stringify(order.items),
-        order.payment_method,
-      ]);
+      const r = await db.query(
+        'INSERT INTO orders (email, items, payment_method, client_ref) VALUES ($1, $2, $3, $4) RETURNING id',
+        [order.email, JSON.stringify(order.items), order.payment_method, order.client_ref ?? null],
+      );
       return `ord_${String(r.rows[0]!.id)}`;
     },
     close: db.end ? () => db.end!() : undefined,

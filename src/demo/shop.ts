@@ -40,9 +40,11 @@ export interface OrderItem {
 }
 
 /** Validate an order body; returns an error text or the normalized items. */
-export function validateOrder(body: unknown): { items: OrderItem[]; payment_method: string } | string {
+export function validateOrder(
+  body: unknown,
+): { items: OrderItem[]; payment_method: string; client_ref?: string } | string {
   if (!body || typeof body !== 'object') return 'body must be a JSON object';
-  const { items, payment_method } = body as Record<string, unknown>;
+  const { items, payment_method, client_ref } = body as Record<string, unknown>;
   if (!Array.isArray(items) || items.length === 0) return 'items must be a non-empty array';
   for (const item of items) {
     const { product_id, quantity } = (item ?? {}) as Record<string, unknown>;
@@ -52,5 +54,8 @@ export function validateOrder(body: unknown): { items: OrderItem[]; payment_meth
       return 'quantity must be 1..100';
   }
   if (payment_method !== undefined && typeof payment_method !== 'string') return 'payment_method must be a string';
-  return { items: items as OrderItem[], payment_method: (payment_method as string) ?? 'credit_card' };
+  if (client_ref !== undefined && (typeof client_ref !== 'string' || client_ref.length < 1 || client_ref.length > 64))
+    return 'client_ref must be a string of 1..64 characters';
+  const order = { items: items as OrderItem[], payment_method: (payment_method as string) ?? 'credit_card' };
+  return client_ref === undefined ? order : { ...order, client_ref };
 }

@@ -181,6 +181,8 @@ export class Deployer {
       this.store.requestControl(action);
       return `asked the running deploy (pid ${holder.pid}) to ${action}`;
     }
+    // After a success, promote means: the old version need not stay warm any longer.
+    if (action === 'promote' && this.warmSlot()) return this.stopWarm('promoted: warm period ended early');
     this.release = this.store.acquireLock();
     try {
       this.state = this.store.load();
@@ -537,6 +539,12 @@ export class Deployer {
     }
   }
 
+  /**
+   * Success: the new version serves all traffic and passed. With keepOldFor, the old slot stays running
+   * without traffic (a rollback is one weight change) and the deploy returns now: the lock is released,
+   * so the next deploy is never held up by the warm period. `stopWarm` ends it (the CLI schedules it at
+   * `keepOldUntil`; `promote` runs it at once; the next deploy stops the slot itself to make room).
+   */
   private async finishSuccess(d: DeploymentRecord): Promise<void> {
     const old = d.from?.slot;
     d.phase = 'succeeded';
@@ -547,27 +555,12 @@ export class Deployer {
       await this.o.router.drain(old, this.o.plan.drainTimeoutMs);
       if (keepMs > 0) {
         d.keepOldUntil = new Date(Date.now() + keepMs).toISOString();
-        d.phase = 'keeping old slot warm';
-        d.status = 'running';
-        this.say(
-          `${d.version} serves all traffic; keeping ${d.from!.version} warm on ${old} for ${Math.round(keepMs / 1000)} s (rollback is instant until then)`,
+        this.finish(
+          d,
+          `${d.version} is live on ${d.to}; ${d.from!.version} stays warm on ${old} without traffic until ${d.keepOldUntil} (a rollback until then is one weight change)`,
         );
-        try {
-          const c = await this.waitControl(keepMs);
-          if (c) this.say('promoted: stopping the old slot now');
-        } catch (err) {
-          if (err instanceof Interrupted && (err.action === 'rollback' || err.action === 'abort')) {
-            // After success, abort and rollback both mean: back to the old version, which is still warm.
-            await this.returnToStable('rolled-back', `${err.action} requested while the old slot was warm`);
-            throw new DeployError(
-              'BULWARK_E_DEPLOY_FAILED',
-              `${this.o.app}: ${d.version} rolled back to ${d.from!.version} by request`,
-            );
-          }
-          throw err;
-        }
-        d.status = 'succeeded';
-        d.phase = 'succeeded';
+        await this.notify('deploy.succeeded');
+        return;
       }
       const inst = this.state.slots[old]!;
       assertSafeToStop(old, await this.o.router.state());
@@ -578,6 +571,48 @@ export class Deployer {
     }
     this.finish(d, `${d.version} is live on ${d.to}`);
     await this.notify('deploy.succeeded');
+  }
+
+  /**
+   * Whether the old slot of deployment `id` (default: the last one) is still kept warm: its deploy
+   * succeeded, nothing replaced it, and the slot still runs that version without being active.
+   */
+  warmSlot(id?: string): { slot: Slot; version: string; until: string; deploymentId: string } | undefined {
+    const state = this.store.load();
+    const d = state.deployment;
+    if (d?.status !== 'succeeded' || !d.keepOldUntil || !d.from) return undefined;
+    if (id && d.id !== id) return undefined;
+    const inst = state.slots[d.from.slot];
+    if (!inst || inst.version !== d.from.version || state.active === d.from.slot) return undefined;
+    return { slot: d.from.slot, version: d.from.version, until: d.keepOldUntil, deploymentId: d.id };
+  }
+
+  /** End the warm period: drain and stop the old slot (only if it still has no traffic). */
+  async stopWarm(reason: string, id?: string): Promise<string> {
+    if (this.store.lockHolder())
+      return `${this.o.app}: a deploy is running; it decides about the warm slot (not stopped)`;
+    this.release = this.store.acquireLock();
+    try {
+      const warm = this.warmSlot(id);
+      if (!warm) return `${this.o.app}: no old slot is kept warm`;
+      this.state = this.store.load();
+      const d = this.state.deployment!;
+      const inst = this.state.slots[warm.slot]!;
+      assertSafeToStop(warm.slot, await this.o.router.state());
+      await this.o.router.drain(warm.slot, this.o.plan.drainTimeoutMs);
+      await this.o.provider.stop(warm.slot, inst);
+      this.state.slots[warm.slot] = null;
+      await this.o.router.setBackends(warm.slot, []);
+      d.keepOldUntil = undefined;
+      const sentence = `stopped ${inst.version} on ${warm.slot} (${reason})`;
+      d.events.push({ at: now(), sentence });
+      d.updatedAt = now();
+      this.store.save(this.state);
+      this.o.log?.(sentence);
+      return `${this.o.app}: ${sentence}`;
+    } finally {
+      this.release?.();
+    }
   }
 
   /**

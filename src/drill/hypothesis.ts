@@ -47,21 +47,35 @@ export function steadyState(probes: Probe[]): SteadyState {
 }
 
 /**
- * The write gap users saw after a fault at `faultAt` (epoch ms): from the fault to the first order
- * acknowledged after it. Null when no order was acknowledged after the fault (writes never came back).
+ * The write gap users saw around a fault at `faultAt` (epoch ms): from the last order acknowledged
+ * before the fault (or the fault itself when there was none) to the first acknowledged after it — the
+ * same definition as bench/failover. Null when no order was acknowledged after the fault.
  */
 export function writeGapMs(faultAt: number, ackTimes: Iterable<number>): number | null {
   let first: number | null = null;
-  for (const at of ackTimes) if (at > faultAt && (first === null || at < first)) first = at;
-  return first === null ? null : first - faultAt;
+  let last: number | null = null;
+  for (const at of ackTimes) {
+    if (at > faultAt && (first === null || at < first)) first = at;
+    if (at <= faultAt && (last === null || at > last)) last = at;
+  }
+  return first === null ? null : first - (last ?? faultAt);
 }
 
-/** Acknowledged order ids that are not among the ids found (RPO counted in orders), sorted. */
-export function lostOrders(acknowledged: Iterable<number>, found: Iterable<number>): number[] {
+/**
+ * Acknowledged orders that are not among the orders found (RPO counted in orders), in the order given.
+ * Compare whole identities (`orderKey`), not bare ids: a new primary whose sequence did not receive
+ * the last WAL can hand a lost order's id to a new order, which must not count as the lost one found.
+ */
+export function lostOrders<K extends string | number>(acknowledged: Iterable<K>, found: Iterable<K>): K[] {
   const have = new Set(found);
-  const lost: number[] = [];
-  for (const id of acknowledged) if (!have.has(id)) lost.push(id);
-  return lost.sort((a, b) => a - b);
+  const lost: K[] = [];
+  for (const key of acknowledged) if (!have.has(key)) lost.push(key);
+  return lost;
+}
+
+/** The identity of an order: the shop's id and the client's own reference. */
+export function orderKey(id: number | string, ref: unknown): string {
+  return `${id}/${ref ?? ''}`;
 }
 
 /** A step holds when it ran to its end, every probe of its hypothesis met, and both steady states held. */

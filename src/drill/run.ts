@@ -21,6 +21,11 @@ export interface DrillOptions {
   sync?: boolean;
   /** Steady traffic before the first step and after the last (ms, default 5000). */
   steadyMs?: number;
+  /**
+   * Failover step: pause the primary's WAL senders this long right before the kill, so the replicas
+   * lag behind what the primary acknowledged (asynchronous replication then loses orders).
+   */
+  replicaLagMs?: number;
   /** Requests per second through the router (open model, default 40; half of them are orders). */
   rate?: number;
   /** Work folder (default a new temp folder, removed at the end). */
@@ -42,7 +47,7 @@ export interface DrillJournal {
   experiment: {
     title: string;
     description: string;
-    configuration: { sync: boolean; rate: number; steadyMs: number; steps: StepName[] };
+    configuration: { sync: boolean; rate: number; steadyMs: number; steps: StepName[]; replicaLagMs: number };
     'steady-state-hypothesis': { title: string; probes: Array<{ name: string; tolerance: string }> };
     method: Array<{ type: 'action'; name: StepName; title: string; hypothesis: string }>;
   };
@@ -214,6 +219,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
         signal: o.signal,
         releases,
         sync,
+        replicaLagMs: o.replicaLagMs,
       };
       const stepBefore = await awaitSteadyState(t, o.signal);
       const snap = t.snapshot();
@@ -290,7 +296,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
       title: 'Bulwark game day',
       description:
         'The demo shop on a local PostgreSQL cluster behind the embedded router, under steady open-model load, through a backup, a primary crash, a bad release, a good release and a dropped table.',
-      configuration: { sync, rate, steadyMs, steps },
+      configuration: { sync, rate, steadyMs, steps, replicaLagMs: o.replicaLagMs ?? 0 },
       'steady-state-hypothesis': {
         title: 'the shop takes orders and serves pages without a failed request',
         probes: steadyProbes(new DrillTraffic({ url: '', rate })).map((p) => ({

@@ -1,3 +1,4 @@
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { physicalBackup, physicalRestore } from '../backup/index.js';
@@ -8,11 +9,13 @@ import { freePort } from '../lib/net.js';
 import { POSTGRES_USER, pgBin } from '../lib/postgres.js';
 import { bulwarkCommand, type DrillEnvironment, type Release, shellArg } from './environment.js';
 import { DrillError } from './errors.js';
-import { atMost, below, isTrue, lostOrders, writeGapMs } from './hypothesis.js';
+import { atMost, below, isTrue, lostOrders, orderKey, writeGapMs } from './hypothesis.js';
 import type { DrillTraffic } from './traffic.js';
 import type { Probe, StepName } from './types.js';
 
 export interface StepContext {
+  /** Failover step: pause the primary's WAL senders this long before the kill (replication lag). */
+  replicaLagMs?: number;
   env: DrillEnvironment;
   traffic: DrillTraffic;
   log: (line: string) => void;
@@ -77,6 +80,31 @@ async function servingVersion(url: string): Promise<string | undefined> {
 
 const WRITE_GAP_LIMIT_MS = 5000;
 
+/** PIDs of the WAL senders of a node (`postgres: <cluster_name>: walsender ...` in /proc). */
+function walSenders(node: string): number[] {
+  const pids: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const cmd = readFileSync(`/proc/${e}/cmdline`, 'utf8');
+      if (cmd.startsWith(`postgres: ${node}: walsender`)) pids.push(Number(e));
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return pids;
+}
+
+function signalAll(pids: number[], signal: NodeJS.Signals): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // gone
+    }
+  }
+}
+
 export const STEPS: Record<StepName, StepSpec> = {
   backup: {
     hypothesis: () =>
@@ -84,6 +112,7 @@ export const STEPS: Record<StepName, StepSpec> = {
     async run({ env, traffic, log }) {
       const primary = env.primary();
       const before = traffic.snapshot();
+      const t0 = Date.now();
       log(`pg_basebackup of ${primary.name} into ${env.repoUri}`);
       const m = await physicalBackup({
         repo: env.repo,
@@ -94,6 +123,7 @@ export const STEPS: Record<StepName, StepSpec> = {
       const failed = traffic.failures - before.failures;
       log(`backup ${m.id}: ${(m.sizes.raw / 1048576).toFixed(1)} MiB in ${(m.durationMs / 1000).toFixed(1)} s`);
       return {
+        faultAt: t0,
         probes: [
           isTrue('backup completed (manifest written)', true),
           atMost('failed requests during the backup', failed, 0),
@@ -112,9 +142,25 @@ export const STEPS: Record<StepName, StepSpec> = {
   failover: {
     hypothesis: ({ sync }) =>
       `after kill -9 of the primary, writes resume within ${WRITE_GAP_LIMIT_MS / 1000} s and no acknowledged order is lost${sync ? ' (synchronous replication)' : ' (asynchronous replication)'}`,
-    async run({ env, traffic, log, signal }) {
+    async run({ env, traffic, log, signal, replicaLagMs }) {
       const primary = env.primary();
       const monitor = env.monitor!;
+      let paused: number[] = [];
+      if (replicaLagMs) {
+        // The primary stops sending WAL while it keeps acknowledging commits: in async mode those
+        // commits exist only on the primary when it dies (what --sync protects against: there, commits
+        // wait for a replica). Pausing the senders, not the receivers: WAL already in a socket buffer
+        // would still reach a paused receiver.
+        paused = walSenders(primary.name);
+        signalAll(paused, 'SIGSTOP');
+        log(
+          `WAL senders of ${primary.name} paused (SIGSTOP, ${paused.length} processes) for ${replicaLagMs} ms before the kill: the replicas fall behind`,
+        );
+        await pause(replicaLagMs, signal).catch((err) => {
+          signalAll(paused, 'SIGCONT');
+          throw err;
+        });
+      }
       const failover = new Promise<{ to: string; durationMs: number; promoteMs: number }>((resolve) =>
         monitor.once('failover', resolve),
       );
@@ -137,17 +183,23 @@ export const STEPS: Record<StepName, StepSpec> = {
       log(
         gap === null
           ? 'no order acknowledged within 30 s of the kill'
-          : `first order acknowledged ${gap} ms after the kill`,
+          : `write gap ${gap} ms (last order acknowledged before the kill to the first after it)`,
       );
       // RPO: every order the shop acknowledged so far must be on the new primary
-      const acked = traffic.acks.map((a) => a.id);
-      const r = await env.pool!.query('SELECT id FROM orders WHERE id = ANY($1::bigint[])', [acked]);
-      const lost = lostOrders(
-        acked,
-        r.rows.map((row: { id: string }) => Number(row.id)),
+      const acks = [...traffic.acks];
+      const r = await env.pool!.query('SELECT id, client_ref FROM orders WHERE id = ANY($1::bigint[])', [
+        acks.map((a) => a.id),
+      ]);
+      const lostKeys = new Set(
+        lostOrders(
+          acks.map((a) => orderKey(a.id, a.ref)),
+          r.rows.map((row: { id: string; client_ref: string | null }) => orderKey(row.id, row.client_ref)),
+        ),
       );
+      const lost = acks.filter((a) => lostKeys.has(orderKey(a.id, a.ref))).map((a) => a.id);
+      for (const key of lostKeys) traffic.lost.add(key);
       log(
-        `${acked.length} acknowledged orders checked on ${entry.to}: ${lost.length} missing${lost.length ? ` (${lost.slice(0, 10).join(', ')}${lost.length > 10 ? ', ...' : ''})` : ''}`,
+        `${acks.length} acknowledged orders checked on ${entry.to}: ${lost.length} missing${lost.length ? ` (ids ${lost.slice(0, 10).join(', ')}${lost.length > 10 ? ', ...' : ''})` : ''}`,
       );
       const rejoined = await waitUntil(
         () => monitor.topology().nodes.some((n) => n.name === primary.name && n.role === 'replica' && n.streaming),
@@ -172,7 +224,7 @@ export const STEPS: Record<StepName, StepSpec> = {
           rtoMs: gap,
           monitorFailoverMs: entry.durationMs,
           promoteMs: entry.promoteMs,
-          ordersAcknowledged: acked.length,
+          ordersAcknowledged: acks.length,
           lostOrders: lost.length,
           lostOrderIds: lost.slice(0, 100).join(','),
           oldPrimaryRejoined: rejoined,
@@ -279,7 +331,11 @@ export const STEPS: Record<StepName, StepSpec> = {
         `SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' AS t`,
       );
       const targetTime = String(t.rows[0].t);
-      const ackedBefore = traffic.acks.filter((a) => a.at <= targetAt).map((a) => a.id);
+      // orders a failover already lost are that step's finding, not this one's
+      const ackedBefore = traffic.acks
+        .filter((a) => a.at <= targetAt)
+        .map((a) => orderKey(a.id, a.ref))
+        .filter((k) => !traffic.lost.has(k));
       await pool.query('DROP TABLE orders');
       const dropAt = Date.now();
       log(`DROP TABLE orders on ${env.primary().name}; recovery target ${targetTime}`);
@@ -313,7 +369,7 @@ export const STEPS: Record<StepName, StepSpec> = {
       await copy.connect();
       let rows: Array<Record<string, unknown>>;
       try {
-        rows = (await copy.query('SELECT id, email, items, payment_method, created_at FROM orders ORDER BY id')).rows;
+        rows = (await copy.query('SELECT * FROM orders ORDER BY id')).rows;
       } finally {
         await copy.end().catch(() => {});
       }
@@ -323,7 +379,7 @@ export const STEPS: Record<StepName, StepSpec> = {
       );
       const missing = lostOrders(
         ackedBefore,
-        rows.map((r) => Number(r.id)),
+        rows.map((r) => orderKey(String(r.id), r.client_ref)),
       );
       const betweenTargetAndDrop = traffic.acks.filter((a) => a.at > targetAt && a.at <= dropAt).length;
       // Put the orders back in production, as the on-call engineer would, so the shop takes orders again.

@@ -21,7 +21,10 @@ import type { TimelinePoint } from './types.js';
  */
 export class DrillTraffic {
   /** Order ids the shop acknowledged, with the epoch ms the 201 arrived. Bounded by the drill's length. */
-  readonly acks: Array<{ id: number; at: number }> = [];
+  readonly acks: Array<{ id: number; ref: string; at: number }> = [];
+  private refs = 0;
+  /** Orders (orderKey) a failover lost: later steps do not count them against themselves. */
+  readonly lost = new Set<string>();
   requests = 0;
   failures = 0;
   lastFailureAt = 0;
@@ -93,8 +96,12 @@ export class DrillTraffic {
               weight: 1,
               async run(vu) {
                 if (!vu.state.token) return self.login(vu);
+                const ref = `drill-${++self.refs}`;
                 const r = await vu.http.post('/api/orders', {
-                  json: { items: [{ product_id: vu.random.int(1, 100), quantity: vu.random.int(1, 3) }] },
+                  json: {
+                    items: [{ product_id: vu.random.int(1, 100), quantity: vu.random.int(1, 3) }],
+                    client_ref: ref,
+                  },
                   headers: { authorization: `Bearer ${vu.state.token}` },
                   name: '/api/orders',
                   expect: (res) => res.status === 201,
@@ -102,7 +109,7 @@ export class DrillTraffic {
                 self.record(r);
                 if (r.status === 201) {
                   const id = Number(/^ord_(\d+)$/.exec(String(r.json().order_id))?.[1]);
-                  if (Number.isSafeInteger(id)) self.acks.push({ id, at: Date.now() });
+                  if (Number.isSafeInteger(id)) self.acks.push({ id, ref, at: Date.now() });
                 }
               },
             },

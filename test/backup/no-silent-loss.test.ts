@@ -321,3 +321,75 @@ describe('issue 9: backups never lose data silently', () => {
     expect(statSync(full).isDirectory()).toBe(true);
   });
 });
+
+describe('issue 9 on the S3 driver: lock, WAL content check, WAL gap', () => {
+  let spg: TestPostgres;
+  let suri: string;
+  beforeAll(async () => {
+    suri = s3.repoUri('loss/cluster1');
+    spg = await startTestPostgres({ settings: archivingSettings(install.bin, suri) });
+    await spg.query('create table marker(id serial primary key, note text not null)');
+  });
+  afterAll(async () => {
+    await spg?.destroy();
+  });
+  const storage = async () => (await import('../../src/backup/storage/index.js')).openStorage(suri);
+  const walKey = async (segment: string) => {
+    const k = (await (await storage()).list(`wal/${segment.slice(0, 16)}/`)).find((o) =>
+      o.key.includes(`/${segment}-`),
+    );
+    if (!k) throw new Error(`${segment} not archived in ${suri}`);
+    return k.key;
+  };
+  const note = async (n: string) => {
+    await spg.query('insert into marker(note) values ($1)', [n]);
+    return switchAndArchive(spg);
+  };
+
+  it('two backup create at once on S3: exactly one runs, the other names the lock holder', async () => {
+    const args = ['backup', 'create', '--repo', suri, '--pg', spg.url];
+    const [a, b] = await Promise.all([bulwark(install.bin, args), bulwark(install.bin, args)]);
+    expect([a.code, b.code].sort(), a.stderr + b.stderr).toEqual([0, 1]);
+    expect((a.code === 1 ? a : b).stderr).toMatch(/repository is locked by backup create \(pid \d+ on /);
+  });
+
+  it('verify names a corrupted WAL object on S3, and a restore to latest refuses a gap there', async () => {
+    await note('s3: before');
+    const lost = await note('s3: lost');
+    await note('s3: after');
+    const st = await storage();
+    const key = await walKey(lost);
+    const chunks: Buffer[] = [];
+    for await (const c of await st.get(key)) chunks.push(c as Buffer);
+    const original = Buffer.concat(chunks);
+    const flipped = Buffer.from(original);
+    flipped[Math.floor(flipped.length / 2)]! ^= 0x01;
+    await st.put(key, flipped);
+    const v = await bulwark(install.bin, ['backup', 'verify', 'latest', '--repo', suri]);
+    expect(v.code, v.stdout + v.stderr).toBe(1);
+    expect(v.stdout + v.stderr).toContain(lost);
+
+    await st.delete([key]);
+    const { r } = await (async () => {
+      const dir = join(work, 's3-gap');
+      const port = await freePort({ below: 32768 });
+      stopDirs.push(dir);
+      const r = await bulwark(install.bin, [
+        'restore',
+        '--repo',
+        suri,
+        '--pgdata',
+        dir,
+        '--to-latest',
+        '--start',
+        '--port',
+        String(port),
+      ]);
+      return { r };
+    })();
+    expect(r.code, r.stderr + r.stdout).toBe(1);
+    expect(r.stderr).toContain(lost);
+    expect(r.stderr).toMatch(/--accept-wal-gap/);
+    await st.put(key, original);
+  });
+});

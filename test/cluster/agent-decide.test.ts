@@ -149,3 +149,25 @@ describe('agent decide(): bootstrap', () => {
     expect(decide(obs({ pg: empty, leader: null })).action).toBe('none');
   });
 });
+
+describe('agent decide(): planned switchover', () => {
+  const leaderObs = (over: Partial<AgentObservation> = {}) =>
+    obs({ me: 'a', pg: primary, members: [member('b', '0/3000000'), member('c', '0/3000000')], ...over });
+  it('the leader steps down once the switchover time has come, not before', () => {
+    expect(decide(leaderObs({ switchover: { to: 'b', at: NOW } })).action).toBe('step-down');
+    expect(decide(leaderObs({ switchover: { to: 'b', at: NOW + 1 } })).action).toBe('none');
+  });
+  it('a switchover to a member that is not a running replica is cancelled', () => {
+    expect(decide(leaderObs({ switchover: { to: 'zz', at: NOW } })).action).toBe('cancel-switchover');
+    const stopped = [member('b', '0/3000000', { role: 'stopped' })];
+    expect(decide(leaderObs({ switchover: { to: 'b', at: NOW }, members: stopped })).action).toBe('cancel-switchover');
+  });
+  it('without a leader the target takes the key even if another member is ahead; the others wait for it', () => {
+    const ahead = [member('c', '0/9000000')];
+    expect(decide(obs({ leader: null, members: ahead, switchover: { to: 'b', at: NOW } })).action).toBe('acquire');
+    expect(
+      decide(obs({ me: 'c', leader: null, members: [member('b', '0/1000000')], switchover: { to: 'b', at: NOW } }))
+        .action,
+    ).toBe('none');
+  });
+});

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { postmasterPid } from '../../src/cluster/local/cluster.js';
 import { createClusterPool } from '../../src/cluster/pool.js';
 import { freePort } from '../../src/lib/net.js';
+import { runCli } from '../harness/cli.js';
 import { netnsUnavailable } from '../harness/netns.js';
 import { type AgentHosts, API_PORT, createAgentHosts, TTL_SECONDS } from './agent-hosts.js';
 import { waitFor } from './helpers.js';
@@ -178,9 +179,15 @@ ${servers}
       async () => (await throughHaproxy(haproxyPorts.primary))?.addr === primary!.addr,
       20_000,
     );
-    const r = await waitFor('HAProxy replica listener', async () => throughHaproxy(haproxyPorts.replicas), 20_000);
-    expect(r.recovery).toBe(true);
-    expect(r.addr).not.toBe(primary!.addr);
+    // HAProxy counts a server as up until `fall` (2) checks failed, 1 s apart: wait for them to have run
+    await new Promise((r) => setTimeout(r, 3500));
+    for (let i = 0; i < 6; i++) {
+      const r = await throughHaproxy(haproxyPorts.replicas);
+      expect(r?.recovery, `replica listener connection ${i}`).toBe(true);
+      expect(r?.addr).not.toBe(primary!.addr);
+      const p = await throughHaproxy(haproxyPorts.primary);
+      expect(p?.addr, `primary listener connection ${i}`).toBe(primary!.addr);
+    }
   });
 
   it('kill -9 of the primary PostgreSQL: exactly one primary afterwards and pool writes resume', async () => {
@@ -240,6 +247,18 @@ ${servers}
     expect(primary).toBe(next);
   });
 
+  it("kill -9 of the primary agent alone: its PostgreSQL dies with it (dead man's switch), so the new primary is the only writable node", async () => {
+    const [old] = await c.writable();
+    await writeThroughPool('before agent kill');
+    c.killAgent(old!);
+    const next = await waitFor('a new primary', async () => (await c.writable()).find((h) => h !== old), 60_000);
+    // the old host is reachable from here: were its PostgreSQL still up, it would answer as a primary
+    expect((await c.writable()).map((h) => h.name)).toEqual([next.name]);
+    await writeThroughPool('after agent kill');
+    c.startAgent(old!);
+    expect(await c.waitHealthy(120_000)).toBe(next);
+  });
+
   it('SIGTERM of the primary agent stops its PostgreSQL and hands the leader key over; restarted, it rejoins as a replica', async () => {
     const [old] = await c.writable();
     await writeThroughPool('before agent stop');
@@ -279,6 +298,97 @@ ${servers}
     }
     await c.waitHealthy(120_000);
     await writeThroughPool('quorum back');
+  });
+
+  const etcdArgs = () => ['--etcd', c.etcdUrls.join(','), '--scope', `t${c.net.id}`];
+
+  async function show(h: { addr: string }, setting: string): Promise<string | null> {
+    const client = new pg.Client({ connectionString: c.url(h as any), connectionTimeoutMillis: 1000 });
+    client.on('error', () => {});
+    try {
+      await client.connect();
+      return (await client.query(`SHOW ${setting}`)).rows[0][setting];
+    } catch {
+      return null;
+    } finally {
+      await client.end().catch(() => {});
+    }
+  }
+
+  it('cluster set: a PostgreSQL setting stored in etcd is applied on every node', async () => {
+    const r = await runCli(['cluster', 'set', ...etcdArgs(), '--set', 'work_mem=7MB']);
+    expect(r.code, r.stderr).toBe(0);
+    for (const h of c.hosts)
+      await waitFor(`work_mem on ${h.name}`, async () => (await show(h, 'work_mem')) === '7MB', 20_000);
+    const bad = await runCli(['cluster', 'set', ...etcdArgs(), '--set', 'no value']);
+    expect(bad.code).toBe(2);
+  });
+
+  it('cluster tag --nofailover: tagged replicas are never promoted; untagged, one is', async () => {
+    const [old] = await c.writable();
+    const replicas = c.hosts.filter((h) => h !== old);
+    for (const h of replicas) {
+      const r = await runCli(['cluster', 'tag', ...etcdArgs(), '--name', h.name, '--nofailover']);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    // the agents read the tags on their next loop
+    await new Promise((r) => setTimeout(r, 1500));
+    await c.stopAgent(old!);
+    // the leader key is released at once: wait well past the TTL, nobody may take it
+    await new Promise((r) => setTimeout(r, TTL_SECONDS * 2000));
+    expect(await c.writable()).toEqual([]);
+    const untag = await runCli(['cluster', 'tag', ...etcdArgs(), '--name', replicas[1]!.name, '--failover']);
+    expect(untag.code, untag.stderr).toBe(0);
+    await waitFor('the untagged replica promoted', async () => (await c.writable())[0] === replicas[1], 30_000);
+    await runCli(['cluster', 'tag', ...etcdArgs(), '--name', replicas[0]!.name, '--failover']);
+    c.startAgent(old!);
+    expect(await c.waitHealthy(120_000)).toBe(replicas[1]);
+    await writeThroughPool('after nofailover');
+  });
+
+  it('switchover --at: the primary hands over at the given time, not before, and rejoins as a replica', async () => {
+    const [old] = await c.writable();
+    const target = c.hosts.find((h) => h !== old)!;
+    const at = new Date(Date.now() + 4000).toISOString();
+    const r = await runCli(['cluster', 'switchover', ...etcdArgs(), '--to', target.name, '--at', at]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/scheduled/);
+    expect((await c.writable()).map((h) => h.name)).toEqual([old!.name]);
+    await waitFor('the switchover target is the primary', async () => (await c.writable())[0] === target, 30_000);
+    // the old primary's agent logged its step-down (text log: ISO time first) no earlier than --at
+    const line = c
+      .agentLog(old!)
+      .split('\n')
+      .find((l) => l.includes(`stepped down for the switchover to ${target.name}`));
+    expect(line).toBeDefined();
+    expect(Date.parse(line!.split(' ')[0]!)).toBeGreaterThanOrEqual(Date.parse(at));
+    expect(await c.waitHealthy(120_000)).toBe(target);
+    await writeThroughPool('after switchover');
+    const past = await runCli([
+      'cluster',
+      'switchover',
+      ...etcdArgs(),
+      '--to',
+      old!.name,
+      '--at',
+      '2020-01-01T00:00:00Z',
+    ]);
+    expect(past.code).toBe(2);
+    const notMember = await runCli(['cluster', 'switchover', ...etcdArgs(), '--to', 'nobody']);
+    expect(notMember.code).toBe(1);
+    expect(notMember.stderr).toMatch(/not a running replica/);
+  });
+
+  it('cluster pause: a crashed primary is not restarted until resume', async () => {
+    const [primary] = await c.writable();
+    expect((await runCli(['cluster', 'pause', ...etcdArgs()])).code).toBe(0);
+    await new Promise((r) => setTimeout(r, 1500));
+    c.killPostgres(primary!);
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(postmasterPid(c.dataDir(primary!))).toBeNull();
+    expect(await c.writable()).toEqual([]);
+    expect((await runCli(['cluster', 'resume', ...etcdArgs()])).code).toBe(0);
+    expect(await c.waitHealthy(60_000)).toBe(primary);
   });
 
   it('never two writable hosts at once over the whole run (watchers in every namespace)', () => {

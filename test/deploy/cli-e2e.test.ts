@@ -118,26 +118,29 @@ export default defineConfig((env) => ({
     expect(await servedBy(routerUrl, 10)).toEqual({ v3: 10 });
   });
 
-  it('emergency rollback while the old slot is kept warm, under load: zero failed requests', async () => {
+  it('returns as soon as the new version passed, the old one kept warm meanwhile; rollback then is one weight change, under load: zero failed requests', async () => {
     const traffic = load(routerUrl, '10s', dir, 'rollback');
-    await sleep(500);
-    const deploying = cli(['deploy', 'shop', '--version', 'v4'], dir, { KEEP_OLD: '60s' });
-    // wait until v4 serves and v3 is warm
-    const statePath = join(dir, '.bulwark/deploy/shop/state.json');
-    for (let i = 0; i < 300; i++) {
-      const s = JSON.parse(readFileSync(statePath, 'utf8')) as { deployment?: { version: string; phase: string } };
-      if (s.deployment?.version === 'v4' && s.deployment.phase === 'keeping old slot warm') break;
-      await sleep(50);
-    }
+    const watched = watchedTraffic(routerUrl);
+    await waitFor(() => (watched.tally.bySlot.v3 ?? 0) >= 50, 20_000, 'traffic on v3');
+    // keepOldFor 10 minutes: the command must not sit through them
+    const r = await cli(['deploy', 'shop', '--version', 'v4'], dir, { KEEP_OLD: '10m' });
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/v3 stays warm on blue until .*: `bulwark deploy rollback shop` switches back/);
+    const afterDeploy = JSON.parse(readFileSync(join(dir, '.bulwark/deploy/shop/state.json'), 'utf8'));
+    expect(afterDeploy).toMatchObject({
+      active: 'green',
+      slots: { blue: { version: 'v3' }, green: { version: 'v4' } },
+      deployment: { version: 'v4', status: 'succeeded' },
+    });
     expect(await servedBy(routerUrl, 5)).toEqual({ v4: 5 });
     const rb = await cli(['deploy', 'rollback', 'shop'], dir);
-    expect(rb.code, rb.stderr).toBe(0);
-    expect(rb.stdout).toMatch(/asked the running deploy \(pid \d+\) to rollback/);
-    const d = await deploying;
+    const seen = await watched.stop();
     const summary = await traffic;
-    expect(d.code).toBe(1);
-    expect(d.stdout).toMatch(/rollback requested while the old slot was warm/);
+    expect(rb.code, rb.stderr).toBe(0);
+    expect(rb.stdout).not.toMatch(/starting/); // v3 was still running: one weight change
+    expect(rb.stdout).toMatch(/rolled back shop to v3 on blue/);
     expect(summary.totals.failures).toBe(0);
+    expect(seen.failures).toEqual([]);
     expect(await servedBy(routerUrl, 10)).toEqual({ v3: 10 });
   });
 
@@ -174,7 +177,8 @@ export default defineConfig((env) => ({
       'v1:succeeded',
       'v2:succeeded',
       'v3:succeeded',
-      'v4:rolled-back',
+      'v4:succeeded',
+      'v3:succeeded', // the emergency rollback to the warm v3
       'v5-err:rolled-back',
     ]);
     expect(readFileSync(join(dir, '.bulwark/deploy/shop/state.json'), 'utf8')).not.toMatch(/token/);
@@ -292,5 +296,24 @@ export default defineConfig((env) => ({
     expect(r.stdout).toMatch(/traffic blue 75% \/ green 25% \(canary step 1\/3/);
     expect(r.stdout).toMatch(/promoted to full traffic/);
     expect(await servedBy(routerUrl, 10)).toEqual({ v14: 10 });
+  });
+
+  it('the warm old slot is stopped at the end of keepOldFor without a deploy process waiting for it', async () => {
+    const statePath = join(dir, '.bulwark/deploy/shop/state.json');
+    const state = () => JSON.parse(readFileSync(statePath, 'utf8'));
+    const old = state().active as 'blue' | 'green';
+    const oldVersion = state().slots[old].version as string;
+    const watched = watchedTraffic(routerUrl); // for the analysis to pass
+    await waitFor(() => watched.tally.ok >= 50, 20_000, 'traffic');
+    const r = await cli(['deploy', 'shop', '--version', 'vwarm'], dir, { KEEP_OLD: '2s' });
+    expect((await watched.stop()).failures).toEqual([]);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    expect(state().slots[old].version).toBe(oldVersion); // still warm when the command returned
+    expect((await cli(['deploy', 'status', 'shop'], dir)).stdout).toMatch(/no deploy process running/);
+    await waitFor(() => state().slots[old] === null, 30_000, 'the warm slot stopped');
+    expect(state().deployment.events.at(-1).sentence).toMatch(
+      new RegExp(`stopped ${oldVersion} on ${old} \\(warm period over\\)`),
+    );
+    expect(await servedBy(routerUrl, 5)).toEqual({ vwarm: 5 });
   });
 });

@@ -191,6 +191,28 @@ describe('Deployer (library)', () => {
     expect(await servedBy(router.url, 5)).toEqual({ v1: 5 });
   });
 
+  it('returns after success with the old slot kept warm (lock released); promote then stops the old slot', async () => {
+    const { store, deployer } = make({ blueGreen: { monitorMs: 1500, keepOldForMs: 600_000 } });
+    cleanups.push(() => deployer.down());
+    await deployer.deploy('v1');
+    let stop!: () => void;
+    const traffic = keepAliveTraffic(router.url, new Promise<void>((r) => (stop = r)));
+    try {
+      const d = await deployer.deploy('v2'); // resolves without sitting through the 10-minute warm period
+      expect(d.status).toBe('succeeded');
+    } finally {
+      stop();
+    }
+    expect((await traffic).failures).toEqual([]);
+    expect(store.lockHolder()).toBeUndefined();
+    expect(store.load().slots.blue?.version).toBe('v1');
+    expect(deployer.warmSlot()).toMatchObject({ slot: 'blue', version: 'v1' });
+    expect(await deployer.control('promote')).toMatch(/stopped v1 on blue \(promoted: warm period ended early\)/);
+    expect(store.load().slots.blue).toBeNull();
+    expect(deployer.warmSlot()).toBeUndefined();
+    expect(await servedBy(router.url, 5)).toEqual({ v2: 5 });
+  });
+
   it('promote --full takes a canary straight to 100 %, skipping the remaining steps', async () => {
     const { store, deployer } = make({
       strategy: 'canary',

@@ -3,6 +3,7 @@ import {
   atMost,
   below,
   lostOrders,
+  orderKey,
   parseSteps,
   steadyState,
   stepHolds,
@@ -20,14 +21,22 @@ describe('drill decisions (pure)', () => {
     expect(() => parseSteps('6')).toThrow(/is not a step/);
   });
 
-  it('the write gap is the time from the fault to the first order acknowledged after it', () => {
-    expect(writeGapMs(1000, [500, 900, 3500, 2800])).toBe(1800);
+  it('the write gap runs from the last order acknowledged before the fault to the first one after it', () => {
+    expect(writeGapMs(1000, [500, 900, 3500, 2800])).toBe(1900);
+    expect(writeGapMs(1000, [1500])).toBe(500);
     expect(writeGapMs(1000, [500, 900])).toBeNull();
   });
 
-  it('lost orders are the acknowledged ids missing from the table', () => {
+  it('lost orders are the acknowledged orders missing from the table', () => {
     expect(lostOrders([1, 2, 3, 7, 5], [1, 3, 5, 9])).toEqual([2, 7]);
     expect(lostOrders([], [1])).toEqual([]);
+  });
+
+  it('regression: an order id handed out again by the new primary does not count as the lost order found', () => {
+    // id 80 was acknowledged by the old primary (ref drill-7) and lost; the new primary's sequence gave 80 to drill-9
+    const acked = [orderKey(79, 'drill-6'), orderKey(80, 'drill-7')];
+    const found = [orderKey('79', 'drill-6'), orderKey('80', 'drill-9')];
+    expect(lostOrders(acked, found)).toEqual([orderKey(80, 'drill-7')]);
   });
 
   it('thresholds: below is strict, atMost includes the limit, an unmeasured value never meets them', () => {

@@ -623,8 +623,11 @@ export function registerBackupCommands(program: Command): void {
       const spool =
         opts.spool ?? `${tmpdir()}/bulwark-push-${createHash('sha256').update(repoUri).digest('hex').slice(0, 16)}`;
       // a marker exists only for a segment the pusher stored and read back: removing it is the whole
-      // confirmation; anything else (no marker, pusher not running) goes through bulwark itself
-      const script = `rm "$3/ok/$2" 2>/dev/null || exec ${selfCommand()} wal push "$1" --async --parallel ${opts.parallel} --spool "$3" ${extra ? `${extra} ` : ''}--repo "$4"`;
+      // confirmation. With no marker yet but a live pusher, it is storing this segment (it sees a
+      // .ready within 10 ms): wait for its marker (up to ~3 s, or until it marks the segment failed)
+      // instead of starting Node to push the same segment a second time. Anything else (no pusher,
+      // a failure, too slow) goes through bulwark itself, which pushes synchronously.
+      const script = `rm "$3/ok/$2" 2>/dev/null && exit 0; p=$(cat "$3/pusher.pid" 2>/dev/null) && kill -0 "$p" 2>/dev/null && { i=0; while [ $i -lt 150 ]; do sleep 0.02; rm "$3/ok/$2" 2>/dev/null && exit 0; [ -e "$3/failed/$2" ] && break; i=$((i+1)); done; }; exec ${selfCommand()} wal push "$1" --async --parallel ${opts.parallel} --spool "$3" ${extra ? `${extra} ` : ''}--repo "$4"`;
       line = `sh -c ${shellQuote(script)} sh "%p" "%f" ${shellQuote(spool)} ${shellQuote(repoUri)}`;
     }
     console.log(`archive_command = '${line.replace(/'/g, "''")}'`);

@@ -45,7 +45,58 @@ function cidr(value: string): string {
   return value;
 }
 
-/** `bulwark cluster agent|pause|resume|members`: the per-host node agent and its etcd cluster. */
+/**
+ * `bulwark cluster switchover --etcd ... --to NAME [--at TIME]` for node agents: write the request; the
+ * leader's agent stops its primary cleanly at that time and the target takes the leader key.
+ * Without --at, waits until the target is the primary.
+ */
+export async function agentSwitchover(opts: {
+  etcd?: string;
+  scope?: string;
+  to: string;
+  at?: string;
+}): Promise<string> {
+  const { AgentStore } = await import('../../cluster/agent/store.js');
+  const { ClusterError } = await import('../../cluster/errors.js');
+  let at = Date.now();
+  if (opts.at !== undefined) {
+    at = Date.parse(opts.at);
+    if (Number.isNaN(at))
+      throw new UsageError(`--at must be a date and time such as 2026-12-03T09:30:00Z, got "${opts.at}"`);
+    if (at < Date.now()) throw new UsageError(`--at ${opts.at} is in the past`);
+  }
+  const scope = scopeOf(opts.scope ?? 'main');
+  const store = new AgentStore(etcdHosts(opts.etcd), scope, 10);
+  const view = await store.read();
+  const target = view.members.find((m) => m.name === opts.to);
+  if (target?.role !== 'replica')
+    throw new ClusterError(
+      'BULWARK_E_CLUSTER_SWITCHOVER',
+      `${opts.to} is not a running replica of ${scope} (members: ${view.members.map((m) => `${m.name} ${m.role}`).join(', ') || 'none'})`,
+    );
+  if (!view.leader)
+    throw new ClusterError('BULWARK_E_CLUSTER_SWITCHOVER', `${scope} has no leader to switch over from`);
+  await store.requestSwitchover({ to: opts.to, at });
+  if (opts.at !== undefined)
+    return `switchover ${view.leader.name} -> ${opts.to} scheduled at ${new Date(at).toISOString()}`;
+  const started = Date.now();
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 200));
+    const v = await store.read().catch(() => null);
+    const m = v?.members.find((x) => x.name === opts.to);
+    if (v?.leader?.name === opts.to && m?.role === 'primary' && !v.switchover)
+      return `switchover ${view.leader.name} -> ${opts.to} done in ${Date.now() - started} ms`;
+    if (v && !v.switchover && v.leader?.name !== opts.to)
+      throw new ClusterError(
+        'BULWARK_E_CLUSTER_SWITCHOVER',
+        `switchover to ${opts.to} was cancelled (see the agents' logs)`,
+      );
+    if (Date.now() - started > 60_000)
+      throw new ClusterError('BULWARK_E_CLUSTER_SWITCHOVER', `switchover to ${opts.to} not done within 60 s`);
+  }
+}
+
+/** `bulwark cluster agent|pause|resume|members|tag|set`: the per-host node agent and its etcd cluster. */
 export function registerAgentCommands(cluster: Command): void {
   cluster
     .command('agent')
@@ -157,6 +208,61 @@ export function registerAgentCommands(cluster: Command): void {
         process.stdout.write(`cluster ${opts.scope} ${paused ? 'paused' : 'resumed'}\n`);
       });
   }
+
+  cluster
+    .command('tag')
+    .description("node agents: set a member's tags in etcd (they override its --nofailover/--priority flags)")
+    .requiredOption('--name <member>', 'member to tag')
+    .option('--etcd <urls>', 'etcd client URLs, comma-separated')
+    .option('--scope <name>', 'cluster name', 'main')
+    .option('--nofailover', 'never promote this member')
+    .option('--failover', 'this member may be promoted again')
+    .option('--priority <n>', 'higher wins an election between replicas at the same WAL position')
+    .action(async (opts) => {
+      if (opts.nofailover && opts.failover) throw new UsageError('--nofailover and --failover exclude each other');
+      const update: { nofailover?: boolean; priority?: number } = {};
+      if (opts.nofailover) update.nofailover = true;
+      if (opts.failover) update.nofailover = false;
+      if (opts.priority !== undefined) {
+        const n = Number(opts.priority);
+        if (!Number.isInteger(n) || n < 0)
+          throw new UsageError(`--priority must be a whole number, got "${opts.priority}"`);
+        update.priority = n;
+      }
+      if (!Object.keys(update).length)
+        throw new UsageError('nothing to set: give --nofailover, --failover or --priority');
+      const { AgentStore } = await import('../../cluster/agent/store.js');
+      const store = new AgentStore(etcdHosts(opts.etcd), scopeOf(opts.scope), 10);
+      const tags = await store.setTags(opts.name, update);
+      process.stdout.write(`${opts.name} ${JSON.stringify(tags)}\n`);
+    });
+
+  cluster
+    .command('set')
+    .description('node agents: PostgreSQL settings every agent applies to its node (ALTER SYSTEM + reload)')
+    .option('--etcd <urls>', 'etcd client URLs, comma-separated')
+    .option('--scope <name>', 'cluster name', 'main')
+    .option('--set <key=value>', 'setting to apply on every node (repeatable)', collect)
+    .option('--reset <key>', 'remove a setting set before (repeatable)', collect)
+    .action(async (opts) => {
+      const { AgentStore } = await import('../../cluster/agent/store.js');
+      const changes: Record<string, string> = {};
+      for (const p of opts.set ?? []) {
+        const i = p.indexOf('=');
+        const key = i > 0 ? p.slice(0, i).trim() : '';
+        if (!/^[a-z_][a-z0-9_.]*$/.test(key))
+          throw new UsageError(`--set expects key=value with a setting name, got "${p}"`);
+        changes[key] = p.slice(i + 1).trim();
+      }
+      if (!Object.keys(changes).length && !opts.reset?.length)
+        throw new UsageError('nothing to change: give --set key=value or --reset key');
+      const store = new AgentStore(etcdHosts(opts.etcd), scopeOf(opts.scope), 10);
+      const current = (await store.read()).config.settings ?? {};
+      const next = { ...current, ...changes };
+      for (const k of opts.reset ?? []) delete next[k];
+      await store.setConfig({ settings: next });
+      process.stdout.write(`${JSON.stringify(next)}\n`);
+    });
 
   cluster
     .command('members')

@@ -214,7 +214,15 @@ export function registerClusterCommands(program: Command): void {
     .option('--config <file>', 'bulwark.config.ts to read')
     .requiredOption('--to <node>', 'replica to promote')
     .option('--json', 'print the history entry as JSON')
+    .option('--etcd <urls>', 'node agents: etcd client URLs (instead of --dir)')
+    .option('--scope <name>', 'node agents: cluster name', 'main')
+    .option('--at <time>', 'node agents: switch over at this time (ISO 8601), e.g. 2026-12-03T09:30:00Z')
     .action(async (opts) => {
+      if (opts.etcd || opts.at) {
+        const { agentSwitchover } = await import('./cluster-agent.js');
+        process.stdout.write(`${await agentSwitchover(opts)}\n`);
+        return;
+      }
       const { requestSwitchover } = await import('../../cluster/index.js');
       const entry = await requestSwitchover(await resolveDir(opts), opts.to, (l) => process.stderr.write(`${l}\n`));
       process.stdout.write(

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { dirname } from 'node:path';
 import type { Command } from 'commander';
 import type { DeployConfig } from '../../config/deploy.js';
@@ -101,8 +102,55 @@ export function registerDeployCommands(program: Command): void {
           resume: opts.resume,
         });
         console.log(`${stamp()} ${app}: deployed ${d.version} (${d.id})`);
+        const warm = deployer.warmSlot(d.id);
+        if (warm) {
+          // The warm period runs without this command: a detached helper stops the old slot at its
+          // end (or finds it already replaced, rolled back to or stopped, and exits).
+          spawn(
+            process.execPath,
+            [
+              process.argv[1]!,
+              'deploy',
+              'expire-warm',
+              app,
+              '--id',
+              d.id,
+              ...(opts.config ? ['--config', opts.config] : []),
+            ],
+            { detached: true, stdio: 'ignore', cwd: process.cwd() },
+          ).unref();
+          console.log(
+            `${stamp()} ${app}: ${warm.version} stays warm on ${warm.slot} until ${warm.until}: \`bulwark deploy rollback ${app}\` switches back in one weight change; it is stopped then (now: \`bulwark deploy promote ${app}\`; a new deploy may start at any time)`,
+          );
+        }
       },
     );
+
+  deploy
+    .command('expire-warm', { hidden: true })
+    .description('stop the old slot kept warm by deploy ID at the end of its warm period (started by `bulwark deploy`)')
+    .argument('<app>', 'app name')
+    .requiredOption('--id <id>', 'deployment id')
+    .option('-c, --config <file>', 'config file (default: bulwark.config.ts in this folder)')
+    .action(async (app: string, opts: { id: string; config?: string }) => {
+      const { config, baseDir } = await deployConfig(opts.config);
+      const deployer = deployerFromConfig(config, app, { baseDir });
+      // Poll rather than sleep through: a rollback, a new deploy or `down` ends the wait early.
+      for (;;) {
+        let warm: ReturnType<typeof deployer.warmSlot>;
+        try {
+          warm = deployer.warmSlot(opts.id);
+        } catch {
+          return; // the state folder is gone
+        }
+        if (!warm) return;
+        if (Date.parse(warm.until) <= Date.now()) {
+          await deployer.stopWarm('warm period over', opts.id);
+          return;
+        }
+        await new Promise((r) => setTimeout(r, Math.min(1000, Date.parse(warm.until) - Date.now())));
+      }
+    });
 
   const withApp = (name: string, description: string) =>
     deploy

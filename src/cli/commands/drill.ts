@@ -12,6 +12,10 @@ export function registerDrillCommands(program: Command): void {
     .option('--steps <list>', 'steps to run, by number or name: backup,failover,bad-release,good-release,pitr', 'all')
     .option('--duration <duration>', 'steady traffic before the first step and after the last', '5s')
     .option('--sync', 'synchronous replication (every acknowledged commit is on a replica)')
+    .option(
+      '--replica-lag <duration>',
+      "failover step: pause the primary's WAL senders this long before the kill (replicas lag behind)",
+    )
     .option('--rate <n>', 'requests per second through the router (half are orders)', intArg('--rate', 1), 40)
     .option('--dir <dir>', 'work folder (default: a new temp folder, removed at the end)')
     .option('--keep', 'after the last step, keep everything running for inspection until Ctrl-C')
@@ -44,6 +48,7 @@ export function registerDrillCommands(program: Command): void {
           steps,
           sync: Boolean(opts.sync),
           steadyMs,
+          replicaLagMs: opts.replicaLag === undefined ? undefined : parseDuration(opts.replicaLag, '--replica-lag'),
           rate: opts.rate,
           dir: opts.dir,
           signal: controller.signal,

@@ -1,6 +1,8 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createLogger, type Logger } from '../../lib/log.js';
 import { ClusterError } from '../errors.js';
 import { postmasterPid } from '../local/cluster.js';
@@ -58,6 +60,9 @@ export class ClusterAgent {
   private fencing: Promise<unknown> | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
   private renewing: Promise<boolean> | null = null;
+  private deadman: ChildProcess | null = null;
+  /** The cluster-wide settings last applied to the running PostgreSQL (JSON), null after a (re)start. */
+  private appliedSettings: string | null = null;
 
   constructor(private readonly options: AgentOptions) {
     this.name = options.pg.name;
@@ -79,6 +84,7 @@ export class ClusterAgent {
 
   async start(): Promise<void> {
     if (this.options.api) await this.listen(this.options.api.host, this.options.api.port);
+    this.startDeadman();
     this.watchdog = setInterval(() => this.checkFence(), 100);
     // The lease is renewed on its own timer, not in the loop: initdb, pg_basebackup or pg_rewind can
     // take longer than the TTL, and the leader must not lose its key (and fence itself) meanwhile.
@@ -112,6 +118,29 @@ export class ClusterAgent {
     }
     await this.store.close();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    this.deadman?.stdin?.end();
+  }
+
+  /**
+   * The dead man's switch (deadman.ts): a child that SIGKILLs our PostgreSQL when its stdin pipe
+   * from us closes, i.e. when this agent dies in any way. A primary must not outlive its agent: nobody
+   * would fence it once the lease expired and another host was promoted.
+   */
+  private startDeadman(): void {
+    const script = join(dirname(fileURLToPath(import.meta.url)), 'deadman.js');
+    if (!existsSync(script)) {
+      this.log.warn(
+        { script },
+        "no dead man's switch (running from sources?): PostgreSQL would outlive a crashed agent",
+      );
+      return;
+    }
+    this.deadman = spawn(process.execPath, [script, this.options.pg.dataDir], {
+      stdio: ['pipe', 'ignore', 'ignore'],
+      detached: true,
+    });
+    this.deadman.on('error', (err) => this.log.error({ err: err.message }, "dead man's switch failed to start"));
+    this.deadman.unref();
   }
 
   /**
@@ -173,8 +202,8 @@ export class ClusterAgent {
       ttlMs: this.ttlMs,
       lastRenewalSentAt: this.store.lastRenewalSentAt,
       paused: !!view.config.paused,
-      nofailover: !!this.options.nofailover,
-      priority: this.options.priority ?? 100,
+      nofailover: this.tags(view).nofailover,
+      priority: this.tags(view).priority,
       maxLagOnFailover: this.options.maxLagOnFailover ?? 16 * 1024 * 1024,
       pg: pgState,
       leader,
@@ -182,14 +211,40 @@ export class ClusterAgent {
       members: view.members.filter((m) => m.name !== this.name),
       initializedBy: view.initializedBy,
       leaderOptime: view.optime,
+      switchover: view.switchover,
     };
     const d = decide(obs);
     if (d.action !== 'none' || d.reason !== this.lastDecision?.reason) this.log.info(d, d.reason);
     this.lastDecision = d;
+    if (d.action !== 'none') this.appliedSettings = null;
     await this.act(d, view).catch((err) =>
       this.log.error({ action: d.action, err: (err as Error).message }, `${d.action} failed`),
     );
+    await this.applySettings(view).catch((err) =>
+      this.log.error({ err: (err as Error).message }, 'applying the cluster settings failed'),
+    );
     await this.publish(view).catch(() => {});
+  }
+
+  /** Tags set with `bulwark cluster tag` win over the agent's own flags. */
+  private tags(view: ClusterView): { nofailover: boolean; priority: number } {
+    const t = view.tags[this.name] ?? {};
+    return {
+      nofailover: t.nofailover ?? !!this.options.nofailover,
+      priority: t.priority ?? this.options.priority ?? 100,
+    };
+  }
+
+  private async applySettings(view: ClusterView): Promise<void> {
+    const want = view.config.settings ?? {};
+    const json = JSON.stringify(want);
+    if (json === this.appliedSettings || view.config.paused) return;
+    const pgState = this.pgState;
+    if (!pgState?.running || pgState.inRecovery === null) return;
+    const previous = this.appliedSettings ? (JSON.parse(this.appliedSettings) as Record<string, string>) : {};
+    const pending = await local.applySettings(this.options.pg, want, previous);
+    this.appliedSettings = json;
+    this.log.info({ settings: want, pendingRestart: pending }, 'applied the cluster settings');
   }
 
   private async act(d: AgentDecision, view: ClusterView): Promise<void> {
@@ -229,8 +284,24 @@ export class ClusterAgent {
         this.log.info({}, 'took the leader key');
         const now = await local.observe(spec);
         if (now.running && now.inRecovery) await this.promote();
+        if (view.switchover?.to === this.name) {
+          await this.store.clearSwitchover(view.switchover);
+          this.log.info({ to: this.name }, 'switchover done: primary');
+        }
         return;
       }
+      case 'step-down': {
+        // Fast shutdown: clients are disconnected and the WAL senders send everything up to the
+        // shutdown checkpoint before they exit, so the target has every commit; then the key goes.
+        await local.stop(spec);
+        local.markStepDown(spec);
+        if (leader) await this.store.releaseLeader(leader);
+        this.log.info({ to: view.switchover?.to }, `stepped down for the switchover to ${view.switchover?.to}`);
+        return;
+      }
+      case 'cancel-switchover':
+        if (view.switchover) await this.store.clearSwitchover(view.switchover);
+        return;
       case 'follow':
         await local.follow(spec, leader!);
         return;
@@ -267,8 +338,7 @@ export class ClusterAgent {
       role,
       lsn: pgState.lsn,
       timeline: pgState.timeline,
-      nofailover: !!this.options.nofailover,
-      priority: this.options.priority ?? 100,
+      ...this.tags(view),
     });
     const leader = (await this.store.read().catch(() => view)).leader;
     if (this.view) this.view.leader = leader;

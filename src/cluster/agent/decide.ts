@@ -65,6 +65,8 @@ export interface AgentObservation {
   initializedBy: string | null;
   /** The last WAL position the leader published (optime key). */
   leaderOptime: string | null;
+  /** A planned switchover: `to` takes over at `at` (ms epoch). */
+  switchover?: { to: string; at: number } | null;
 }
 
 export type AgentAction =
@@ -77,7 +79,9 @@ export type AgentAction =
   | 'promote'
   | 'acquire'
   | 'follow'
-  | 'rewind';
+  | 'rewind'
+  | 'step-down'
+  | 'cancel-switchover';
 
 export interface AgentDecision {
   action: AgentAction;
@@ -122,6 +126,16 @@ export function decide(o: AgentObservation): AgentDecision {
     if (!o.pg.running)
       return { action: 'start-primary', reason: 'leader and PostgreSQL is not running: restarting it in place' };
     if (o.pg.inRecovery) return { action: 'promote', reason: 'leader holding a replica: promoting it' };
+    const sw = o.switchover;
+    if (sw && sw.to !== o.me && o.now >= sw.at) {
+      const target = o.members.find((m) => m.name === sw.to);
+      if (target?.role !== 'replica')
+        return { action: 'cancel-switchover', reason: `switchover to ${sw.to} cancelled: it is not a running replica` };
+      return {
+        action: 'step-down',
+        reason: `switchover: stopping this primary cleanly and handing the leader key to ${sw.to}`,
+      };
+    }
     return { action: 'none', reason: 'leader, primary running' };
   }
 
@@ -141,6 +155,11 @@ export function decide(o: AgentObservation): AgentDecision {
     return { action: 'acquire', reason: 'no leader and this node is a running primary: taking the leader key' };
   if (!o.pg.running)
     return { action: 'start-replica', reason: 'no leader: starting PostgreSQL read-only to compare positions' };
+  const sw = o.switchover;
+  if (sw?.to === o.me)
+    return { action: 'acquire', reason: 'no leader and this node is the switchover target: taking the leader key' };
+  if (sw && o.members.some((m) => m.name === sw.to && m.role === 'replica'))
+    return { action: 'none', reason: `no leader: waiting for the switchover target ${sw.to}` };
   if (o.nofailover) return { action: 'none', reason: 'no leader, and this node is tagged nofailover' };
   if (o.leaderOptime && o.pg.lsn) {
     const behind = lsnDiff(o.leaderOptime, o.pg.lsn);

@@ -180,6 +180,41 @@ export async function fence(spec: LocalPostgresSpec): Promise<number[]> {
   return pids;
 }
 
+/** After a clean stop of the primary (switchover): any restart comes up read-only, then rewound. */
+export function markStepDown(spec: LocalPostgresSpec): void {
+  markStandby(spec.dataDir);
+  markRewind(spec);
+}
+
+const SETTING_NAME = /^[a-z_][a-z0-9_.]*$/;
+
+/**
+ * Apply the cluster-wide settings to this node: ALTER SYSTEM SET for each, RESET for the ones no
+ * longer listed, then reload. Returns the settings that only take effect after a restart.
+ */
+export async function applySettings(
+  spec: LocalPostgresSpec,
+  settings: Record<string, string>,
+  previous: Record<string, string>,
+): Promise<string[]> {
+  const client = new pg.Client({ ...connection(spec), connectionTimeoutMillis: 5000, query_timeout: 10_000 });
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    for (const [k, v] of Object.entries(settings)) {
+      if (!SETTING_NAME.test(k)) continue;
+      await client.query(`ALTER SYSTEM SET ${k} = '${String(v).replace(/'/g, "''")}'`);
+    }
+    for (const k of Object.keys(previous))
+      if (!(k in settings) && SETTING_NAME.test(k)) await client.query(`ALTER SYSTEM RESET ${k}`);
+    await client.query('SELECT pg_reload_conf()');
+    const r = await client.query('SELECT name FROM pg_settings WHERE pending_restart');
+    return r.rows.map((x) => x.name as string);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
 function markRewind(spec: LocalPostgresSpec): void {
   writeFileSync(join(spec.dataDir, REWIND_MARKER), `${new Date().toISOString()}\n`);
   chownToPostgres(join(spec.dataDir, REWIND_MARKER));

@@ -12,9 +12,23 @@ export interface LeaderRecord {
   lease: string;
 }
 
-/** Cluster-wide settings under config (written by `bulwark cluster pause|resume`). */
+/** Cluster-wide settings under config (written by `bulwark cluster pause|resume|set`). */
 export interface AgentClusterConfig {
   paused?: boolean;
+  /** postgresql.conf settings every agent applies to its node (ALTER SYSTEM + reload). */
+  settings?: Record<string, string>;
+}
+
+/** Per-member tags under tags/<name> (written by `bulwark cluster tag`); they override the agent's flags. */
+export interface MemberTags {
+  nofailover?: boolean;
+  priority?: number;
+}
+
+/** A planned switchover (written by `bulwark cluster switchover --etcd`): `to` takes over at `at` (ms epoch). */
+export interface SwitchoverRequest {
+  to: string;
+  at: number;
 }
 
 export interface ClusterView {
@@ -23,6 +37,8 @@ export interface ClusterView {
   initializedBy: string | null;
   optime: string | null;
   config: AgentClusterConfig;
+  tags: Record<string, MemberTags>;
+  switchover: SwitchoverRequest | null;
 }
 
 /** etcd keys of the node agents: /bulwark-agents/<scope>/{leader,members/<name>,initialize,optime,config}. */
@@ -182,7 +198,15 @@ export class AgentStore {
       key: b64(this.prefix),
       range_end: b64(prefixEnd(this.prefix)),
     });
-    const view: ClusterView = { leader: null, members: [], initializedBy: null, optime: null, config: {} };
+    const view: ClusterView = {
+      leader: null,
+      members: [],
+      initializedBy: null,
+      optime: null,
+      config: {},
+      tags: {},
+      switchover: null,
+    };
     for (const kv of res.kvs ?? []) {
       const rel = unb64(kv.key).slice(this.prefix.length);
       const v = kv.value ? unb64(kv.value) : '';
@@ -190,6 +214,8 @@ export class AgentStore {
       else if (rel === 'initialize') view.initializedBy = v;
       else if (rel === 'optime') view.optime = v;
       else if (rel === 'config') view.config = JSON.parse(v) as AgentClusterConfig;
+      else if (rel === 'switchover') view.switchover = JSON.parse(v) as SwitchoverRequest;
+      else if (rel.startsWith('tags/')) view.tags[rel.slice(5)] = JSON.parse(v) as MemberTags;
       else if (rel.startsWith('members/')) view.members.push(JSON.parse(v) as MemberInfo);
     }
     return view;
@@ -199,6 +225,23 @@ export class AgentStore {
     const next = { ...(await this.read()).config, ...update };
     await this.call('kv/put', this.put(this.key('config'), JSON.stringify(next)));
     return next;
+  }
+
+  async setTags(name: string, update: MemberTags): Promise<MemberTags> {
+    const next = { ...(await this.read()).tags[name], ...update };
+    await this.call('kv/put', this.put(this.key(`tags/${name}`), JSON.stringify(next)));
+    return next;
+  }
+
+  async requestSwitchover(request: SwitchoverRequest): Promise<void> {
+    await this.call('kv/put', this.put(this.key('switchover'), JSON.stringify(request)));
+  }
+
+  /** Remove the switchover request, only if it is still the one we saw (a newer one stays). */
+  async clearSwitchover(request: SwitchoverRequest): Promise<void> {
+    await this.txn(this.valueIs('switchover', JSON.stringify(request)), [
+      { request_delete_range: { key: b64(this.key('switchover')) } },
+    ]);
   }
 
   /** Revoke the lease (member and leader keys go at once). */

@@ -1,0 +1,46 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { DrillJournal } from '../../src/drill/index.js';
+import { runCli } from '../harness/cli.js';
+
+let out: string;
+beforeAll(() => {
+  out = mkdtempSync(join(tmpdir(), 'bulwark-drill-lag-'));
+});
+afterAll(() => rmSync(out, { recursive: true, force: true }));
+
+const failoverProbes = (j: DrillJournal) => j.steps.find((s) => s.step === 'failover')!.probes;
+
+describe('bulwark drill --replica-lag (replicas behind when the primary dies)', () => {
+  it('regression: asynchronous replication with lagging replicas loses acknowledged orders: the drill reports it and exits 1', async () => {
+    const json = join(out, 'async.json');
+    const r = await runCli(
+      ['drill', '--steps', 'failover', '--replica-lag', '2s', '--duration', '2s', '--json', json],
+      {
+        timeoutMs: 150_000,
+      },
+    );
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stdout).toMatch(/DEVIATED/);
+    const j = JSON.parse(readFileSync(json, 'utf8')) as DrillJournal;
+    expect(j.deviated).toBe(true);
+    expect(j.verdict).toEqual({ ok: false, failed: ['failover'] });
+    expect(j.measured.lostAcknowledgedOrders).toBeGreaterThan(0);
+    expect(failoverProbes(j).find((p) => /RPO/.test(p.name))).toMatchObject({ met: false });
+  }, 200_000);
+
+  it('the same fault with --sync loses no acknowledged order (exit 0)', async () => {
+    const json = join(out, 'sync.json');
+    const r = await runCli(
+      ['drill', '--sync', '--steps', 'failover', '--replica-lag', '2s', '--duration', '2s', '--json', json],
+      { timeoutMs: 150_000 },
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const j = JSON.parse(readFileSync(json, 'utf8')) as DrillJournal;
+    expect(j.measured.lostAcknowledgedOrders).toBe(0);
+    expect(Number(j.steps[0]!.measured.ordersAcknowledged)).toBeGreaterThan(0);
+    expect(failoverProbes(j).every((p) => p.met)).toBe(true);
+  }, 200_000);
+});
