@@ -207,7 +207,7 @@ export class DrillEnvironment {
   deployerFor(release: Release, plan: Partial<DeployPlan> = {}): Deployer {
     const provider = new ProcessProvider({
       command: this.appCommand(release),
-      env: { BULWARK_DEMO_TOKEN_SECRET: this.tokenSecret, BULWARK_NO_FORCE_EXIT: '0' },
+      env: { BULWARK_DEMO_TOKEN_SECRET: this.tokenSecret },
       logDir: this.store!.logDir(),
       // readiness = the process answers; whether the release is healthy is the deploy's health checks' call
       readiness: { path: '/api/critical', timeoutMs: 30_000 },

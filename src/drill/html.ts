@@ -83,7 +83,7 @@ ${card('card-rows', 'PITR: orders recovered', n(m.pitrRowsRecovered), stepProbe(
 ${card('card-traffic', 'requests (failed)', `${m.requests} (${m.failedRequests})`)}
 </div>
 <h2>Over time</h2>
-<p>Vertical lines: the moment each fault was injected (${data.faults.map((f) => esc(f.label)).join(', ') || 'none'}).</p>
+<p>Vertical lines: the moment each step acted (the backup, then each fault) (${data.faults.map((f) => esc(f.label)).join(', ') || 'none'}).</p>
 <div class="charts"><div id="chart-rps"></div><div id="chart-errors"></div><div id="chart-latency"></div></div>
 <h2>Steps</h2>
 ${steps}

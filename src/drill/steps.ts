@@ -112,6 +112,7 @@ export const STEPS: Record<StepName, StepSpec> = {
     async run({ env, traffic, log }) {
       const primary = env.primary();
       const before = traffic.snapshot();
+      const t0 = Date.now();
       log(`pg_basebackup of ${primary.name} into ${env.repoUri}`);
       const m = await physicalBackup({
         repo: env.repo,
@@ -122,6 +123,7 @@ export const STEPS: Record<StepName, StepSpec> = {
       const failed = traffic.failures - before.failures;
       log(`backup ${m.id}: ${(m.sizes.raw / 1048576).toFixed(1)} MiB in ${(m.durationMs / 1000).toFixed(1)} s`);
       return {
+        faultAt: t0,
         probes: [
           isTrue('backup completed (manifest written)', true),
           atMost('failed requests during the backup', failed, 0),

@@ -50,7 +50,7 @@ export interface StepResult {
   measured: Record<string, number | string | boolean | null>;
   /** Traffic seen by the load while the step ran. */
   traffic: { requests: number; failures: number };
-  /** Seconds since the load started when the fault was injected (chart marker). */
+  /** Seconds since the load started when the step's action began: the fault, or the backup (chart marker). */
   faultAt?: number;
   /** One line per thing the step did or saw. */
   log: string[];

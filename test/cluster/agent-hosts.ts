@@ -1,4 +1,4 @@
-import type { ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -26,6 +26,8 @@ export interface AgentHosts {
   url(h: NetHost): string;
   /** The postgres user's password (scram): agents read it from a pgpass file. */
   password: string;
+  /** SIGKILL the host's agent process alone (not PostgreSQL, not etcd). Returns its PID. */
+  killAgent(h: NetHost): number;
   /** SIGTERM the host's agent and wait for it to exit. */
   stopAgent(h: NetHost): Promise<void>;
   dataDir(h: NetHost): string;
@@ -101,6 +103,24 @@ export function createAgentHosts(): AgentHosts {
     etcdUrls,
     url: (h) => `postgresql://postgres:${password}@${h.addr}:${PG_PORT}/postgres`,
     password,
+    killAgent(h) {
+      // the node process running `cluster agent` (under runuser for n3), found by its command line
+      const out = execFileSync('ip', ['netns', 'pids', h.ns], { encoding: 'utf8' });
+      for (const pid of out.split('\n').filter(Boolean).map(Number)) {
+        let cmd = '';
+        try {
+          cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+        } catch {
+          continue;
+        }
+        const args = cmd.split('\0');
+        if (args[0] === process.execPath && args.includes('agent') && args.includes('cluster')) {
+          process.kill(pid, 'SIGKILL');
+          return pid;
+        }
+      }
+      throw new Error(`no agent process in ${h.ns}`);
+    },
     async stopAgent(h) {
       const child = procs.get(`agent-${h.name}`);
       if (!child || child.exitCode !== null || child.signalCode !== null) return;
@@ -151,14 +171,14 @@ export function createAgentHosts(): AgentHosts {
       mkdirSync(join(root, h.name), { recursive: true, mode: 0o755 });
       chownToPostgres(join(root, h.name));
       // n3's agent runs as the postgres user (as the README's systemd unit does), the others as root
-      const asPostgres = h.name === 'n3' ? ['-u', 'postgres', '--', process.execPath] : [process.execPath];
+      const asPostgres = h.name === 'n3';
       track(
         `agent-${h.name}`,
         net.spawnIn(
           h,
-          asPostgres.length > 1 ? 'runuser' : process.execPath,
+          asPostgres ? 'runuser' : process.execPath,
           [
-            ...asPostgres.slice(0, -1),
+            ...(asPostgres ? ['-u', 'postgres', '--', process.execPath] : []),
             CLI,
             'cluster',
             'agent',

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { deployConfigSchema } from '../../src/config/deploy.js';
 import { loadConfig } from '../../src/config/index.js';
-import { planFor } from '../../src/deploy/index.js';
+import { type HaproxyRouter, planFor, routerFor, StateStore } from '../../src/deploy/index.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'bulwark-deploy-config-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -42,6 +42,27 @@ describe('deploy config (bulwark.config.ts deploy section)', () => {
       forwarded: false,
       retryDelete: false,
     });
+    expect(app.analysis).toMatchObject({ firstJudgement: 1000, failureLimit: 1 });
+    expect(planFor(app).analysis).toMatchObject({ firstJudgementMs: 1000, failureLimit: 1 });
+    // HAProxy's request log (latency percentiles) reaches the router driver from the config
+    const hap = deployConfigSchema.parse({
+      apps: {
+        shop: {
+          ...minimal,
+          router: {
+            type: 'haproxy',
+            socket: '/run/h.sock',
+            backend: 'app',
+            servers: { blue: ['b'], green: ['g'] },
+            log: { port: 5514 },
+          },
+          blueGreen: { baseline: '5s' },
+        },
+      },
+    }).apps.shop!;
+    const router = routerFor(hap, new StateStore(dir, 'shop')) as HaproxyRouter;
+    expect((router as unknown as { opts: { log: unknown } }).opts.log).toEqual({ port: 5514, host: '127.0.0.1' });
+    expect(planFor(hap).blueGreen.baselineMs).toBe(5000);
   });
 
   it('names the file and the key of every mistake', async () => {
@@ -64,6 +85,23 @@ describe('deploy config (bulwark.config.ts deploy section)', () => {
       /deploy\.apps\.shop: Unrecognized key.*stratgy/,
     );
     expect(await configError({ apps: { status: minimal } })).toMatch(/deploy\.apps\.status: is a reserved word/);
+    expect(await configError({ apps: { 'expire-warm': minimal } })).toMatch(/is a reserved word/);
+    expect(
+      await configError({
+        apps: {
+          shop: {
+            ...minimal,
+            router: {
+              type: 'haproxy',
+              socket: '/s',
+              backend: 'app',
+              servers: { blue: ['b'], green: ['g'] },
+              log: { port: 5514, host: '10.0.0.1' },
+            },
+          },
+        },
+      }),
+    ).toMatch(/deploy\.apps\.shop\.router\.log\.host: the log receiver must bind to a loopback address/);
     expect(
       await configError({
         apps: { shop: { ...minimal, router: { ...minimal.router, sticky: { header: 'x', cookie: 'y' } } } },

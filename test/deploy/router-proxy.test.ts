@@ -359,6 +359,29 @@ describe('embedded router: proxy correctness', () => {
     expect(await say(fresh.socket!, 'green-ok')).toBe('green:green-ok');
   });
 
+  it('answers 502 to an upgrade whose backend is unreachable, and counts the error', async () => {
+    const router = await routerTo(['http://127.0.0.1:9']);
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(`${router.url}/ws`, {
+        headers: { connection: 'Upgrade', upgrade: 'websocket' },
+        agent: false,
+      });
+      req.on('upgrade', (r, socket) => {
+        socket.destroy();
+        resolve(r.statusCode!);
+      });
+      req.on('response', (r) => {
+        r.resume();
+        resolve(r.statusCode!);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    expect(status).toBe(502);
+    expect((await router.window('blue', Date.now() - 60_000)).errors).toBe(1);
+    expect((await router.state()).slots.blue.tunnels).toBe(0);
+  });
+
   it('passes a non-101 answer to an upgrade through as the backend sent it (never a made-up 200)', async () => {
     const up = await echoUpstream(); // an app without WebSocket support answers the upgrade request with 200
     const router = await routerTo([up.url]);

@@ -62,7 +62,7 @@ describe('bulwark drill (real cluster, router, shop, load)', () => {
     expect(bad.deployStatus).toBe('rolled-back');
     expect(j.measured.failedRequestsGoodRelease).toBe(0);
     expect(j.timeline.length).toBeGreaterThan(10);
-    expect(j.faults.map((f) => f.step)).toEqual(['failover', 'bad-release', 'good-release', 'pitr']);
+    expect(j.faults.map((f) => f.step)).toEqual(['backup', 'failover', 'bad-release', 'good-release', 'pitr']);
     // everything it started is gone: its folder and every process that named it
     const dir = /in (\/\S+)\/pg,/.exec(r.stderr)?.[1];
     expect(dir).toBeTruthy();
@@ -93,7 +93,7 @@ describe('bulwark drill (real cluster, router, shop, load)', () => {
       expect(errors).toEqual([]);
       expect(requests.filter((u) => !u.startsWith('file:'))).toEqual([]);
       expect(await page.locator('.uplot').count()).toBe(3);
-      expect(await page.evaluate('window.faultMarks')).toBeGreaterThanOrEqual(12);
+      expect(await page.evaluate('window.faultMarks')).toBeGreaterThanOrEqual(15);
       expect(await page.locator('#verdict').textContent()).toBe('every hypothesis held');
       expect(await page.locator('#card-rpo b').textContent()).toBe('0');
       expect(await page.locator('section.step[data-status="succeeded"]').count()).toBe(5);

@@ -43,3 +43,34 @@ describe('bulwark drill: Ctrl-C', () => {
     expect(processesMentioning(dir!)).toEqual([]);
   }, 200_000);
 });
+
+describe('bulwark drill --keep', () => {
+  it('keeps the shop, router and cluster running after the last step until Ctrl-C, then cleans up (exit 0: every hypothesis held)', async () => {
+    let stderr = '';
+    let served: number | undefined;
+    const r = await runCli(['drill', '--steps', 'backup', '--duration', '1s', '--keep'], {
+      timeoutMs: 150_000,
+      onSpawn: (child) => {
+        let sent = false;
+        child.stderr!.on('data', (d) => {
+          stderr += d;
+          const url = /shop through the router: (http:\/\/127\.0\.0\.1:\d+)/.exec(stderr)?.[1];
+          if (!sent && url) {
+            sent = true;
+            fetch(`${url}/api/products`)
+              .then((res) => {
+                served = res.status;
+              })
+              .finally(() => child.kill('SIGINT'));
+          }
+        });
+      },
+    });
+    expect(served).toBe(200);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/every hypothesis held/);
+    const dir = /in (\/\S+)\/pg,/.exec(r.stderr)?.[1];
+    expect(existsSync(dir!)).toBe(false);
+    expect(processesMentioning(dir!)).toEqual([]);
+  }, 200_000);
+});

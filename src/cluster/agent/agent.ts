@@ -1,6 +1,8 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createLogger, type Logger } from '../../lib/log.js';
 import { ClusterError } from '../errors.js';
 import { postmasterPid } from '../local/cluster.js';
@@ -58,6 +60,7 @@ export class ClusterAgent {
   private fencing: Promise<unknown> | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
   private renewing: Promise<boolean> | null = null;
+  private deadman: ChildProcess | null = null;
   /** The cluster-wide settings last applied to the running PostgreSQL (JSON), null after a (re)start. */
   private appliedSettings: string | null = null;
 
@@ -81,6 +84,7 @@ export class ClusterAgent {
 
   async start(): Promise<void> {
     if (this.options.api) await this.listen(this.options.api.host, this.options.api.port);
+    this.startDeadman();
     this.watchdog = setInterval(() => this.checkFence(), 100);
     // The lease is renewed on its own timer, not in the loop: initdb, pg_basebackup or pg_rewind can
     // take longer than the TTL, and the leader must not lose its key (and fence itself) meanwhile.
@@ -114,6 +118,29 @@ export class ClusterAgent {
     }
     await this.store.close();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    this.deadman?.stdin?.end();
+  }
+
+  /**
+   * The dead man's switch (deadman.ts): a child that SIGKILLs our PostgreSQL when its stdin pipe
+   * from us closes, i.e. when this agent dies in any way. A primary must not outlive its agent: nobody
+   * would fence it once the lease expired and another host was promoted.
+   */
+  private startDeadman(): void {
+    const script = join(dirname(fileURLToPath(import.meta.url)), 'deadman.js');
+    if (!existsSync(script)) {
+      this.log.warn(
+        { script },
+        "no dead man's switch (running from sources?): PostgreSQL would outlive a crashed agent",
+      );
+      return;
+    }
+    this.deadman = spawn(process.execPath, [script, this.options.pg.dataDir], {
+      stdio: ['pipe', 'ignore', 'ignore'],
+      detached: true,
+    });
+    this.deadman.on('error', (err) => this.log.error({ err: err.message }, "dead man's switch failed to start"));
+    this.deadman.unref();
   }
 
   /**

@@ -417,7 +417,7 @@ export class EmbeddedRouter implements Router {
         if (res.headersSent) {
           // Part of the answer is out: ending it normally would write the final chunk (or leave a short
           // Content-Length body waiting forever). Breaking the connection is the only honest signal.
-          res.destroy(err);
+          res.destroy();
           return;
         }
         const timedOut = /UND_ERR_CONNECT_TIMEOUT|UND_ERR_HEADERS_TIMEOUT|UND_ERR_BODY_TIMEOUT/.test(code);
@@ -471,8 +471,12 @@ export class EmbeddedRouter implements Router {
     rt.tunnels.add(t);
     let answered = false;
     const fail = (status: 502 | 504) => {
+      if (answered) return;
       rt.metrics.record(performance.now() - started, true);
       answered = true;
+      // The client gets the answer below in full: the upstream's close must not cut it off.
+      rt.tunnels.delete(t);
+      upstream.removeAllListeners('close');
       const text = status === 504 ? 'backend timed out\n' : 'backend unreachable\n';
       client.end(
         `HTTP/1.1 ${status} ${status === 504 ? 'Gateway Timeout' : 'Bad Gateway'}\r\ncontent-type: text/plain\r\ncontent-length: ${text.length}\r\nconnection: close\r\nx-bulwark-slot: ${slot}\r\n\r\n${text}`,
