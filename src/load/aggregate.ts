@@ -14,12 +14,22 @@ export interface TimelinePoint {
   vus: number;
 }
 
+/** One second of one endpoint. */
+export interface EndpointPoint {
+  t: number;
+  rps: number;
+  p50: number;
+  p95: number;
+  p99: number;
+}
+
 interface OpenBucket {
   second: number;
   requests: number;
   failures: number;
   hist: Histogram;
   vusByWorker: Map<number, number>;
+  endpoints: Map<string, { requests: number; hist: Histogram }>;
 }
 
 /**
@@ -31,6 +41,8 @@ export class Aggregate {
   readonly store = new MetricsStore();
   readonly errors = new Map<string, ErrorRow>();
   readonly timeline: TimelinePoint[] = [];
+  /** Per endpoint ("GET /api/products"), the seconds in which it had requests. */
+  readonly endpointTimeline = new Map<string, EndpointPoint[]>();
   private readonly open = new Map<number, OpenBucket>();
   private readonly vusByWorker = new Map<number, number>();
   maxVus = 0;
@@ -61,12 +73,21 @@ export class Aggregate {
     const second = Math.max(0, Math.floor(this.elapsedMs() / 1000 - 0.5));
     let b = this.open.get(second);
     if (!b) {
-      b = { second, requests: 0, failures: 0, hist: newHistogram(), vusByWorker: new Map() };
+      b = { second, requests: 0, failures: 0, hist: newHistogram(), vusByWorker: new Map(), endpoints: new Map() };
       this.open.set(second, b);
     }
     b.requests += msg.interval.requests;
     b.failures += msg.interval.failures;
     if (msg.interval.hist) b.hist.addEncoded(msg.interval.hist);
+    for (const e of msg.interval.endpoints ?? []) {
+      let eb = b.endpoints.get(e.endpoint);
+      if (!eb) {
+        eb = { requests: 0, hist: newHistogram() };
+        b.endpoints.set(e.endpoint, eb);
+      }
+      eb.requests += e.requests;
+      eb.hist.addEncoded(e.hist);
+    }
     b.vusByWorker.set(worker, msg.vus);
     this.closeBuckets(second - 2);
   }
@@ -86,6 +107,20 @@ export class Aggregate {
         p99: percentileMs(b.hist, 99),
         vus,
       });
+      for (const [endpoint, eb] of b.endpoints) {
+        let points = this.endpointTimeline.get(endpoint);
+        if (!points) {
+          points = [];
+          this.endpointTimeline.set(endpoint, points);
+        }
+        points.push({
+          t: second + 1,
+          rps: eb.requests,
+          p50: percentileMs(eb.hist, 50),
+          p95: percentileMs(eb.hist, 95),
+          p99: percentileMs(eb.hist, 99),
+        });
+      }
       this.open.delete(second);
     }
   }

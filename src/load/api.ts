@@ -33,6 +33,13 @@ export interface VU {
   readonly userType: string;
   /** Iterations (tasks) this VU has started. */
   readonly iteration: number;
+  /**
+   * The current iteration's number in its scenario, unique across every thread and host of the run
+   * (k6's iterationInTest): 0.. for shared-iterations and arrival-rate executors.
+   */
+  readonly globalIteration: number;
+  /** The scenario this VU runs ("default" without `scenarios`). */
+  readonly scenario: string;
   /** Free-form per-VU state (set a token in onStart, read it in tasks). */
   state: Record<string, any>;
   /** HTTP client bound to this VU: one keep-alive connection per origin and a cookie jar. */
@@ -118,7 +125,48 @@ export interface RampingArrivalRateLoad extends CommonLoad {
   preAllocatedVUs?: number;
   maxVUs: number;
 }
-export type LoadOptions = RampingVusLoad | ConstantVusLoad | ConstantArrivalRateLoad | RampingArrivalRateLoad;
+export interface SharedIterationsLoad extends CommonLoad {
+  executor: 'shared-iterations';
+  /** VUs sharing the iterations (default 1). */
+  vus?: number;
+  /** Iterations in all (default 1), taken by whichever VU is free. */
+  iterations?: number;
+  /** The iterations not started by then are not run (default 10m). */
+  maxDuration?: Duration;
+}
+export interface PerVuIterationsLoad extends CommonLoad {
+  executor: 'per-vu-iterations';
+  vus?: number;
+  /** Iterations each VU runs (default 1). */
+  iterations?: number;
+  maxDuration?: Duration;
+}
+/** Locust's LoadTestShape: users at each moment, from a function of the elapsed seconds. */
+export interface ShapeLoad extends CommonLoad {
+  executor: 'shape';
+  /** Called every 100 ms; { users, spawnRate? (users/s, default at once) }, or null to end the scenario. */
+  shape: (elapsedSeconds: number) => { users: number; spawnRate?: number } | null | undefined;
+  /** The scenario ends then if the shape has not ended it (default 1h). */
+  maxDuration?: Duration;
+}
+export type LoadOptions =
+  | RampingVusLoad
+  | ConstantVusLoad
+  | ConstantArrivalRateLoad
+  | RampingArrivalRateLoad
+  | SharedIterationsLoad
+  | PerVuIterationsLoad
+  | ShapeLoad;
+
+/** One named scenario (k6's `scenarios`): a load plus when it starts, its tags and its user types. */
+export type NamedScenario = LoadOptions & {
+  /** Offset from the start of the run (default 0). */
+  startTime?: Duration;
+  /** Added to every sample of this scenario, with `scenario: <name>`. */
+  tags?: Record<string, string>;
+  /** Names of the user types this scenario runs (default all). */
+  users?: string[];
+};
 
 /** A threshold in its long form (k6). */
 export interface ThresholdObject {
@@ -135,6 +183,8 @@ export interface ScenarioDefinition<SetupData = any> {
   host?: string;
   users: UserType[];
   load?: LoadOptions;
+  /** Several named scenarios in one run, instead of `load` (k6's `scenarios`). */
+  scenarios?: Record<string, NamedScenario>;
   thresholds?: Thresholds;
   /** Tags added to every metric sample of the run. */
   tags?: Record<string, string>;

@@ -1,7 +1,17 @@
 import { isAbsolute, relative } from 'node:path';
 import { distDir } from '../lib/bundle.js';
 import type { ScenarioDefinition, Task, UserType, VU, Wait } from './api.js';
-import { arrivalsBy, type Plan, shareOf, targetAt, timeOfArrival, userTypePattern } from './executors/plan.js';
+import {
+  arrivalsBy,
+  type Plan,
+  type ScenarioPlan,
+  segmentStart,
+  shareOf,
+  stripeShare,
+  targetAt,
+  timeOfArrival,
+  userTypePattern,
+} from './executors/plan.js';
 import { type HttpContext, VuHttp } from './http/client.js';
 import { resetThreadStore } from './metrics/custom.js';
 import { createRandom, mulberry32, type VuRandom } from './random.js';
@@ -12,7 +22,8 @@ export interface EngineOptions {
   scenario: ScenarioDefinition;
   /** Absolute path of the user's scenario file (exceptions are reported as file:line in it). */
   scenarioFile?: string;
-  plan: Plan;
+  /** The run's scenarios (one, "default", unless the file has `scenarios`), all started together. */
+  plans: ScenarioPlan[];
   workerIndex: number;
   workerCount: number;
   baseUrl: string | undefined;
@@ -72,6 +83,7 @@ class StopSignal {
 /** A running virtual user. */
 class VirtualUser implements VU {
   iteration = 0;
+  globalIteration = -1;
   state: Record<string, any> = {};
   started = false;
   readonly stop = new StopSignal();
@@ -91,6 +103,7 @@ class VirtualUser implements VU {
     readonly random: VuRandom,
     readonly env: Readonly<Record<string, string | undefined>>,
     readonly data: unknown,
+    readonly scenario: string,
   ) {}
 
   get userType(): string {
@@ -169,23 +182,46 @@ export function exceptionLocation(err: unknown, scenarioFile: string | undefined
   return scenarioFile ? relative(process.cwd(), scenarioFile) : undefined;
 }
 
+/** Shape function of a `shape` load: elapsed seconds -> users now (and how fast to get there), or null to end. */
+type ShapeFn = (elapsedSeconds: number) => { users: number; spawnRate?: number } | null | undefined;
+
+/** One scenario as this thread runs it. */
+interface ScenarioRun {
+  sp: ScenarioPlan;
+  types: CompiledUserType[];
+  pattern: number[];
+  vus: VirtualUser[];
+  /** Added to global VU indexes so VU ids are unique across scenarios. */
+  idOffset: number;
+  /** Iterations this thread started in the scenario (closed model: global number = local * n + w). */
+  started: number;
+}
+
+/** The most VUs a plan can run (for VU id ranges); a shape has no known peak. */
+function peakVus(plan: Plan): number {
+  if (plan.kind === 'open') return plan.maxVUs;
+  if (plan.kind === 'iterations') return plan.vus;
+  if (plan.kind === 'shape') return 1_000_000;
+  return Math.ceil(Math.max(plan.start, ...plan.stages.map((s) => s.target)));
+}
+
 /**
- * Runs this thread's share of a plan. Closed model: keeps the running VU count on target, each VU
- * looping task -> think time. Open model: starts iterations on the arrival schedule from a pool of
- * VUs, whether or not earlier ones finished (so a stalled server shows in latency, not in a lower
- * rate), and counts dropped_iterations when all maxVUs are busy.
+ * Runs this thread's share of every scenario of the run. Closed model: keeps the running VU count
+ * on target, each VU looping task -> think time. Open model: starts iterations on the arrival
+ * schedule from a pool of VUs, whether or not earlier ones finished (so a stalled server shows in
+ * latency, not in a lower rate), and counts dropped_iterations when all maxVUs are busy. Iterations
+ * executors run a fixed number of iterations; a shape follows the scenario's function. Work is split
+ * across threads and hosts by k6's execution-segment rule (shareOf), and every iteration gets a
+ * number unique across all of them (vu.globalIteration).
  */
 export class Engine {
   private readonly metrics: ThreadMetrics;
-  private readonly types: CompiledUserType[];
-  private readonly pattern: number[];
+  private readonly runs: ScenarioRun[];
   private readonly ctx: HttpContext;
-  private readonly vus: VirtualUser[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
   private stopRequested = false;
   private stopNow: () => void = () => {};
   private readonly stopPromise: Promise<void>;
-  private nextLocalVu = 0;
   startedAt = 0;
 
   constructor(private readonly o: EngineOptions) {
@@ -197,21 +233,36 @@ export class Engine {
       recorder: this.metrics.forUser(''),
       maxRedirects: o.scenario.redirects,
     };
-    this.types = o.scenario.users.map((def) => {
-      const tasks = def.tasks.map((t, i) =>
-        typeof t === 'function'
-          ? { run: t, name: t.name || `task ${i + 1}`, weight: 1 }
-          : { run: t.run, name: t.name ?? (t.run.name || `task ${i + 1}`), weight: t.weight ?? 1 },
-      );
-      const cumulative: number[] = [];
-      let total = 0;
-      for (const t of tasks) {
-        total += t.weight;
-        cumulative.push(total);
-      }
-      return { def, tasks, cumulative, totalWeight: total, recorder: this.metrics.forUser(def.name) };
+    const named = o.scenario.scenarios !== undefined;
+    let idOffset = 0;
+    this.runs = o.plans.map((sp) => {
+      const tags = named ? sp.tags : {};
+      const types = sp.users.map((ui) => {
+        const def = o.scenario.users[ui]!;
+        const tasks = def.tasks.map((t, i) =>
+          typeof t === 'function'
+            ? { run: t, name: t.name || `task ${i + 1}`, weight: 1 }
+            : { run: t.run, name: t.name ?? (t.run.name || `task ${i + 1}`), weight: t.weight ?? 1 },
+        );
+        const cumulative: number[] = [];
+        let total = 0;
+        for (const t of tasks) {
+          total += t.weight;
+          cumulative.push(total);
+        }
+        return { def, tasks, cumulative, totalWeight: total, recorder: this.metrics.forUser(def.name, tags) };
+      });
+      const run: ScenarioRun = {
+        sp,
+        types,
+        pattern: userTypePattern(types.map((t) => t.def.weight ?? 1)),
+        vus: [],
+        idOffset,
+        started: 0,
+      };
+      idOffset += peakVus(sp.plan);
+      return run;
     });
-    this.pattern = userTypePattern(o.scenario.users.map((u) => u.weight ?? 1));
     this.stopPromise = new Promise((resolve) => {
       this.stopNow = resolve;
     });
@@ -225,31 +276,34 @@ export class Engine {
   }
 
   get activeVus(): number {
-    return this.vus.length;
+    let n = 0;
+    for (const r of this.runs) n += r.vus.length;
+    return n;
   }
 
-  private newVu(globalIndex: number): VirtualUser {
-    const type = this.types[this.pattern[globalIndex % this.pattern.length]!]!;
-    const id = globalIndex + 1;
+  private newVu(r: ScenarioRun, globalIndex: number): VirtualUser {
+    const type = r.types[r.pattern[globalIndex % r.pattern.length]!]!;
+    const id = r.idOffset + globalIndex + 1;
     const rnd = this.o.seed === undefined ? Math.random : mulberry32(this.o.seed * 1_000_003 + id);
-    const vu = new VirtualUser(
+    return new VirtualUser(
       id,
       type,
       new VuHttp({ ...this.ctx, recorder: type.recorder }),
       createRandom(rnd),
       this.o.env,
       this.o.setupData,
+      r.sp.name,
     );
-    return vu;
   }
 
-  private async runTask(vu: VirtualUser): Promise<void> {
+  private async runTask(vu: VirtualUser, globalIteration: number): Promise<void> {
     const type = vu.type;
     const r = vu.random.next() * type.totalWeight;
     let i = 0;
     while (type.cumulative[i]! <= r && i < type.tasks.length - 1) i++;
     const task = type.tasks[i]!;
     vu.iteration++;
+    vu.globalIteration = globalIteration;
     const t0 = performance.now();
     try {
       await task.run(vu);
@@ -280,12 +334,17 @@ export class Engine {
     await vu.http.close();
   }
 
-  /** Closed model: a VU loops task -> think time until asked to stop. */
-  private async closedLoop(vu: VirtualUser): Promise<void> {
+  /**
+   * A VU loops task -> think time until asked to stop, or until `next` has no iteration left for it
+   * (iterations executors). `next` gives the global number of the iteration to run.
+   */
+  private async closedLoop(vu: VirtualUser, next: () => number | undefined): Promise<void> {
     await this.startVu(vu);
     while (!vu.stop.stopped) {
+      const g = next();
+      if (g === undefined) break;
       const turn = turns.n;
-      await this.runTask(vu);
+      await this.runTask(vu, g);
       if (vu.stop.stopped) break;
       const pause = waitMs(vu.type.def.wait, vu.random);
       if (pause > 0) await vu.stop.sleep(pause);
@@ -295,7 +354,7 @@ export class Engine {
   }
 
   private flush(): void {
-    this.o.onFlush(this.metrics.flush(this.vus.length));
+    this.o.onFlush(this.metrics.flush(this.activeVus));
   }
 
   /** Interrupt VUs that did not finish within their grace period: abort their requests, stop counting. */
@@ -308,7 +367,6 @@ export class Engine {
 
   private async waitGrace(vus: VirtualUser[], loops: Array<Promise<unknown>>, graceMs: number): Promise<void> {
     if (await settlesWithin(Promise.all(loops), graceMs)) return;
-    this.metrics.muted = true;
     for (const v of vus) this.interrupt(v);
     // User code stuck on something other than our I/O is abandoned after a short wait.
     await settlesWithin(Promise.all(loops), 1000);
@@ -318,8 +376,7 @@ export class Engine {
     this.startedAt = performance.now();
     this.flushTimer = setInterval(() => this.flush(), this.o.flushIntervalMs ?? 1000);
     try {
-      if (this.o.plan.kind === 'closed') await this.runClosed(this.o.plan);
-      else await this.runOpen(this.o.plan);
+      await Promise.all(this.runs.map((r) => this.runScenario(r)));
     } finally {
       clearInterval(this.flushTimer);
       this.flush();
@@ -330,90 +387,185 @@ export class Engine {
     return performance.now() - this.startedAt;
   }
 
-  private async runClosed(plan: Extract<Plan, { kind: 'closed' }>): Promise<void> {
+  /** Wait until `ms` after the start, or a stop; true when the time came. */
+  private async until(ms: number): Promise<boolean> {
+    while (!this.stopRequested && this.elapsed() < ms) {
+      const step = Math.min(100, ms - this.elapsed());
+      await Promise.race([new Promise((r) => setTimeout(r, Math.max(1, step))), this.stopPromise]);
+    }
+    return !this.stopRequested;
+  }
+
+  private async runScenario(r: ScenarioRun): Promise<void> {
+    if (r.sp.startMs > 0 && !(await this.until(r.sp.startMs))) return;
+    const plan = r.sp.plan;
+    const t0 = this.elapsed();
+    if (plan.kind === 'closed') {
+      const { workerIndex: w, workerCount: n } = this.o;
+      await this.runClosed(r, (t) => (t < plan.totalMs ? stripeShare(targetAt(plan, t), w, n) : undefined), {
+        rampDownMs: plan.gracefulRampDownMs,
+        stopMs: plan.gracefulStopMs,
+        t0,
+      });
+    } else if (plan.kind === 'shape') await this.runShape(r, plan, t0);
+    else if (plan.kind === 'iterations') await this.runIterations(r, plan, t0);
+    else await this.runOpen(r, plan);
+  }
+
+  /**
+   * Closed model: `want(t)` is this thread's VU count at t ms into the scenario (undefined: the end).
+   * VUs removed by a ramp-down finish their iteration within rampDownMs; at the end, within stopMs.
+   */
+  private async runClosed(
+    r: ScenarioRun,
+    want: (tMs: number) => number | undefined,
+    grace: { rampDownMs: number; stopMs: number; t0: number },
+  ): Promise<void> {
     const { workerIndex: w, workerCount: n } = this.o;
     const rampingDown: Promise<void>[] = [];
-    // Local VU k of this worker is global VU index k*n + w (round-robin across workers).
-    const adjust = () => {
-      const want = shareOf(targetAt(plan, this.elapsed()), w, n);
-      while (this.vus.length < want) {
-        const vu = this.newVu(this.vus.length * n + w);
-        this.vus.push(vu);
-        vu.loop = this.closedLoop(vu);
+    const nextIteration = () => r.started++ * n + w;
+    // Local VU k of this worker is global VU index k*n + w: unique across workers.
+    const adjust = (target: number) => {
+      while (r.vus.length < target) {
+        const vu = this.newVu(r, r.vus.length * n + w);
+        r.vus.push(vu);
+        vu.loop = this.closedLoop(vu, nextIteration);
       }
-      while (this.vus.length > want) {
+      while (r.vus.length > target) {
         // Last started, first stopped; it finishes its iteration within gracefulRampDown.
-        const vu = this.vus.pop()!;
+        const vu = r.vus.pop()!;
         vu.stop.stop();
         rampingDown.push(
-          settlesWithin(vu.loop!, plan.gracefulRampDownMs).then((finished) => {
+          settlesWithin(vu.loop!, grace.rampDownMs).then((finished) => {
             if (!finished) this.interrupt(vu);
           }),
         );
       }
     };
-    adjust();
-    while (!this.stopRequested && this.elapsed() < plan.totalMs) {
-      const step = Math.min(100, plan.totalMs - this.elapsed());
-      await Promise.race([new Promise((r) => setTimeout(r, Math.max(1, step))), this.stopPromise]);
-      if (!this.stopRequested) adjust();
+    let target = want(0);
+    while (!this.stopRequested && target !== undefined) {
+      adjust(target);
+      await Promise.race([new Promise((res) => setTimeout(res, 100)), this.stopPromise]);
+      target = want(this.elapsed() - grace.t0);
     }
-    const running = this.vus.splice(0);
+    const running = r.vus.splice(0);
     for (const vu of running) vu.stop.stop();
     await this.waitGrace(
       running,
       running.map((v) => v.loop ?? Promise.resolve()),
-      plan.gracefulStopMs,
+      grace.stopMs,
     );
     await Promise.all(rampingDown);
   }
 
-  private async runOpen(plan: Extract<Plan, { kind: 'open' }>): Promise<void> {
+  /** Locust's LoadTestShape: users follow the scenario's function, approached at its spawn rate. */
+  private async runShape(r: ScenarioRun, plan: Extract<Plan, { kind: 'shape' }>, t0: number): Promise<void> {
+    const { workerIndex: w, workerCount: n } = this.o;
+    const source = r.sp.name === 'default' ? this.o.scenario.load : this.o.scenario.scenarios?.[r.sp.name];
+    const shape = (source as { shape?: ShapeFn } | undefined)?.shape;
+    if (typeof shape !== 'function') throw new Error(`scenario ${r.sp.name}: shape is not a function`);
+    let users = 0;
+    let last = 0;
+    const want = (tMs: number): number | undefined => {
+      if (tMs >= plan.totalMs) return undefined;
+      const step = shape(tMs / 1000);
+      if (!step) return undefined;
+      const goal = Math.max(0, Math.floor(step.users));
+      const dt = (tMs - last) / 1000;
+      last = tMs;
+      const rate = step.spawnRate;
+      if (rate === undefined || !(rate > 0)) users = goal;
+      else if (users < goal) users = Math.min(goal, users + Math.max(rate * dt, 0));
+      else users = Math.max(goal, users - Math.max(rate * dt, 0));
+      return stripeShare(users, w, n);
+    };
+    await this.runClosed(r, want, { rampDownMs: plan.gracefulStopMs, stopMs: plan.gracefulStopMs, t0 });
+  }
+
+  /** shared-iterations and per-vu-iterations (k6): a fixed number of iterations, within maxDuration. */
+  private async runIterations(r: ScenarioRun, plan: Extract<Plan, { kind: 'iterations' }>, t0: number): Promise<void> {
+    const { workerIndex: w, workerCount: n } = this.o;
+    const vuCount = shareOf(plan.vus, w, n);
+    let next: (vuGlobalIndex: number) => () => number | undefined;
+    if (plan.executor === 'shared-iterations') {
+      // This worker's contiguous range of the global iteration numbers, shared by its VUs.
+      const first = segmentStart(plan.iterations, w, n);
+      const mine = shareOf(plan.iterations, w, n);
+      let taken = 0;
+      next = () => () => (taken < mine ? first + taken++ : undefined);
+    } else {
+      next = (g) => {
+        let k = 0;
+        return () => (k < plan.iterations ? g * plan.iterations + k++ : undefined);
+      };
+    }
+    const vus: VirtualUser[] = [];
+    for (let k = 0; k < vuCount; k++) {
+      const g = segmentStart(plan.vus, w, n) + k;
+      const vu = this.newVu(r, g);
+      vus.push(vu);
+      r.vus.push(vu);
+      vu.loop = this.closedLoop(vu, next(g));
+    }
+    const loops = vus.map((v) => v.loop!);
+    const all = Promise.all(loops);
+    const remaining = Math.max(0, plan.totalMs - (this.elapsed() - t0));
+    await Promise.race([all, new Promise((res) => setTimeout(res, remaining)), this.stopPromise]);
+    for (const vu of vus) vu.stop.stop();
+    await this.waitGrace(vus, loops, plan.gracefulStopMs);
+    r.vus.splice(0);
+  }
+
+  private async runOpen(r: ScenarioRun, plan: Extract<Plan, { kind: 'open' }>): Promise<void> {
     const { workerIndex: w, workerCount: n } = this.o;
     const maxVUs = shareOf(plan.maxVUs, w, n) || 1;
     const idle: VirtualUser[] = [];
     const inFlight = new Set<Promise<void>>();
+    let allocated = 0;
     const allocate = (): VirtualUser => {
-      const vu = this.newVu(this.nextLocalVu++ * n + w);
-      this.vus.push(vu);
+      const vu = this.newVu(r, allocated++ * n + w);
+      r.vus.push(vu);
       return vu;
     };
     // Pre-allocated VUs log in before the clock starts, so the schedule is not skewed by onStart.
     const pre = Array.from({ length: Math.min(maxVUs, shareOf(plan.preAllocatedVUs, w, n)) }, allocate);
     await Promise.all(pre.map((vu) => this.startVu(vu)));
     idle.push(...pre);
-    this.startedAt = performance.now();
+    const start = performance.now();
+    const elapsed = () => performance.now() - start;
 
     let started = 0; // arrivals of this worker started or dropped
-    const runIteration = (vu: VirtualUser) => {
+    const runIteration = (vu: VirtualUser, globalIteration: number) => {
       const p = (async () => {
         if (!vu.started) await this.startVu(vu);
-        await this.runTask(vu);
+        await this.runTask(vu, globalIteration);
         if (!vu.interrupted) idle.push(vu);
       })();
       inFlight.add(p);
       void p.finally(() => inFlight.delete(p));
     };
-    // Global arrival j belongs to worker j % n.
-    const mine = (globalArrivals: number) => shareOf(globalArrivals, w, n);
+    // Global arrival j belongs to worker j mod n (the sequence is striped): a number unique in the run.
+    const mine = (globalArrivals: number) => stripeShare(globalArrivals, w, n);
+    let nextGlobal = w; // the global index of our next arrival
     while (!this.stopRequested) {
-      const t = this.elapsed();
+      const t = elapsed();
       const due = mine(arrivalsBy(plan, Math.min(t, plan.totalMs)));
       while (started < due) {
+        const g = nextGlobal;
         started++;
-        const vu = idle.pop() ?? (this.vus.length < maxVUs ? allocate() : undefined);
-        if (vu) runIteration(vu);
+        nextGlobal = started * n + w;
+        const vu = idle.pop() ?? (r.vus.length < maxVUs ? allocate() : undefined);
+        if (vu) runIteration(vu, g);
         else this.metrics.dropped.add(1);
       }
       if (t >= plan.totalMs) break;
-      const nextGlobal = started * n + w + 1; // the global index of our next arrival, 1-based count
-      const next = Math.min(timeOfArrival(plan, nextGlobal), plan.totalMs);
-      const delay = Math.max(0, Math.min(next - this.elapsed(), 100));
-      await Promise.race([new Promise((r) => setTimeout(r, delay)), this.stopPromise]);
+      const next = Math.min(timeOfArrival(plan, nextGlobal + 1), plan.totalMs);
+      const delay = Math.max(0, Math.min(next - elapsed(), 100));
+      await Promise.race([new Promise((res) => setTimeout(res, delay)), this.stopPromise]);
     }
-    const running = [...this.vus];
+    const running = [...r.vus];
     for (const vu of running) vu.stop.stop();
     await this.waitGrace(running, [...inFlight], plan.gracefulStopMs);
-    await Promise.all(this.vus.splice(0).map((vu) => this.stopVu(vu)));
+    await Promise.all(r.vus.splice(0).map((vu) => this.stopVu(vu)));
   }
 }

@@ -136,7 +136,18 @@ function fail(file: string, message: string): never {
   throw new UsageError(`${shown(file)}: ${message}`, 'BULWARK_E_SCENARIO');
 }
 
-const TOP_KEYS = ['host', 'users', 'load', 'thresholds', 'tags', 'timeout', 'redirects', 'setup', 'teardown'];
+const TOP_KEYS = [
+  'host',
+  'users',
+  'load',
+  'scenarios',
+  'thresholds',
+  'tags',
+  'timeout',
+  'redirects',
+  'setup',
+  'teardown',
+];
 const USER_KEYS = ['name', 'weight', 'wait', 'onStart', 'onStop', 'tasks'];
 
 /** Structural validation: every mistake names the file and the key. */

@@ -18,7 +18,19 @@ export interface IntervalDelta {
   failures: number;
   iterations: number;
   hist?: number[];
+  /** Per endpoint ("GET /api/products"): requests and the latency histogram of the interval. */
+  endpoints?: Array<{ endpoint: string; requests: number; hist: number[] }>;
 }
+
+/** One endpoint's requests in the current interval (per-endpoint latency over time). */
+export interface EndpointInterval {
+  endpoint: string;
+  requests: number;
+  hist: ReturnType<typeof newHistogram>;
+}
+
+/** Endpoints followed over time; more share "(other)", so memory stays bounded. */
+const MAX_TIMELINE_ENDPOINTS = 30;
 
 export interface FlushMessage {
   deltas: SeriesDelta[];
@@ -41,6 +53,7 @@ export class ThreadMetrics {
   intervalFailures = 0;
   intervalIterations = 0;
   readonly errors = new Map<string, ErrorRow>();
+  readonly endpointIntervals = new Map<string, EndpointInterval>();
   readonly dataSent: Series;
   readonly dataReceived: Series;
   readonly dropped: Series;
@@ -59,8 +72,13 @@ export class ThreadMetrics {
     this.interruptedRequests = store.get('interrupted_requests', 'counter', { ...globalTags });
   }
 
-  forUser(userType: string): UserRecorder {
-    return new UserRecorder(this, userType);
+  /** A user type's recorder; `tags` (a named scenario's) are added to each of its samples. */
+  forUser(userType: string, tags?: Record<string, string>): UserRecorder {
+    return new UserRecorder(
+      this,
+      userType,
+      tags && Object.keys(tags).length ? { ...this.globalTags, ...tags } : undefined,
+    );
   }
 
   error(kind: ErrorRow['kind'], error: string, where: string): void {
@@ -77,12 +95,33 @@ export class ThreadMetrics {
     row.count++;
   }
 
+  /** The interval record of an endpoint (looked up once per series, not per request). */
+  endpointInterval(method: string, name: string): EndpointInterval {
+    let endpoint = `${method} ${name}`;
+    if (!this.endpointIntervals.has(endpoint) && this.endpointIntervals.size >= MAX_TIMELINE_ENDPOINTS)
+      endpoint = '(other)';
+    let e = this.endpointIntervals.get(endpoint);
+    if (!e) {
+      e = { endpoint, requests: 0, hist: newHistogram() };
+      this.endpointIntervals.set(endpoint, e);
+    }
+    return e;
+  }
+
   flush(vus: number): FlushMessage {
+    const endpoints: NonNullable<IntervalDelta['endpoints']> = [];
+    for (const e of this.endpointIntervals.values()) {
+      if (e.requests === 0) continue;
+      endpoints.push({ endpoint: e.endpoint, requests: e.requests, hist: encodeHistogram(e.hist) });
+      e.requests = 0;
+      e.hist.reset();
+    }
     const interval: IntervalDelta = {
       requests: this.intervalRequests,
       failures: this.intervalFailures,
       iterations: this.intervalIterations,
       hist: this.intervalRequests ? encodeHistogram(this.intervalHist) : undefined,
+      endpoints: endpoints.length ? endpoints : undefined,
     };
     this.intervalHist.reset();
     this.intervalRequests = 0;
@@ -101,6 +140,7 @@ interface HttpGroup {
   reqs: Series;
   duration: Series;
   failed: Series;
+  interval: EndpointInterval;
 }
 
 /** Recording for one user type: its `user` tag is part of every series it writes. */
@@ -112,10 +152,14 @@ export class UserRecorder implements RequestRecorder {
   private iterationSeries: { count: Series; duration: Series } | undefined;
   private readonly checkSeries = new Map<string, Series>();
 
+  private readonly baseTags: Record<string, string>;
   constructor(
     readonly thread: ThreadMetrics,
     readonly userType: string,
-  ) {}
+    tags?: Record<string, string>,
+  ) {
+    this.baseTags = tags ?? thread.globalTags;
+  }
 
   request(s: RequestSample): void {
     const t = this.thread;
@@ -155,6 +199,8 @@ export class UserRecorder implements RequestRecorder {
     }
     g.reqs.add(1);
     g.duration.add(s.durationMs);
+    g.interval.requests++;
+    recordMs(g.interval.hist, s.durationMs);
     g.failed.add(s.failed ? 1 : 0);
     t.dataSent.add(s.bytesSent);
     t.dataReceived.add(s.bytesReceived);
@@ -173,7 +219,7 @@ export class UserRecorder implements RequestRecorder {
 
   private newGroup(s: RequestSample, name: string): HttpGroup {
     const tags = {
-      ...this.thread.globalTags,
+      ...this.baseTags,
       ...s.tags,
       name,
       method: s.method,
@@ -185,13 +231,14 @@ export class UserRecorder implements RequestRecorder {
       reqs: store.get('http_reqs', 'counter', tags),
       duration: store.get('http_req_duration', 'trend', tags),
       failed: store.get('http_req_failed', 'rate', tags),
+      interval: this.thread.endpointInterval(s.method, name),
     };
   }
 
   iteration(durationMs: number): void {
     if (this.thread.muted) return;
     if (!this.iterationSeries) {
-      const tags = { ...this.thread.globalTags, user: this.userType };
+      const tags = { ...this.baseTags, user: this.userType };
       const store = this.thread.store;
       this.iterationSeries = {
         count: store.get('iterations', 'counter', tags),
@@ -209,7 +256,7 @@ export class UserRecorder implements RequestRecorder {
     let s = this.checkSeries.get(key);
     if (!s) {
       s = this.thread.store.get('checks', 'rate', {
-        ...this.thread.globalTags,
+        ...this.baseTags,
         ...tags,
         check: name,
         user: this.userType,

@@ -1,5 +1,5 @@
 import { writeFileSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { basename } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { parseDuration } from '../config/duration.js';
@@ -10,11 +10,11 @@ import type { ScenarioDefinition } from './api.js';
 import { loadedData } from './data.js';
 import { startRemote, WorkerLost } from './distributed/remote.js';
 import { Engine, type EngineOptions } from './engine.js';
-import { type LoadOverrides, type Plan, planLoad } from './executors/plan.js';
+import { type LoadOverrides, type Plan, planScenarios, type ScenarioPlan } from './executors/plan.js';
 import { lineOf, loadScenarioFile } from './loader.js';
 import { declaredMetrics } from './metrics/custom.js';
 import type { FlushMessage } from './recorder.js';
-import { buildSummary, type Summary, type WorkerLoss } from './summary.js';
+import { buildSummary, type RunDetails, type Summary, type WorkerLoss } from './summary.js';
 import { evaluateThresholds, hasSamples, parseThresholds, type Threshold } from './thresholds.js';
 import { bulwarkVersion } from './version.js';
 
@@ -36,7 +36,7 @@ export interface RunLoadOptions extends LoadOverrides {
   /** Called about once a second with the aggregate so far (the live view). */
   onProgress?: (progress: Progress) => void;
   /** Called once when the load starts (after validation and setup), with the plan. */
-  onStart?: (info: { plan: Plan; workers: number; file?: string; typecheck?: string }) => void;
+  onStart?: (info: { plan: Plan; plans: ScenarioPlan[]; workers: number; file?: string; typecheck?: string }) => void;
   /** Write the summary JSON here. */
   summaryJson?: string;
   /** URLs of `bulwark worker` processes (other hosts); each runs one share of the load. */
@@ -49,6 +49,8 @@ export interface RunLoadOptions extends LoadOverrides {
    * the loss is in the summary.
    */
   onWorkerLoss?: 'abort' | 'continue';
+  /** The command line to show in the reports' run details (masked with maskCommandLine). */
+  commandLine?: string[];
   /** Called when a worker is lost (the CLI prints it). */
   onWorkerLost?: (loss: WorkerLoss) => void;
 }
@@ -65,6 +67,7 @@ export interface LoadResult {
   /** 0; 99 when a threshold was crossed; 1 when a worker was lost with onWorkerLoss 'abort' (or all were). */
   exitCode: number;
   plan: Plan;
+  plans: ScenarioPlan[];
 }
 
 interface Prepared {
@@ -73,10 +76,44 @@ interface Prepared {
   file?: string;
   bundlePath?: string;
   cleanup(): void;
+  /** The first scenario's plan (the only one without `scenarios`). */
   plan: Plan;
+  plans: ScenarioPlan[];
+  /** When the last scenario's plan ends (before gracefulStop). */
+  totalMs: number;
   thresholds: Threshold[];
   baseUrl: string | undefined;
   defaultTimeoutMs: number;
+}
+
+function withoutCredentials(url: string): string {
+  try {
+    const u = new URL(url);
+    if (!u.username && !u.password) return url;
+    u.username = '';
+    u.password = '';
+    return u.href;
+  } catch {
+    return url;
+  }
+}
+
+/**
+ * The command line for a report: `--env`/`-e` values (often secrets) become ***, and credentials in
+ * URLs are removed. Reports travel (CI artifacts, mail); secrets must not.
+ */
+export function maskCommandLine(argv: string[]): string {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const envFlag = /^(-e|--env)$/.exec(a);
+    const inline = /^(--env=|-e)([^=]+)=.*$/.exec(a);
+    if (envFlag && i + 1 < argv.length) {
+      out.push(a, argv[++i]!.replace(/=.*$/, '=***'));
+    } else if (inline) out.push(`${inline[1]}${inline[2]}=***`);
+    else out.push(/^https?:\/\//.test(a) ? withoutCredentials(a) : a);
+  }
+  return out.map((a) => (/^[\w@%+=:,./*-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
 }
 
 function where(file: string | undefined, key: string, literal?: string): string {
@@ -93,10 +130,9 @@ export async function prepareLoad(o: RunLoadOptions): Promise<Prepared> {
       : { definition: o.scenario, file: undefined, bundlePath: undefined, cleanup() {}, typecheck: 'skipped' as const };
   const { definition, file } = loaded;
   try {
-    const load = definition.load;
-    let plan: Plan;
+    let plans: ScenarioPlan[];
     try {
-      plan = planLoad(load, o, 'load');
+      plans = planScenarios(definition, o);
     } catch (err) {
       if (err instanceof UsageError && file) {
         const literal = /"([^"]+)"/.exec(err.message)?.[1];
@@ -120,7 +156,8 @@ export async function prepareLoad(o: RunLoadOptions): Promise<Prepared> {
       throw new UsageError(`--host: "${baseUrl}" is not an http(s) URL`);
     const defaultTimeoutMs =
       definition.timeout === undefined ? 60_000 : parseDuration(definition.timeout, where(file, 'timeout'));
-    return { ...loaded, plan, thresholds, baseUrl, defaultTimeoutMs };
+    const totalMs = Math.max(...plans.map((sp) => sp.startMs + sp.plan.totalMs));
+    return { ...loaded, plan: plans[0]!.plan, plans, totalMs, thresholds, baseUrl, defaultTimeoutMs };
   } catch (err) {
     loaded.cleanup();
     throw err;
@@ -205,7 +242,7 @@ async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
   };
   const base: Omit<EngineOptions, 'scenario' | 'onFlush' | 'workerIndex'> = {
     scenarioFile: p.file,
-    plan: p.plan,
+    plans: p.plans,
     workerCount: n,
     baseUrl: p.baseUrl,
     env,
@@ -232,10 +269,11 @@ async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
   const onAbort = () => stopAll();
   o.signal?.addEventListener('abort', onAbort, { once: true });
   agg.startedAt = performance.now();
-  o.onStart?.({ plan: p.plan, workers: n, file: p.file, typecheck: p.typecheck });
+  const startedAt = new Date().toISOString();
+  o.onStart?.({ plan: p.plan, plans: p.plans, workers: n, file: p.file, typecheck: p.typecheck });
   const ticker = setInterval(() => {
     evaluateLive();
-    o.onProgress?.({ elapsedMs: agg.elapsedMs(), totalMs: p.plan.totalMs, aggregate: agg });
+    o.onProgress?.({ elapsedMs: agg.elapsedMs(), totalMs: p.totalMs, aggregate: agg });
   }, 1000);
   try {
     for (let w = 0; w < n; w++) {
@@ -282,9 +320,23 @@ async function execute(o: RunLoadOptions, p: Prepared): Promise<LoadResult> {
   const durationSeconds = agg.elapsedMs() / 1000;
   if (p.definition.teardown) await p.definition.teardown(setupData);
   const thresholdResults = evaluateThresholds(p.thresholds, agg.store, durationSeconds);
-  const summary = buildSummary(agg, durationSeconds, thresholdResults, aborted, losses);
+  const run: RunDetails = {
+    host: p.baseUrl === undefined ? undefined : withoutCredentials(p.baseUrl),
+    scenarioFile: p.file,
+    startedAt,
+    bulwarkVersion: bulwarkVersion(),
+    commandLine: o.commandLine ? maskCommandLine(o.commandLine) : undefined,
+    machine: hostname(),
+  };
+  const summary = buildSummary(agg, durationSeconds, thresholdResults, aborted, losses, run);
   if (o.summaryJson) writeFileSync(o.summaryJson, `${JSON.stringify(summary, null, 2)}\n`);
   const thresholdsPassed = thresholdResults.every((r) => r.ok);
   const failedByLoss = losses.length > 0 && (policy === 'abort' || losses.length === engines.length);
-  return { summary, thresholdsPassed, exitCode: failedByLoss ? 1 : thresholdsPassed ? 0 : 99, plan: p.plan };
+  return {
+    summary,
+    thresholdsPassed,
+    exitCode: failedByLoss ? 1 : thresholdsPassed ? 0 : 99,
+    plan: p.plan,
+    plans: p.plans,
+  };
 }

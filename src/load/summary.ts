@@ -1,4 +1,4 @@
-import type { Aggregate, TimelinePoint } from './aggregate.js';
+import type { Aggregate, EndpointPoint, TimelinePoint } from './aggregate.js';
 import { type MetricType, type MetricView, viewStat } from './metrics/store.js';
 import type { ErrorRow } from './recorder.js';
 import type { ThresholdResult } from './thresholds.js';
@@ -32,6 +32,20 @@ export interface WorkerLoss {
   error: string;
 }
 
+/** Where and how the run was made (the report's "Run" section). */
+export interface RunDetails {
+  /** The base URL (credentials removed), if any. */
+  host?: string;
+  scenarioFile?: string;
+  /** ISO 8601, when the load started. */
+  startedAt: string;
+  bulwarkVersion: string;
+  /** The command line, with --env values and URL credentials masked. */
+  commandLine?: string;
+  /** The load host's name. */
+  machine: string;
+}
+
 /** `--summary-json` (schema version 1, ARCHITECTURE.md). Fields may be added, never changed. */
 export interface Summary {
   version: 1;
@@ -51,6 +65,9 @@ export interface Summary {
   aborted: boolean;
   workerLosses: WorkerLoss[];
   timeline: TimelinePoint[];
+  /** Per endpoint ("GET /api/products"): requests/s and latency percentiles for each second it had requests. */
+  endpointTimeline: Record<string, EndpointPoint[]>;
+  run?: RunDetails;
 }
 
 const round = (n: number, digits = 3) => (Number.isFinite(n) ? Math.round(n * 10 ** digits) / 10 ** digits : 0);
@@ -101,6 +118,7 @@ export function buildSummary(
   thresholds: ThresholdResult[],
   aborted: boolean,
   workerLosses: WorkerLoss[] = [],
+  run?: RunDetails,
 ): Summary {
   const store = agg.store;
   const seconds = Math.max(durationSeconds, 1e-9);
@@ -167,5 +185,7 @@ export function buildSummary(
     aborted,
     workerLosses,
     timeline: agg.timeline,
+    endpointTimeline: Object.fromEntries(agg.endpointTimeline),
+    run,
   };
 }

@@ -6,7 +6,8 @@ import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DemoServer, startDemoServer } from '../../src/demo/index.js';
 import { none, runLoad, scenario, user } from '../../src/load/index.js';
-import { writeHtmlReport } from '../../src/load/reporters/html.js';
+import { endpointLatencySeries, writeHtmlReport } from '../../src/load/reporters/html.js';
+import { maskCommandLine } from '../../src/load/runner.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 let dir: string;
@@ -26,7 +27,15 @@ describe('HTML report', () => {
     const { summary } = await runLoad({
       scenario: scenario({
         host: server.url,
-        users: [user('R', { wait: none(), tasks: [async (vu) => void (await vu.http.get('/api/products'))] })],
+        users: [
+          user('R', {
+            wait: none(),
+            tasks: [
+              { weight: 3, run: async (vu) => void (await vu.http.get('/api/products')) },
+              { weight: 1, run: async (vu) => void (await vu.http.get('/api/products?page=2')) },
+            ],
+          }),
+        ],
         load: { vus: 2, duration: '3s' },
         thresholds: { http_req_failed: ['rate<0.01'] },
       }),
@@ -56,10 +65,31 @@ describe('HTML report', () => {
       expect(errors).toEqual([]);
       // Self-contained: the only request is the file itself.
       expect(requests.filter((u) => !u.startsWith('file:'))).toEqual([]);
-      // Four uPlot charts with the series users look for.
-      expect(await page.locator('.uplot').count()).toBe(4);
+      // Five uPlot charts with the series users look for, one line per endpoint in the last.
+      expect(await page.locator('.uplot').count()).toBe(5);
       const titles = await page.locator('.u-title').allTextContents();
-      expect(titles).toEqual(['Requests per second', 'Latency (ms)', 'Failed requests per second', 'Virtual users']);
+      expect(titles).toEqual([
+        'Requests per second',
+        'Latency (ms)',
+        'Failed requests per second',
+        'Virtual users',
+        'p95 latency per endpoint (ms)',
+      ]);
+      const endpointsLegend = await page.locator('#chart-endpoints .u-legend').textContent();
+      expect(endpointsLegend).toMatch(/GET \/api\/products.*GET \/api\/products\?page=2/);
+      // Run details.
+      const run = Object.fromEntries(
+        (await page.locator('#run tbody tr').all()).length
+          ? await Promise.all(
+              (await page.locator('#run tbody tr').all()).map(
+                async (tr) => (await tr.locator('td').allTextContents()) as [string, string],
+              ),
+            )
+          : [],
+      );
+      expect(run['Bulwark version']).toBe(summary.run!.bulwarkVersion);
+      expect(run.host).toBe(server.url);
+      expect(Date.parse(run.started!)).toBeGreaterThan(0);
       const legend = await page.locator('#chart-latency .u-legend').textContent();
       expect(legend).toMatch(/p50.*p95.*p99/);
       // Tables show the run's own numbers.
@@ -75,5 +105,32 @@ describe('HTML report', () => {
     } finally {
       await browser.close();
     }
+    // Per-endpoint points add up to the endpoint's requests.
+    for (const e of summary.endpoints)
+      expect(summary.endpointTimeline[`${e.method} ${e.name}`]!.reduce((a, p) => a + p.rps, 0)).toBe(e.requests);
+    expect(endpointLatencySeries(summary).series.map((x) => x.label)).toEqual([
+      'GET /api/products',
+      'GET /api/products?page=2',
+    ]);
+  });
+
+  it('masks --env values and URL credentials in the command line it shows', () => {
+    expect(
+      maskCommandLine([
+        'bulwark',
+        'load',
+        'shop.ts',
+        '-e',
+        'API_KEY=s3cret',
+        '--env=TOKEN=abc',
+        '-eX=1',
+        '--host',
+        'http://user:pw@127.0.0.1:8080/',
+        '--summary-json',
+        'out file.json',
+      ]),
+    ).toBe(
+      "bulwark load shop.ts -e API_KEY=*** --env=TOKEN=*** -eX=*** --host http://127.0.0.1:8080/ --summary-json 'out file.json'",
+    );
   });
 });

@@ -3,6 +3,7 @@ import {
   arrivalsBy,
   planLoad,
   shareOf,
+  stripeShare,
   targetAt,
   timeOfArrival,
   userTypePattern,
@@ -73,6 +74,34 @@ describe('splitting work across threads', () => {
       for (const n of [1, 2, 3, 4]) {
         let sum = 0;
         for (let w = 0; w < n; w++) sum += shareOf(total, w, n);
+        expect(sum).toBe(total);
+      }
+    }
+  });
+
+  it("splits a fixed total by k6's execution-segment rule round(N*to) - round(N*from)", () => {
+    for (let total = 0; total <= 200; total++)
+      for (const n of [1, 2, 3, 4, 5, 7]) {
+        let sum = 0;
+        for (let w = 0; w < n; w++) {
+          const share = shareOf(total, w, n);
+          expect(share).toBe(Math.round((total * (w + 1)) / n + 1e-9) - Math.round((total * w) / n + 1e-9));
+          sum += share;
+        }
+        expect(sum).toBe(total);
+      }
+    // 10 over 3 workers: [0, 1/3) -> 3, [1/3, 2/3) -> 4, [2/3, 1] -> 3.
+    expect([0, 1, 2].map((w) => shareOf(10, w, 3))).toEqual([3, 4, 3]);
+  });
+
+  it('stripes a growing sequence so no worker loses an item as the total grows', () => {
+    for (const n of [1, 2, 3, 4]) {
+      for (let total = 0; total < 100; total++) {
+        let sum = 0;
+        for (let w = 0; w < n; w++) {
+          sum += stripeShare(total, w, n);
+          expect(stripeShare(total + 1, w, n)).toBeGreaterThanOrEqual(stripeShare(total, w, n));
+        }
         expect(sum).toBe(total);
       }
     }

@@ -108,6 +108,7 @@ export async function runLoadFromCli(
       remoteWorkers: opts.remoteWorker,
       workerToken: process.env.BULWARK_WORKER_TOKEN,
       onWorkerLoss: opts.onWorkerLoss,
+      commandLine: ['bulwark', ...process.argv.slice(2)],
       onWorkerLost: (loss) =>
         process.stderr.write(
           `\nworker ${loss.worker} lost at ${loss.atSeconds.toFixed(1)}s: ${loss.error}; its metrics up to then are kept, ${

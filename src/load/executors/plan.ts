@@ -33,7 +33,44 @@ export type Plan =
       preAllocatedVUs: number;
       maxVUs: number;
       gracefulStopMs: number;
+    }
+  | {
+      /** A fixed number of iterations: shared by the VUs, or the same number for each VU (k6). */
+      kind: 'iterations';
+      executor: 'shared-iterations' | 'per-vu-iterations';
+      vus: number;
+      iterations: number;
+      /** VUs throughout (for the live view). */
+      start: number;
+      stages: PlanStage[];
+      /** maxDuration: the iterations not started by then are not run. */
+      totalMs: number;
+      gracefulStopMs: number;
+    }
+  | {
+      /**
+       * Locust's LoadTestShape: the scenario's `shape` function, called every 100 ms with the elapsed
+       * seconds, returns { users, spawnRate? } or null to end. Engines call their own copy of it.
+       */
+      kind: 'shape';
+      executor: 'shape';
+      start: number;
+      stages: PlanStage[];
+      /** maxDuration: the run ends then if the shape has not ended it. */
+      totalMs: number;
+      gracefulStopMs: number;
     };
+
+/** One named scenario of a run: its plan, when it starts, its tags and which user types it runs. */
+export interface ScenarioPlan {
+  name: string;
+  plan: Plan;
+  startMs: number;
+  /** Added to every sample of the scenario (with `scenario: name` when the run has `scenarios`). */
+  tags: Record<string, string>;
+  /** Indexes into the scenario file's `users`. */
+  users: number[];
+}
 
 /** Command-line overrides (Locust's --users/--spawn-rate/--run-time, k6's --duration). */
 export interface LoadOverrides {
@@ -102,6 +139,9 @@ export function planLoad(load: LoadOptions | undefined, overrides: LoadOverrides
       'maxVUs',
       'gracefulStop',
     ],
+    'shared-iterations': ['executor', 'vus', 'iterations', 'maxDuration', 'gracefulStop'],
+    'per-vu-iterations': ['executor', 'vus', 'iterations', 'maxDuration', 'gracefulStop'],
+    shape: ['executor', 'shape', 'maxDuration', 'gracefulStop'],
   };
   const keys = known[executor];
   if (!keys)
@@ -116,6 +156,39 @@ export function planLoad(load: LoadOptions | undefined, overrides: LoadOverrides
   const gracefulStopMs =
     l.gracefulStop === undefined ? DEFAULT_GRACE : parseDuration(l.gracefulStop as string, `${where}.gracefulStop`);
   const overrideMs = overrides.duration === undefined ? undefined : parseDuration(overrides.duration, '--duration');
+
+  if (executor === 'shared-iterations' || executor === 'per-vu-iterations') {
+    const vus = l.vus === undefined ? 1 : positiveInt(l.vus, `${where}.vus`);
+    if (vus < 1) throw new UsageError(`${where}.vus must be >= 1`, 'BULWARK_E_SCENARIO');
+    const iterations = l.iterations === undefined ? 1 : positiveInt(l.iterations, `${where}.iterations`);
+    if (executor === 'shared-iterations' && iterations < vus)
+      throw new UsageError(`${where}.iterations (${iterations}) must be >= vus (${vus})`, 'BULWARK_E_SCENARIO');
+    // As k6: 10 minutes unless set; --duration replaces it.
+    const totalMs =
+      overrideMs ??
+      (l.maxDuration === undefined ? 600_000 : parseDuration(l.maxDuration as string, `${where}.maxDuration`));
+    return {
+      kind: 'iterations',
+      executor,
+      vus,
+      iterations,
+      start: vus,
+      stages: [{ durationMs: totalMs, target: vus }],
+      totalMs,
+      gracefulStopMs,
+    };
+  }
+  if (executor === 'shape') {
+    if (typeof l.shape !== 'function')
+      throw new UsageError(
+        `${where}.shape must be a function (elapsedSeconds) => { users, spawnRate? } | null`,
+        'BULWARK_E_SCENARIO',
+      );
+    const totalMs =
+      overrideMs ??
+      (l.maxDuration === undefined ? 3_600_000 : parseDuration(l.maxDuration as string, `${where}.maxDuration`));
+    return { kind: 'shape', executor: 'shape', start: 0, stages: [], totalMs, gracefulStopMs };
+  }
 
   if (executor === 'ramping-vus' || executor === 'constant-vus') {
     let start: number;
@@ -224,8 +297,33 @@ export function timeOfArrival(plan: Pick<Plan, 'start' | 'stages'> & { totalMs: 
   return hi;
 }
 
-/** How many of `total` items (VUs, arrivals) indexed 0.. belong to worker `w` of `n` (round-robin). */
+/** round(a / b) for integers a >= 0, b > 0, halves up, without floating-point error. */
+function roundDiv(a: number, b: number): number {
+  return Math.floor((2 * a + b) / (2 * b));
+}
+
+/**
+ * How many of `total` items (VUs, arrivals, iterations) belong to worker `w` of `n`: k6's execution
+ * segment rule, round(N * to) - round(N * from) with the segment [w/n, (w+1)/n]. The shares of all
+ * workers always sum to exactly N, for any N.
+ */
 export function shareOf(total: number, w: number, n: number): number {
+  const N = Math.max(0, Math.floor(total));
+  return roundDiv(N * (w + 1), n) - roundDiv(N * w, n);
+}
+
+/** The first item index (0-based, global) of worker w's contiguous range of `total` (shared-iterations). */
+export function segmentStart(total: number, w: number, n: number): number {
+  return roundDiv(Math.max(0, Math.floor(total)) * w, n);
+}
+
+/**
+ * How many of the first `total` items of a sequence that grows over time (arrivals, the VUs of a
+ * ramp) belong to worker w of n. The items are striped, item j to worker j mod n: k6's execution
+ * segment sequence for equal segments. Unlike the rounded share of a fixed total, this never shrinks
+ * for one worker while the total grows, so no VU is stopped on one worker to start on another.
+ */
+export function stripeShare(total: number, w: number, n: number): number {
   return Math.max(0, Math.floor((Math.floor(total) - w + n - 1) / n));
 }
 
@@ -247,4 +345,52 @@ export function userTypePattern(weights: number[], length = 1000): number[] {
     out.push(best);
   }
   return out;
+}
+
+/**
+ * All scenarios of a run (k6's `scenarios`): each named one with its own executor, startTime, tags and
+ * user types; or the single `load` (and command-line overrides) as the scenario "default".
+ */
+export function planScenarios(
+  def: { load?: LoadOptions; scenarios?: Record<string, unknown>; users: Array<{ name: string }> },
+  overrides: LoadOverrides = {},
+): ScenarioPlan[] {
+  const all = def.users.map((_, i) => i);
+  if (def.scenarios === undefined)
+    return [{ name: 'default', plan: planLoad(def.load, overrides), startMs: 0, tags: {}, users: all }];
+  if (def.load !== undefined)
+    throw new UsageError('load and scenarios cannot be combined: put the load in a scenario', 'BULWARK_E_SCENARIO');
+  if (overrides.users !== undefined || overrides.spawnRate !== undefined)
+    throw new UsageError('--users/--spawn-rate cannot replace named scenarios', 'BULWARK_E_SCENARIO');
+  if (!def.scenarios || typeof def.scenarios !== 'object' || Object.keys(def.scenarios).length === 0)
+    throw new UsageError('scenarios must map names to loads: { name: { executor, ... } }', 'BULWARK_E_SCENARIO');
+  return Object.entries(def.scenarios).map(([name, raw]) => {
+    const where = `scenarios.${name}`;
+    if (!/^[\w.-]+$/.test(name))
+      throw new UsageError(`${where}: a scenario name is letters, digits, _ . -`, 'BULWARK_E_SCENARIO');
+    if (!raw || typeof raw !== 'object') throw new UsageError(`${where} must be a load object`, 'BULWARK_E_SCENARIO');
+    const { startTime, tags, users, ...load } = raw as Record<string, unknown>;
+    const startMs = startTime === undefined ? 0 : parseDuration(startTime as string, `${where}.startTime`);
+    if (
+      tags !== undefined &&
+      (typeof tags !== 'object' || Object.values(tags as object).some((v) => typeof v !== 'string'))
+    )
+      throw new UsageError(`${where}.tags must map names to strings`, 'BULWARK_E_SCENARIO');
+    let indexes = all;
+    if (users !== undefined) {
+      if (!Array.isArray(users) || users.length === 0)
+        throw new UsageError(`${where}.users must be a non-empty list of user type names`, 'BULWARK_E_SCENARIO');
+      indexes = users.map((u) => {
+        const i = def.users.findIndex((t) => t.name === u);
+        if (i === -1)
+          throw new UsageError(
+            `${where}.users: no user type "${String(u)}" (declared: ${def.users.map((t) => t.name).join(', ')})`,
+            'BULWARK_E_SCENARIO',
+          );
+        return i;
+      });
+    }
+    const plan = planLoad(load as unknown as LoadOptions, { duration: overrides.duration }, where);
+    return { name, plan, startMs, tags: { ...(tags as Record<string, string>), scenario: name }, users: indexes };
+  });
 }

@@ -65,6 +65,43 @@ function downsample(points: Summary['timeline'], max = 1500): Summary['timeline'
   return out;
 }
 
+const ENDPOINT_COLORS = ['#1a73e8', '#ea4335', '#34a853', '#fbbc04', '#673ab7', '#00897b', '#f06292', '#795548'];
+
+/**
+ * p95 latency per second of the busiest endpoints, on one x axis (null where an endpoint had no
+ * request that second), at most `max` points: long runs keep the worst p95 of neighbouring seconds.
+ */
+export function endpointLatencySeries(
+  s: Pick<Summary, 'endpointTimeline' | 'endpoints'>,
+  top = 8,
+  max = 1500,
+): { t: number[]; series: Array<{ label: string; p95: Array<number | null> }> } {
+  const timeline = s.endpointTimeline ?? {};
+  const busiest = Object.keys(timeline)
+    .map((k) => ({ k, n: timeline[k]!.reduce((a, p) => a + p.rps, 0) }))
+    .sort((a, b) => b.n - a.n)
+    .slice(0, top)
+    .map((e) => e.k);
+  const seconds = [...new Set(busiest.flatMap((k) => timeline[k]!.map((p) => p.t)))].sort((a, b) => a - b);
+  const step = Math.max(1, Math.ceil(seconds.length / max));
+  const t: number[] = [];
+  for (let i = 0; i < seconds.length; i += step) t.push(seconds[Math.min(seconds.length, i + step) - 1]!);
+  const series = busiest.map((label) => {
+    const at = new Map(timeline[label]!.map((p) => [p.t, p.p95]));
+    const p95: Array<number | null> = [];
+    for (let i = 0; i < seconds.length; i += step) {
+      let worst: number | null = null;
+      for (const sec of seconds.slice(i, i + step)) {
+        const v = at.get(sec);
+        if (v !== undefined && (worst === null || v > worst)) worst = v;
+      }
+      p95.push(worst);
+    }
+    return { label, p95 };
+  });
+  return { t, series };
+}
+
 /**
  * One self-contained HTML file: uPlot and the data are inlined, so the report opens from a mail
  * attachment or a CI artifact with no network. Tables are plain HTML (readable without scripts).
@@ -81,6 +118,18 @@ export function renderHtml(s: Summary, title = 'Bulwark load test'): string {
     p99: tl.map((p) => p.p99),
     vus: tl.map((p) => p.vus),
   };
+  const perEndpoint = endpointLatencySeries(s);
+  const run = s.run;
+  const runRows: Array<[string, string]> = run
+    ? [
+        ['started', run.startedAt],
+        ['scenario file', run.scenarioFile ?? '(defined in code)'],
+        ['host', run.host ?? '(absolute URLs)'],
+        ['Bulwark version', run.bulwarkVersion],
+        ['load machine', run.machine],
+        ...(run.commandLine ? [['command line', run.commandLine] as [string, string]] : []),
+      ]
+    : [];
   const crossed = s.thresholds.filter((t) => !t.ok).length;
   const verdict =
     s.thresholds.length === 0 ? 'no thresholds' : crossed ? `${crossed} threshold(s) crossed` : 'all thresholds passed';
@@ -108,7 +157,9 @@ th:first-child,td:first-child{text-align:left}th{background:#f6f6f6}
 <div class="card">max VUs<b>${s.vusMax}</b></div>
 </div>
 <h2>Over time</h2>
-<div class="charts"><div id="chart-rps"></div><div id="chart-latency"></div><div id="chart-errors"></div><div id="chart-vus"></div></div>
+<div class="charts"><div id="chart-rps"></div><div id="chart-latency"></div><div id="chart-errors"></div><div id="chart-vus"></div>${
+    perEndpoint.series.length ? '<div id="chart-endpoints"></div>' : ''
+  }</div>
 <h2>Endpoints</h2>
 ${tableHtml(
   'endpoints',
@@ -143,6 +194,7 @@ ${
       )
     : '<p id="errors">no errors</p>'
 }
+${runRows.length ? `<h2>Run</h2>${tableHtml('run', ['', ''], runRows)}` : ''}
 <h2>Metrics</h2>
 ${tableHtml(
   'metrics',
@@ -158,6 +210,7 @@ ${tableHtml(
 <script>${js}</script>
 <script>
 const D = ${JSON.stringify(data)};
+const E = ${JSON.stringify(perEndpoint)};
 function chart(el, title, series, ys) {
   const width = Math.min(560, document.getElementById(el).parentElement.clientWidth || 560);
   new uPlot({ title, width, height: 240, scales: { x: { time: false } }, axes: [{ label: 'seconds' }, {}],
@@ -167,6 +220,15 @@ chart('chart-rps', 'Requests per second', [{ label: 'req/s', stroke: '#1a73e8' }
 chart('chart-latency', 'Latency (ms)', [{ label: 'p50', stroke: '#34a853' }, { label: 'p95', stroke: '#fbbc04' }, { label: 'p99', stroke: '#ea4335' }], [D.p50, D.p95, D.p99]);
 chart('chart-errors', 'Failed requests per second', [{ label: 'errors', stroke: '#b3261e' }], [D.errors]);
 chart('chart-vus', 'Virtual users', [{ label: 'VUs', stroke: '#673ab7' }], [D.vus]);
+if (E.series.length) {
+  const colors = ${JSON.stringify(ENDPOINT_COLORS)};
+  const el = document.getElementById('chart-endpoints');
+  const width = Math.min(560, el.parentElement.clientWidth || 560);
+  new uPlot({ title: 'p95 latency per endpoint (ms)', width, height: 240, scales: { x: { time: false } },
+    axes: [{ label: 'seconds' }, {}],
+    series: [{ label: 's' }, ...E.series.map((x, i) => ({ label: x.label, stroke: colors[i % colors.length], spanGaps: false }))] },
+    [E.t, ...E.series.map((x) => x.p95)], el);
+}
 document.body.dataset.rendered = 'true';
 </script>
 </body></html>

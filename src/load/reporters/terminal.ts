@@ -1,6 +1,6 @@
 import { relative } from 'node:path';
 import { formatDuration } from '../../config/duration.js';
-import type { Plan } from '../executors/plan.js';
+import type { Plan, ScenarioPlan } from '../executors/plan.js';
 import type { Progress } from '../runner.js';
 import type { LatencyMs, Summary } from '../summary.js';
 
@@ -119,29 +119,44 @@ function statusLine(p: Progress): string {
   return `${formatDuration(p.elapsedMs)} elapsed, ${formatDuration(remaining)} left | VUs ${p.aggregate.currentVus()} | ${r.rps.toFixed(0)} req/s | p95 ${ms(r.p95)} | errors ${pct(r.errorRate)}`;
 }
 
+/** "constant-vus, up to 3 VUs, 10m" */
+export function describePlan(plan: Plan): string {
+  const peak = Math.max(plan.start, ...plan.stages.map((s) => s.target));
+  let what: string;
+  if (plan.kind === 'closed') what = `up to ${Math.ceil(peak)} VUs`;
+  else if (plan.kind === 'open') what = `up to ${Number(peak.toFixed(2))} iterations/s, max ${plan.maxVUs} VUs`;
+  else if (plan.kind === 'iterations')
+    what = `${plan.iterations} iterations${plan.executor === 'per-vu-iterations' ? ' per VU' : ''}, ${plan.vus} VUs`;
+  else what = 'users from the shape function';
+  const length = plan.kind === 'iterations' || plan.kind === 'shape' ? 'at most ' : '';
+  return `${plan.executor}, ${what}, ${length}${formatDuration(plan.totalMs)}`;
+}
+
 /**
  * Live progress on stderr: on a TTY one line redrawn every second; otherwise (CI logs) one plain line
  * every 5 s, so logs stay readable.
  */
 export function liveView(stream: NodeJS.WriteStream = process.stderr): {
-  onStart(info: { plan: Plan; workers: number; file?: string; typecheck?: string }): void;
+  onStart(info: { plan: Plan; plans?: ScenarioPlan[]; workers: number; file?: string; typecheck?: string }): void;
   onProgress(p: Progress): void;
   end(): void;
 } {
   const tty = Boolean(stream.isTTY);
   let lastPlain = 0;
   return {
-    onStart({ plan, workers, file, typecheck }) {
-      const peak = Math.max(plan.start, ...plan.stages.map((s) => s.target));
-      const what =
-        plan.kind === 'closed'
-          ? `up to ${Math.ceil(peak)} VUs`
-          : `up to ${Number(peak.toFixed(2))} iterations/s, max ${plan.maxVUs} VUs`;
+    onStart({ plan, plans, workers, file, typecheck }) {
       const where = workers > 1 ? ` on ${workers} workers` : '';
       const cached = typecheck === 'cached' ? ' (type-check cached: unchanged since it passed)' : '';
-      stream.write(
-        `running ${file ? relative(process.cwd(), file) || file : 'scenario'}: ${plan.executor}, ${what}, ${formatDuration(plan.totalMs)}${where}${cached}\n`,
-      );
+      const named = plans && (plans.length > 1 || plans[0]?.name !== 'default');
+      const what = named
+        ? plans
+            .map(
+              (sp) =>
+                `${sp.name} (${describePlan(sp.plan)}${sp.startMs ? `, from ${formatDuration(sp.startMs)}` : ''})`,
+            )
+            .join('; ')
+        : describePlan(plan);
+      stream.write(`running ${file ? relative(process.cwd(), file) || file : 'scenario'}: ${what}${where}${cached}\n`);
     },
     onProgress(p) {
       if (tty) {
