@@ -271,6 +271,20 @@ ${servers}
     expect(primary).toBe(next);
   });
 
+  it('partition of a replica host (one etcd member and one replica cut off): no failover, the primary keeps serving', async () => {
+    const [primary] = await c.writable();
+    const cut = c.hosts.find((h) => h !== primary)!;
+    c.net.partition(cut);
+    try {
+      await new Promise((r) => setTimeout(r, TTL_SECONDS * 2000));
+      expect((await c.writable()).map((h) => h.name)).toEqual([primary!.name]);
+      await writeThroughPool('replica host partitioned');
+    } finally {
+      c.net.heal(cut);
+    }
+    expect(await c.waitHealthy(60_000)).toBe(primary);
+  });
+
   it('one etcd member frozen: no failover, the primary keeps serving', async () => {
     const [primary] = await c.writable();
     // freeze the member on the primary's own host: its agent must use the other two
@@ -331,8 +345,16 @@ ${servers}
       const r = await runCli(['cluster', 'tag', ...etcdArgs(), '--name', h.name, '--nofailover']);
       expect(r.code, r.stderr).toBe(0);
     }
-    // the agents read the tags on their next loop
-    await new Promise((r) => setTimeout(r, 1500));
+    // the agents read the tags on their next loop and publish them in their member keys
+    await waitFor(
+      'both replicas publishing nofailover',
+      async () => {
+        const r = await runCli(['cluster', 'members', ...etcdArgs(), '--json']);
+        const members = JSON.parse(r.stdout).members as Array<{ name: string; nofailover: boolean }>;
+        return replicas.every((h) => members.find((m) => m.name === h.name)?.nofailover);
+      },
+      20_000,
+    );
     await c.stopAgent(old!);
     // the leader key is released at once: wait well past the TTL, nobody may take it
     await new Promise((r) => setTimeout(r, TTL_SECONDS * 2000));
@@ -382,7 +404,14 @@ ${servers}
   it('cluster pause: a crashed primary is not restarted until resume', async () => {
     const [primary] = await c.writable();
     expect((await runCli(['cluster', 'pause', ...etcdArgs()])).code).toBe(0);
-    await new Promise((r) => setTimeout(r, 1500));
+    await waitFor(
+      'the primary agent reporting paused',
+      async () => {
+        const res = await fetch(`http://${primary!.addr}:${API_PORT}/`, { signal: AbortSignal.timeout(2000) });
+        return ((await res.json()) as { paused: boolean }).paused;
+      },
+      20_000,
+    );
     c.killPostgres(primary!);
     await new Promise((r) => setTimeout(r, 3000));
     expect(postmasterPid(c.dataDir(primary!))).toBeNull();
