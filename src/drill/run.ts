@@ -38,6 +38,33 @@ export interface DrillOptions {
   onEvent?: (e: DrillEvent) => void;
 }
 
+/** A probe as Chaos Toolkit's journal records it (activity, output, status, tolerance_met). */
+export interface JournalProbe {
+  activity: { type: 'probe'; name: string; tolerance: string };
+  output: number | boolean | null;
+  status: 'succeeded' | 'failed';
+  tolerance_met: boolean;
+}
+
+/** A steady state as Chaos Toolkit's journal records it. */
+export interface JournalSteadyState {
+  steady_state_met: boolean;
+  probes: JournalProbe[];
+}
+
+export function journalSteadyState(s: SteadyState): JournalSteadyState {
+  return {
+    steady_state_met: s.steady_state_met,
+    probes: s.probes.map((p) => ({
+      activity: { type: 'probe', name: p.name, tolerance: p.threshold },
+      output: p.value,
+      // the probe ran; whether its value is within tolerance is tolerance_met (as in Chaos Toolkit)
+      status: p.value === null ? 'failed' : 'succeeded',
+      tolerance_met: p.met,
+    })),
+  };
+}
+
 /** Chaos Toolkit's journal field names plus Bulwark's measured fields. */
 export interface DrillJournal {
   'chaoslib-version': null;
@@ -48,7 +75,7 @@ export interface DrillJournal {
     title: string;
     description: string;
     configuration: { sync: boolean; rate: number; steadyMs: number; steps: StepName[]; replicaLagMs: number };
-    'steady-state-hypothesis': { title: string; probes: Array<{ name: string; tolerance: string }> };
+    'steady-state-hypothesis': { title: string; probes: Array<{ type: 'probe'; name: string; tolerance: string }> };
     method: Array<{ type: 'action'; name: StepName; title: string; hypothesis: string }>;
   };
   start: string;
@@ -58,9 +85,9 @@ export interface DrillJournal {
   status: 'completed' | 'failed' | 'interrupted';
   deviated: boolean;
   steady_states: {
-    before: SteadyState | null;
-    after: SteadyState | null;
-    during: Array<{ step: StepName; before: SteadyState; after: SteadyState }>;
+    before: JournalSteadyState | null;
+    after: JournalSteadyState | null;
+    during: Array<{ step: StepName; before: JournalSteadyState; after: JournalSteadyState }>;
   };
   run: Array<{
     activity: { type: 'action'; name: StepName; title: string; hypothesis: string };
@@ -68,7 +95,12 @@ export interface DrillJournal {
     start: string;
     end: string;
     duration: number;
-    output: { probes: Probe[]; measured: StepResult['measured']; traffic: StepResult['traffic']; log: string[] };
+    output: {
+      probes: JournalProbe[];
+      measured: StepResult['measured'];
+      traffic: StepResult['traffic'];
+      log: string[];
+    };
     exception?: string;
   }>;
   rollbacks: [];
@@ -160,7 +192,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
   };
   const start = new Date();
   const results: StepResult[] = [];
-  const during: DrillJournal['steady_states']['during'] = [];
+  const during: Array<{ step: StepName; before: SteadyState; after: SteadyState }> = [];
   const faults: DrillJournal['faults'] = [];
   let before: SteadyState | null = null;
   let after: SteadyState | null = null;
@@ -300,6 +332,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
       'steady-state-hypothesis': {
         title: 'the shop takes orders and serves pages without a failed request',
         probes: steadyProbes(new DrillTraffic({ url: '', rate })).map((p) => ({
+          type: 'probe' as const,
           name: p.name,
           tolerance: p.threshold,
         })),
@@ -316,14 +349,27 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
     duration: (end.getTime() - start.getTime()) / 1000,
     status,
     deviated: !ok,
-    steady_states: { before, after, during },
+    steady_states: {
+      before: before && journalSteadyState(before),
+      after: after && journalSteadyState(after),
+      during: during.map((d) => ({
+        step: d.step,
+        before: journalSteadyState(d.before),
+        after: journalSteadyState(d.after),
+      })),
+    },
     run: results.map((r) => ({
       activity: { type: 'action', name: r.step, title: r.title, hypothesis: r.hypothesis },
       status: r.error ? 'failed' : 'succeeded',
       start: r.start,
       end: r.end,
       duration: r.duration,
-      output: { probes: r.probes, measured: r.measured, traffic: r.traffic, log: r.log },
+      output: {
+        probes: journalSteadyState({ steady_state_met: true, probes: r.probes }).probes,
+        measured: r.measured,
+        traffic: r.traffic,
+        log: r.log,
+      },
       ...(r.error ? { exception: r.error } : {}),
     })),
     rollbacks: [],

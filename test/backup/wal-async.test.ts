@@ -49,6 +49,19 @@ describe('wal push --async (background pusher)', () => {
     install?.remove();
   });
 
+  it('wal archive-command prints the pusher line by default, the one-push-per-segment line with --sync', async () => {
+    const def = await bulwark(install.bin, ['wal', 'archive-command', '--repo', uri]);
+    expect(def.code, def.stderr).toBe(0);
+    expect(def.stdout).toMatch(/wal push "\$1" --async/);
+    expect(def.stdout).toMatch(/rm "\$3\/ok\/\$2"/);
+    const sync = await bulwark(install.bin, ['wal', 'archive-command', '--sync', '--repo', uri]);
+    expect(sync.code, sync.stderr).toBe(0);
+    expect(sync.stdout).toMatch(/wal push "%p" --repo/);
+    expect(sync.stdout).not.toMatch(/--async/);
+    const both = await bulwark(install.bin, ['wal', 'archive-command', '--sync', '--async', '--repo', uri]);
+    expect(both.code).toBe(2);
+  });
+
   it('archives a burst of segments through the pusher, every one verified, and PITR --to-latest replays them', async () => {
     const b = await bulwark(install.bin, ['backup', 'create', '--repo', uri, '--pg', pg.url]);
     expect(b.code, b.stderr).toBe(0);

@@ -40,6 +40,8 @@ describe('bulwark drill (real cluster, router, shop, load)', () => {
     expect(j).toMatchObject({ status: 'completed', deviated: false, rollbacks: [] });
     expect(j.steady_states.before?.steady_state_met).toBe(true);
     expect(j.steady_states.after?.steady_state_met).toBe(true);
+    expect(j.steady_states.before?.probes[0]).toMatchObject({ activity: { type: 'probe' }, tolerance_met: true });
+    expect(j.run.every((a) => a.output.probes.length > 0 && a.output.probes.every((p) => p.tolerance_met))).toBe(true);
     expect(j.steady_states.during.map((d) => d.step)).toEqual([
       'backup',
       'failover',

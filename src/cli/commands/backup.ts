@@ -601,11 +601,16 @@ export function registerBackupCommands(program: Command): void {
     wal
       .command('archive-command')
       .description('print the archive_command line for postgresql.conf (absolute paths of this node and bulwark)')
-      .option('--async', 'confirm from the background pusher with a shell step (no Node start for pushed segments)')
+      .option(
+        '--async',
+        'the default: a background pusher stores and verifies segments ahead, a shell step confirms them (no Node start per segment)',
+      )
+      .option('--sync', 'one `bulwark wal push` (a Node start) per segment instead')
       .option('--parallel <n>', '--async: segments pushed at once', intArg('--parallel', 1), 2)
       .option('--spool <dir>', '--async: spool folder (default: in the temp folder, one per repository)'),
     { encoding: true },
   ).action(async (opts) => {
+    if (opts.async && opts.sync) throw new UsageError('wal archive-command: give --async or --sync, not both');
     const repoUri = opts.repo ?? process.env.BULWARK_REPO;
     if (!repoUri)
       throw new UsageError('wal archive-command: pass --repo (the line must name the repository)', 'BULWARK_E_REPO');
@@ -617,7 +622,9 @@ export function registerBackupCommands(program: Command): void {
       .filter(Boolean)
       .join(' ');
     let line: string;
-    if (!opts.async) line = `${selfCommand()} wal push "%p" ${extra ? `${extra} ` : ''}--repo ${shellQuote(repoUri)}`;
+    // the default is the pusher's line: bench/backup measured it at 0.82x pgBackRest's archive-push per
+    // segment where the plain one costs 1.78x (a Node start each)
+    if (opts.sync) line = `${selfCommand()} wal push "%p" ${extra ? `${extra} ` : ''}--repo ${shellQuote(repoUri)}`;
     else {
       const { createHash } = await import('node:crypto');
       const spool =
