@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -282,6 +282,22 @@ ${servers}
     } finally {
       c.net.heal(cut);
     }
+    expect(await c.waitHealthy(60_000)).toBe(primary);
+  });
+
+  it('a former primary that pg_rewind cannot repair (pg_control gone) is cloned again with pg_basebackup', async () => {
+    const [primary] = await c.writable();
+    const victim = c.hosts.find((h) => h !== primary)!;
+    await c.stopAgent(victim);
+    // make it look like a fenced former primary whose folder pg_rewind cannot read
+    rmSync(join(c.dataDir(victim), 'global', 'pg_control'));
+    writeFileSync(join(c.dataDir(victim), 'bulwark.rewind'), 'test\n');
+    c.startAgent(victim);
+    await waitFor(
+      'the re-clone log line',
+      async () => c.agentLog(victim).includes(`rejoined as a replica of ${primary!.name} (clone)`),
+      60_000,
+    );
     expect(await c.waitHealthy(60_000)).toBe(primary);
   });
 

@@ -174,6 +174,32 @@ export default scenario({
   });
 });
 
+describe('time waiting for a free connection is not latency (defect 5)', () => {
+  it('a request queued behind 6 busy connections records only its own exchange', async () => {
+    // Six requests hold all 6 connections to the origin for 1 s; the seventh waits for one, then the
+    // server answers it at once. Its duration must be its own exchange, not the 1 s in the queue.
+    const r = await run(
+      'queued.ts',
+      `import { scenario, user } from 'bulwark';
+export default scenario({
+  users: [user('Q', { tasks: [async (vu) => {
+    if (vu.iteration > 1) return vu.sleep(0.3);
+    const held = Array.from({ length: 6 }, () => ({ url: '/slow?ms=1000', options: { name: 'held' } }));
+    await vu.http.batch([...held, { url: '/slow?ms=0', options: { name: 'queued' } }]);
+  }] })],
+  load: { vus: 1, duration: '1s', gracefulStop: '5s' },
+});
+`,
+    );
+    expect(r.code).toBe(0);
+    expect(maxInFlight).toBe(6);
+    const byName = Object.fromEntries(r.summary.endpoints.map((e: { name: string }) => [e.name, e]));
+    expect(byName.held.latencyMs.min).toBeGreaterThanOrEqual(1000);
+    expect(byName.queued.requests).toBe(1);
+    expect(byName.queued.latencyMs.max).toBeLessThan(1000);
+  });
+});
+
 describe('redirects (defect 7)', () => {
   it('are followed by default (each hop recorded), up to 10', async () => {
     const r = await run(
