@@ -99,6 +99,27 @@ export interface DrillSystem {
   start(initial: Release): Promise<void>;
   /** Stop what the drill started; one line per thing. Never throws. */
   stop(): Promise<string[]>;
+  /** A configured cluster's failover parts (the embedded environment's come from its own monitor). */
+  readonly failover?: FailoverParts;
+}
+
+/** A failover as the drill saw it: the new primary, and the monitor's timings when it reports them. */
+export interface FailoverSeen {
+  to: string;
+  durationMs: number | null;
+  promoteMs: number | null;
+}
+
+/** What the failover step needs: a local cluster folder it can kill a node of, and who fails it over. */
+export interface FailoverParts {
+  /** Local cluster folder (crashNode signals the processes of its nodes). */
+  pgDir: string;
+  /** Routing pool over the cluster's nodes (the RPO query goes to whichever is primary). */
+  pool: ClusterPool;
+  /** Called right before the kill of `from`: resolves when another node is primary. */
+  watchFailover(from: string): Promise<FailoverSeen>;
+  /** True once `node` streams again as a replica. */
+  rejoined(node: string): boolean;
 }
 
 /**

@@ -7,7 +7,7 @@ export const DrillErrorCodes = {
   },
   BULWARK_E_DRILL_TARGET: {
     exit: ExitCode.usage,
-    doc: '`bulwark drill --config`: a target is not local (pass --yes-i-mean-it), the drill section is missing or incomplete, or a step cannot run against a configured system',
+    doc: '`bulwark drill --config`: a target is not local (pass --yes-i-mean-it), the drill section is missing or incomplete, a step cannot run against a configured system, or no monitor runs on the cluster for the failover step',
   },
 } as const;
 registerErrorCodes(DrillErrorCodes);

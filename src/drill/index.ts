@@ -13,6 +13,7 @@ export {
   type DrillTarget,
   isLocalHost,
   requireBackupParts,
+  requireRunningMonitor,
   targetFromConfig,
   targetHosts,
 } from './target.js';

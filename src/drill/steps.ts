@@ -2,12 +2,20 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { physicalBackup, physicalRestore } from '../backup/index.js';
-import { crashNode } from '../cluster/index.js';
+import { crashNode, readState } from '../cluster/index.js';
 import { ORDERS_TABLE_SQL } from '../demo/index.js';
 import { run } from '../lib/child.js';
 import { freePort } from '../lib/net.js';
 import { POSTGRES_USER, pgBin } from '../lib/postgres.js';
-import { bulwarkCommand, type DrillEnvironment, type DrillSystem, type Release, shellArg } from './environment.js';
+import {
+  bulwarkCommand,
+  type DrillEnvironment,
+  type DrillSystem,
+  type FailoverParts,
+  type FailoverSeen,
+  type Release,
+  shellArg,
+} from './environment.js';
 import { DrillError } from './errors.js';
 import { atMost, below, isTrue, lostOrders, orderKey, writeGapMs } from './hypothesis.js';
 import type { DrillTraffic } from './traffic.js';
@@ -114,6 +122,22 @@ function embedded(env: DrillEnvironment | undefined): DrillEnvironment {
   return env;
 }
 
+/** The failover step's parts: the configured system's (the user's monitor), else the embedded ones. */
+function failoverParts(c: StepContext): FailoverParts {
+  if (c.system.failover) return c.system.failover;
+  const env = embedded(c.env);
+  const monitor = env.monitor!;
+  return {
+    pgDir: env.pgDir,
+    pool: env.pool!,
+    watchFailover: () =>
+      new Promise<FailoverSeen>((resolve) =>
+        monitor.once('failover', (e: { to: string; durationMs: number; promoteMs: number }) => resolve(e)),
+      ),
+    rejoined: (node) => monitor.topology().nodes.some((n) => n.name === node && n.role === 'replica' && n.streaming),
+  };
+}
+
 export const STEPS: Record<StepName, StepSpec> = {
   backup: {
     hypothesis: () =>
@@ -151,10 +175,12 @@ export const STEPS: Record<StepName, StepSpec> = {
   failover: {
     hypothesis: ({ sync }) =>
       `after kill -9 of the primary, writes resume within ${WRITE_GAP_LIMIT_MS / 1000} s and no acknowledged order is lost${sync ? ' (synchronous replication)' : ' (asynchronous replication)'}`,
-    async run({ env: maybeEnv, traffic, log, signal, replicaLagMs }) {
-      const env = embedded(maybeEnv);
-      const primary = env.primary();
-      const monitor = env.monitor!;
+    async run(c) {
+      const { traffic, log, signal, replicaLagMs } = c;
+      const parts = failoverParts(c);
+      const primaryName = readState(parts.pgDir)?.primary;
+      if (!primaryName) throw new DrillError('BULWARK_E_DRILL', `${parts.pgDir}: the cluster has no primary`);
+      const primary = { name: primaryName };
       let paused: number[] = [];
       if (replicaLagMs) {
         // The primary stops sending WAL while it keeps acknowledging commits: in async mode those
@@ -171,17 +197,17 @@ export const STEPS: Record<StepName, StepSpec> = {
           throw err;
         });
       }
-      const failover = new Promise<{ to: string; durationMs: number; promoteMs: number }>((resolve) =>
-        monitor.once('failover', resolve),
-      );
+      const failover = parts.watchFailover(primary.name);
       const killAt = Date.now();
-      const pids = crashNode(env.pgDir, primary.name);
+      const pids = crashNode(parts.pgDir, primary.name);
       if (!pids.length) throw new DrillError('BULWARK_E_DRILL', `${primary.name} was not running`);
       log(`SIGKILL to ${pids.length} processes of ${primary.name} (the primary)`);
       const entry = await Promise.race([failover, pause(60_000, signal).then(() => undefined)]);
       if (!entry) throw new DrillError('BULWARK_E_DRILL', `the monitor did not fail over within 60 s`);
       log(
-        `monitor promoted ${entry.to} (${entry.durationMs} ms from the first failed probe, promotion ${entry.promoteMs} ms)`,
+        entry.durationMs === null
+          ? `the cluster's monitor promoted ${entry.to} (seen in the cluster state)`
+          : `monitor promoted ${entry.to} (${entry.durationMs} ms from the first failed probe, promotion ${entry.promoteMs} ms)`,
       );
       const resumed = await waitUntil(() => traffic.acks.some((a) => a.at > killAt), 30_000, signal);
       const gap = resumed
@@ -197,7 +223,7 @@ export const STEPS: Record<StepName, StepSpec> = {
       );
       // RPO: every order the shop acknowledged so far must be on the new primary
       const acks = [...traffic.acks];
-      const r = await env.pool!.query('SELECT id, client_ref FROM orders WHERE id = ANY($1::bigint[])', [
+      const r = await parts.pool.query('SELECT id, client_ref FROM orders WHERE id = ANY($1::bigint[])', [
         acks.map((a) => a.id),
       ]);
       const lostKeys = new Set(
@@ -211,11 +237,7 @@ export const STEPS: Record<StepName, StepSpec> = {
       log(
         `${acks.length} acknowledged orders checked on ${entry.to}: ${lost.length} missing${lost.length ? ` (ids ${lost.slice(0, 10).join(', ')}${lost.length > 10 ? ', ...' : ''})` : ''}`,
       );
-      const rejoined = await waitUntil(
-        () => monitor.topology().nodes.some((n) => n.name === primary.name && n.role === 'replica' && n.streaming),
-        60_000,
-        signal,
-      );
+      const rejoined = await waitUntil(() => parts.rejoined(primary.name), 60_000, signal);
       const rejoinS = (Date.now() - killAt) / 1000;
       log(
         rejoined

@@ -1,4 +1,7 @@
+import { existsSync, readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
+import { dirname, join, resolve } from 'node:path';
+import { readSpec } from '../cluster/index.js';
 import type { BulwarkConfig } from '../config/schema.js';
 import { DrillError } from './errors.js';
 import type { StepName } from './types.js';
@@ -16,6 +19,9 @@ export interface DrillTarget {
   /** S3 options of the backup section (endpoint, region...). */
   s3?: { endpoint?: string; region?: string; forcePathStyle?: boolean; sse?: 'AES256' | 'aws:kms'; kmsKeyId?: string };
   rate?: number;
+  /** Local cluster folder (cluster.dir) for the failover step, and the host its nodes listen on. */
+  clusterDir?: string;
+  clusterHost?: string;
 }
 
 /**
@@ -24,25 +30,30 @@ export interface DrillTarget {
  * against someone's staging those actions need parts the config does not describe today.
  */
 export const CONFIGURED_STEP_REFUSALS: Partial<Record<StepName, string>> = {
-  failover:
-    "kill -9 of the primary needs the drill's own failover monitor on a cluster it can signal; against a configured cluster it would race your own monitor",
   'bad-release': 'the config names no bad release of your app (the embedded drill builds one of the demo shop)',
   'good-release': 'the config names no release of your app to deploy (the embedded drill builds one of the demo shop)',
   pitr: "dropping a table in your database and copying it back needs your table's schema, which the config does not describe",
 };
 
-/** Steps a configured drill runs: `backup` only, for now (see CONFIGURED_STEP_REFUSALS). */
-export const CONFIGURED_STEPS: StepName[] = ['backup'];
+/** Steps a configured drill can run: `backup`, and `failover` when the config names a cluster folder. */
+export const CONFIGURED_STEPS: StepName[] = ['backup', 'failover'];
+
+const NO_CLUSTER_DIR =
+  'kill -9 of the primary needs a local cluster folder (cluster.dir) whose processes the drill can signal';
 
 /**
- * The steps of `bulwark drill --config`: all supported ones when none were chosen; a chosen step that
- * cannot run against a configured system is refused up front, with the reason.
+ * The steps of `bulwark drill --config`: all the config supports when none were chosen; a chosen step
+ * that cannot run against it is refused up front, with the reason.
  */
-export function configuredSteps(chosen: StepName[] | undefined, file: string): StepName[] {
-  if (!chosen) return [...CONFIGURED_STEPS];
+export function configuredSteps(
+  chosen: StepName[] | undefined,
+  t: Pick<DrillTarget, 'file' | 'clusterDir'>,
+): StepName[] {
+  const supported = CONFIGURED_STEPS.filter((s) => s !== 'failover' || t.clusterDir);
+  if (!chosen) return supported;
   for (const step of chosen) {
-    const why = CONFIGURED_STEP_REFUSALS[step];
-    if (why) throw new DrillError('BULWARK_E_DRILL_TARGET', `${file}: step ${step} cannot run with --config: ${why}`);
+    const why = step === 'failover' && !t.clusterDir ? NO_CLUSTER_DIR : CONFIGURED_STEP_REFUSALS[step];
+    if (why) throw new DrillError('BULWARK_E_DRILL_TARGET', `${t.file}: step ${step} cannot run with --config: ${why}`);
   }
   return chosen;
 }
@@ -78,6 +89,7 @@ export function targetHosts(t: DrillTarget): Array<{ what: string; host: string;
   const add = (what: string, host: string, hostname = host) => out.push({ what, host, local: isLocalHost(hostname) });
   const shop = new URL(t.url);
   add('shop (drill.url)', shop.host, shop.hostname);
+  if (t.clusterHost !== undefined) add('cluster (cluster.dir)', t.clusterHost);
   if (t.pg)
     for (const h of pgHosts(t.pg, t.file))
       add('database (drill.pg)', h, h.replace(/:\d+$/, '').replace(/^\[|\]$/g, ''));
@@ -120,6 +132,7 @@ export function targetFromConfig(config: BulwarkConfig, file: string): DrillTarg
     repo: d.repo ?? config.backup?.repo,
     s3: config.backup?.s3,
     rate: d.rate,
+    ...clusterOf(config.cluster?.dir, file),
   };
 }
 
@@ -136,4 +149,40 @@ export function requireBackupParts(t: DrillTarget): { pg: string; repo: string }
       `${t.file}: drill.repo (or backup.repo): missing: the backup step needs a repository`,
     );
   return { pg: t.pg, repo: t.repo };
+}
+
+/** The cluster folder of the config (a local file read, nothing contacted) and its nodes' host. */
+function clusterOf(dir: string | undefined, file: string): Pick<DrillTarget, 'clusterDir' | 'clusterHost'> {
+  if (!dir) return {};
+  const abs = resolve(dirname(file), dir);
+  if (!existsSync(join(abs, 'cluster.json')))
+    throw new DrillError('BULWARK_E_DRILL_TARGET', `${file}: cluster.dir: ${abs} holds no cluster (cluster.json)`);
+  return { clusterDir: abs, clusterHost: readSpec(abs).host };
+}
+
+/**
+ * The failover step tests the user's own failover: a monitor must hold the cluster folder's lock
+ * (bulwark cluster monitor --dir ...). The drill never brings a second one (two would race).
+ */
+export function requireRunningMonitor(t: DrillTarget): void {
+  if (!t.clusterDir) return;
+  let pid: number | undefined;
+  try {
+    pid = JSON.parse(readFileSync(join(t.clusterDir, 'monitor.lock'), 'utf8')).pid;
+  } catch {
+    // no lock: no local monitor
+  }
+  let alive = false;
+  if (pid)
+    try {
+      process.kill(pid, 0);
+      alive = true;
+    } catch (err) {
+      alive = (err as NodeJS.ErrnoException).code === 'EPERM';
+    }
+  if (!alive)
+    throw new DrillError(
+      'BULWARK_E_DRILL_TARGET',
+      `${t.file}: step failover: no failover monitor is running on ${t.clusterDir} (start \`bulwark cluster monitor --dir ${t.clusterDir}\`): the drill tests your failover, it does not bring its own`,
+    );
 }

@@ -1,12 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStorage, Repository } from '../../src/backup/index.js';
-import { destroyCluster, initCluster, readSpec } from '../../src/cluster/index.js';
+import { destroyCluster, initCluster, readSpec, readState } from '../../src/cluster/index.js';
 import { CLI, runCli } from '../harness/cli.js';
 
 /** A loopback TCP server that only counts connections: proves the drill contacted nothing. */
@@ -100,6 +100,7 @@ describe('bulwark drill --config: against a local system named in the config', (
   let dir: string;
   let pgDir: string;
   let shop: ChildProcess | undefined;
+  let monitor: ChildProcess | undefined;
   let shopUrl: string;
 
   beforeAll(async () => {
@@ -124,12 +125,38 @@ describe('bulwark drill --config: against a local system named in the config', (
 
   afterAll(async () => {
     shop?.kill('SIGTERM');
+    if (monitor && monitor.exitCode === null) {
+      monitor.kill('SIGTERM');
+      await new Promise((r) => monitor!.once('exit', r));
+    }
     await destroyCluster(pgDir).catch(() => {});
     rmSync(dir, { recursive: true, force: true });
   }, 60_000);
 
-  it('runs the backup step under load against the configured shop, database and repository (exit 0), starts and stops nothing of it', async () => {
+  it('refuses the failover step up front when no monitor runs on the configured cluster (the drill brings none)', async () => {
     const primary = readSpec(pgDir).nodes[0]!;
+    const file = writeConfig(dir, {
+      backup: { pg: `postgresql://postgres@127.0.0.1:${primary.port}/postgres`, repo: `file://${dir}/repo-x` },
+      cluster: { dir: pgDir },
+      drill: { url: shopUrl },
+    });
+    const r = await runCli(['drill', '--config', file, '--steps', 'failover'], { timeoutMs: 30_000 });
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain(`no failover monitor is running on ${pgDir}`);
+  });
+
+  it('runs backup and kill -9 of the primary under load against the configured shop, database, repository and cluster with its own monitor (exit 0), stopping nothing of it', async () => {
+    // the user's own failover monitor, started by the test (as staging would run it), not by the drill
+    monitor = spawn(
+      process.execPath,
+      [CLI, 'cluster', 'monitor', '--dir', pgDir, '--interval', '500ms', '--failures', '3', '--log-format', 'text'],
+      { stdio: 'ignore' },
+    );
+    const lock = join(pgDir, 'monitor.lock');
+    for (let i = 0; i < 100 && !existsSync(lock); i++) await new Promise((r) => setTimeout(r, 100));
+    expect(existsSync(lock)).toBe(true);
+    const primary = readSpec(pgDir).nodes[0]!;
+    expect(readState(pgDir)?.primary).toBe(primary.name);
     const repoDir = join(dir, 'repo');
     const file = writeConfig(dir, {
       backup: {
@@ -137,40 +164,50 @@ describe('bulwark drill --config: against a local system named in the config', (
         pg: `postgresql://postgres:never-printed@127.0.0.1:${primary.port}/postgres`,
         repo: `file://${repoDir}`,
       },
+      cluster: { dir: pgDir },
       drill: { url: shopUrl, rate: 20 },
     });
     const journalFile = join(dir, 'journal.json');
     const r = await runCli(['drill', '--config', file, '--duration', '2s', '--json', journalFile], {
-      timeoutMs: 110_000,
+      timeoutMs: 150_000,
     });
     expect(r.code, r.stderr + r.stdout).toBe(0);
     const journal = JSON.parse(readFileSync(journalFile, 'utf8'));
     expect(journal.status).toBe('completed');
     expect(journal.deviated).toBe(false);
-    expect(journal.experiment.configuration.steps).toEqual(['backup']);
+    expect(journal.experiment.configuration.steps).toEqual(['backup', 'failover']);
     expect(journal.experiment.configuration.target).toEqual({
       file,
       url: shopUrl,
       database: `127.0.0.1:${primary.port}`,
       repository: `file://${repoDir}`,
     });
-    expect(journal.steps).toHaveLength(1);
-    const step = journal.steps[0];
-    expect(step.step).toBe('backup');
-    expect(step.before.steady_state_met).toBe(true);
-    expect(step.after.steady_state_met).toBe(true);
-    expect(step.measured.failedRequests).toBe(0);
-    expect(journal.measured.ordersAcknowledged).toBeGreaterThan(0);
+    const [backup, failover] = journal.steps;
+    expect(backup.step).toBe('backup');
+    expect(backup.before.steady_state_met).toBe(true);
+    expect(backup.measured.failedRequests).toBe(0);
     // the backup the journal names is in the configured repository
     const backups = await new Repository(openStorage(`file://${repoDir}`)).listBackups();
-    expect(backups.map((b: { id: string }) => b.id)).toContain(step.measured.backupId);
-    // the user's shop keeps running: the drill stops only what it started (nothing here)
+    expect(backups.map((b: { id: string }) => b.id)).toContain(backup.measured.backupId);
+    // failover: the user's monitor promoted the replica; the journal says which, with the measured RPO
+    expect(failover.step).toBe('failover');
+    expect(failover.measured.killedNode).toBe(primary.name);
+    expect(failover.measured.newPrimary).toBe(readState(pgDir)?.primary);
+    expect(failover.measured.newPrimary).not.toBe(primary.name);
+    expect(failover.measured.lostOrders).toBe(0);
+    expect(failover.measured.ordersAcknowledged).toBeGreaterThan(0);
+    expect(failover.measured.rtoMs).toBeGreaterThan(0);
+    expect(failover.after.steady_state_met).toBe(true);
+    expect(journal.measured.ordersAcknowledged).toBeGreaterThan(0);
+    // the user's shop and monitor keep running: the drill stops only what it started (its pool)
     expect(journal.cleanup.join('\n')).toMatch(/nothing started/);
+    expect(monitor.exitCode).toBeNull();
     const health = await fetch(`${shopUrl}/health`);
     expect(health.status).toBe(200);
     expect(((await health.json()) as { label: string }).label).toBe('staging');
-    // the orders the drill's load placed went to the configured database
-    const client = new pg.Client({ host: '127.0.0.1', port: primary.port, user: 'postgres', database: 'postgres' });
+    // the orders the drill's load placed are on the (new) primary of the configured cluster
+    const now = readSpec(pgDir).nodes.find((n) => n.name === readState(pgDir)?.primary)!;
+    const client = new pg.Client({ host: '127.0.0.1', port: now.port, user: 'postgres', database: 'postgres' });
     await client.connect();
     try {
       const n = Number((await client.query('SELECT count(*) AS n FROM orders')).rows[0].n);
@@ -179,5 +216,5 @@ describe('bulwark drill --config: against a local system named in the config', (
       await client.end();
     }
     expect(r.stderr + r.stdout + readFileSync(journalFile, 'utf8')).not.toContain('never-printed');
-  }, 120_000);
+  }, 180_000);
 });

@@ -63,10 +63,16 @@ describe('drill --config: which targets are local (pure)', () => {
   });
 
   it('steps a configured system cannot support are refused up front with the reason; default = the supported ones', () => {
-    expect(configuredSteps(undefined, 'f')).toEqual(['backup']);
-    expect(configuredSteps(['backup'], 'f')).toEqual(['backup']);
-    expect(() => configuredSteps(['backup', 'failover'], 'f')).toThrow(/f: step failover cannot run with --config: /);
-    expect(() => configuredSteps(['pitr'], 'f')).toThrow(/schema/);
+    const f = { file: 'f' };
+    const withCluster = { file: 'f', clusterDir: '/c' };
+    expect(configuredSteps(undefined, f)).toEqual(['backup']);
+    expect(configuredSteps(undefined, withCluster)).toEqual(['backup', 'failover']);
+    expect(configuredSteps(['failover'], withCluster)).toEqual(['failover']);
+    expect(() => configuredSteps(['backup', 'failover'], f)).toThrow(
+      /f: step failover cannot run with --config: .*cluster\.dir/,
+    );
+    expect(() => configuredSteps(['good-release'], withCluster)).toThrow(/step good-release cannot run with --config/);
+    expect(() => configuredSteps(['pitr'], withCluster)).toThrow(/schema/);
   });
 
   it('drill config section: unknown keys rejected naming the file and key; backup.pg/repo are the defaults', () => {
