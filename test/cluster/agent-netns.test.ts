@@ -1,10 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AgentStore } from '../../src/cluster/agent/store.js';
-import { postmasterPid } from '../../src/cluster/local/cluster.js';
+import { nodeProcesses, postmasterPid } from '../../src/cluster/local/cluster.js';
 import { createClusterPool } from '../../src/cluster/pool.js';
 import { freePort } from '../../src/lib/net.js';
 import { runCli } from '../harness/cli.js';
@@ -468,13 +468,45 @@ ${servers}
       }
     })();
     const ackedBeyond = (n: number, what: string) => waitFor(what, async () => acked.length > n, 60_000);
+    /**
+     * On one machine the replicas are never behind by more than microseconds, so an asynchronous
+     * cluster loses nothing either (measured: 0 of 28053 acknowledged writes over 5 crashes). To crash
+     * the primary while the replicas lag, as on real networks, their WAL receivers are stopped
+     * (SIGSTOP) for a moment before the kill and resumed after it.
+     */
+    const walReceivers = (hosts: typeof c.hosts) =>
+      hosts.flatMap((h) =>
+        nodeProcesses(c.dataDir(h)).filter((pid) => {
+          try {
+            return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('walreceiver');
+          } catch {
+            return false;
+          }
+        }),
+      );
+    const signal = (pids: number[], sig: NodeJS.Signals) => {
+      for (const pid of pids)
+        try {
+          process.kill(pid, sig);
+        } catch {
+          // exited meanwhile
+        }
+    };
     try {
       for (let crash = 1; crash <= 5; crash++) {
         const [old] = await c.writable();
         await syncSetOf(old!);
         await ackedBeyond(acked.length + 200, `writes acknowledged before crash ${crash}`);
-        c.killAgent(old!);
-        c.killPostgres(old!);
+        const receivers = walReceivers(c.hosts.filter((h) => h !== old));
+        expect(receivers.length, 'WAL receivers of both replicas').toBe(c.hosts.length - 1);
+        signal(receivers, 'SIGSTOP');
+        try {
+          await new Promise((r) => setTimeout(r, 300));
+          c.killAgent(old!);
+          c.killPostgres(old!);
+        } finally {
+          signal(receivers, 'SIGCONT');
+        }
         const primary = await waitFor(
           `a new primary after crash ${crash}`,
           async () => (await c.writable()).find((h) => h !== old),
