@@ -471,19 +471,19 @@ ${servers}
     /**
      * On one machine the replicas are never behind by more than microseconds, so an asynchronous
      * cluster loses nothing either (measured: 0 of 28053 acknowledged writes over 5 crashes). To crash
-     * the primary while the replicas lag, as on real networks, their WAL receivers are stopped
-     * (SIGSTOP) for a moment before the kill and resumed after it.
+     * the primary while the replicas lag, as on real networks, its WAL senders are stopped (SIGSTOP)
+     * for a moment before the kill: what they have not sent yet exists on the primary only.
+     * (Stopping the replicas' WAL receivers instead is not enough: the WAL already waits in their
+     * kernel's socket buffers, and the async run lost 0 of 18996.)
      */
-    const walReceivers = (hosts: typeof c.hosts) =>
-      hosts.flatMap((h) =>
-        nodeProcesses(c.dataDir(h)).filter((pid) => {
-          try {
-            return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('walreceiver');
-          } catch {
-            return false;
-          }
-        }),
-      );
+    const walSenders = (h: (typeof c.hosts)[number]) =>
+      nodeProcesses(c.dataDir(h)).filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('walsender');
+        } catch {
+          return false;
+        }
+      });
     const signal = (pids: number[], sig: NodeJS.Signals) => {
       for (const pid of pids)
         try {
@@ -497,15 +497,15 @@ ${servers}
         const [old] = await c.writable();
         await syncSetOf(old!);
         await ackedBeyond(acked.length + 200, `writes acknowledged before crash ${crash}`);
-        const receivers = walReceivers(c.hosts.filter((h) => h !== old));
-        expect(receivers.length, 'WAL receivers of both replicas').toBe(c.hosts.length - 1);
-        signal(receivers, 'SIGSTOP');
+        const senders = walSenders(old!);
+        expect(senders.length, 'WAL senders to both replicas').toBe(c.hosts.length - 1);
+        signal(senders, 'SIGSTOP');
         try {
           await new Promise((r) => setTimeout(r, 300));
           c.killAgent(old!);
           c.killPostgres(old!);
         } finally {
-          signal(receivers, 'SIGCONT');
+          signal(senders, 'SIGCONT');
         }
         const primary = await waitFor(
           `a new primary after crash ${crash}`,
