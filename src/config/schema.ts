@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { backupConfigSchema } from './backup.js';
 import { clusterConfigSchema } from './cluster.js';
 import { deployConfigSchema } from './deploy.js';
+import { drillConfigSchema } from './drill.js';
 
 /**
  * The whole bulwark.config.ts schema, one section per capability. Each capability owns its section's
@@ -13,6 +14,7 @@ export const configSchema = z
     backup: backupConfigSchema.optional(),
     cluster: clusterConfigSchema.optional(),
     deploy: deployConfigSchema.optional(),
+    drill: drillConfigSchema.optional(),
   })
   .strict();
 

@@ -86,12 +86,28 @@ export function drillPlan(over: Partial<DeployPlan> = {}): DeployPlan {
 }
 
 /**
+ * What every step may use, whoever built the system: the embedded environment (DrillEnvironment) or
+ * the user's own, named in bulwark.config.ts (ConfiguredSystem).
+ */
+export interface DrillSystem {
+  /** Where the drill's load goes. */
+  readonly url: string;
+  readonly repo: Repository;
+  readonly repoUri: string;
+  /** The primary: a name to show (never a password) and its connection string. */
+  primary(): { name: string; url: string };
+  start(initial: Release): Promise<void>;
+  /** Stop what the drill started; one line per thing. Never throws. */
+  stop(): Promise<string[]>;
+}
+
+/**
  * Everything a local game day runs on, started in order and stopped in reverse: a cluster folder
  * (primary + replicas) archiving WAL into a local repository, the failover monitor (in this process),
  * the embedded router (in this process) and the demo shop deployed behind it by the process provider,
  * its orders in PostgreSQL through the routing pool.
  */
-export class DrillEnvironment {
+export class DrillEnvironment implements DrillSystem {
   readonly dir: string;
   readonly pgDir: string;
   readonly repoDir: string;

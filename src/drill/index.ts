@@ -5,4 +5,15 @@ export { drillPlan, type Release } from './environment.js';
 export { DrillError, DrillErrorCodes } from './errors.js';
 export { formatProbe, lostOrders, parseSteps, verdict, writeGapMs } from './hypothesis.js';
 export { type DrillJournal, type DrillOptions, drillExitCode, runDrill } from './run.js';
+export {
+  assertTargetsAllowed,
+  CONFIGURED_STEP_REFUSALS,
+  CONFIGURED_STEPS,
+  configuredSteps,
+  type DrillTarget,
+  isLocalHost,
+  requireBackupParts,
+  targetFromConfig,
+  targetHosts,
+} from './target.js';
 export * from './types.js';

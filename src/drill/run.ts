@@ -1,8 +1,10 @@
 import { hostname, release as osRelease, platform } from 'node:os';
-import { DrillEnvironment, type Release } from './environment.js';
+import { ConfiguredSystem } from './configured.js';
+import { DrillEnvironment, type DrillSystem, type Release } from './environment.js';
 import { DrillError } from './errors.js';
 import { atMost, parseSteps, steadyState, stepHolds, verdict } from './hypothesis.js';
 import { pause, STEPS, type StepContext, waitUntil } from './steps.js';
+import type { DrillTarget } from './target.js';
 import { DrillTraffic } from './traffic.js';
 import {
   type DrillEvent,
@@ -34,6 +36,11 @@ export interface DrillOptions {
   releases?: { stable?: Release; bad?: Release; good?: Release };
   /** Called once every step ran, before anything is stopped (`--keep` waits here for Ctrl-C). */
   beforeCleanup?: (info: { dir: string; url: string; clusterDir: string; repoUri: string }) => Promise<void>;
+  /**
+   * Run against the user's own system named in bulwark.config.ts instead of building one. The caller
+   * has checked the safety guard (assertTargetsAllowed) and the steps (configuredSteps) first.
+   */
+  target?: DrillTarget;
   signal?: AbortSignal;
   onEvent?: (e: DrillEvent) => void;
 }
@@ -74,7 +81,15 @@ export interface DrillJournal {
   experiment: {
     title: string;
     description: string;
-    configuration: { sync: boolean; rate: number; steadyMs: number; steps: StepName[]; replicaLagMs: number };
+    configuration: {
+      sync: boolean;
+      rate: number;
+      steadyMs: number;
+      steps: StepName[];
+      replicaLagMs: number;
+      /** `--config`: the user's system (host:port of each part, never a password); absent on embedded defaults. */
+      target?: { file: string; url: string; database: string; repository: string };
+    };
     'steady-state-hypothesis': { title: string; probes: Array<{ type: 'probe'; name: string; tolerance: string }> };
     method: Array<{ type: 'action'; name: StepName; title: string; hypothesis: string }>;
   };
@@ -201,18 +216,26 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
   let timeline: TimelinePoint[] = [];
   let fatal: string | undefined;
 
-  const env = new DrillEnvironment({
-    dir: o.dir,
-    sync,
-    say: (line) => emit({ type: 'setup', line }),
-    signal: o.signal,
-  });
+  const env = o.target
+    ? undefined
+    : new DrillEnvironment({
+        dir: o.dir,
+        sync,
+        say: (line) => emit({ type: 'setup', line }),
+        signal: o.signal,
+      });
+  const system: DrillSystem = env ?? new ConfiguredSystem(o.target!);
+  if (o.target)
+    emit({
+      type: 'setup',
+      line: `configured system (${o.target.file}): shop ${system.url}, database ${system.primary().name}, repository ${system.repoUri}`,
+    });
   let traffic: DrillTraffic | undefined;
   try {
-    await env.start(releases.stable);
-    traffic = new DrillTraffic({ url: env.url, rate });
+    await system.start(releases.stable);
+    traffic = new DrillTraffic({ url: system.url, rate });
     const t = traffic;
-    emit({ type: 'setup', line: `load: ${rate} req/s (open model, half of them orders) through ${env.url}` });
+    emit({ type: 'setup', line: `load: ${rate} req/s (open model, half of them orders) through ${system.url}` });
     let lastOrders = 0;
     await t.start((p) => {
       const point = p.aggregate.timeline.at(-1);
@@ -229,7 +252,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
     // PITR needs a base backup from before the drop; without the backup step, take one unmeasured.
     if (steps.includes('pitr') && !steps.includes('backup')) {
       emit({ type: 'setup', line: 'base backup for the PITR step (the backup step is not selected)' });
-      await STEPS.backup.run({ env, traffic: t, log: () => {}, signal: o.signal, releases, sync });
+      await STEPS.backup.run({ env, system, traffic: t, log: () => {}, signal: o.signal, releases, sync });
     }
     await pause(steadyMs, o.signal);
     before = await awaitSteadyState(t, o.signal);
@@ -243,6 +266,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
       const log: string[] = [];
       const ctx: StepContext = {
         env,
+        system,
         traffic: t,
         log: (line) => {
           log.push(line);
@@ -297,7 +321,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
     }
     await pause(Math.min(steadyMs, 5000), o.signal);
     after = await awaitSteadyState(t, o.signal);
-    await o.beforeCleanup?.({ dir: env.dir, url: env.url, clusterDir: env.pgDir, repoUri: env.repoUri });
+    if (env) await o.beforeCleanup?.({ dir: env.dir, url: env.url, clusterDir: env.pgDir, repoUri: env.repoUri });
   } catch (err) {
     if (o.signal?.aborted) status = 'interrupted';
     else {
@@ -309,7 +333,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
       await traffic.stop();
       timeline = traffic.timeline();
     }
-    cleanup = await env.stop();
+    cleanup = await system.stop();
     for (const line of cleanup) emit({ type: 'cleanup', line });
   }
   const end = new Date();
@@ -325,10 +349,27 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
     platform: `${platform()} ${osRelease()}`,
     node: hostname(),
     experiment: {
-      title: 'Bulwark game day',
-      description:
-        'The demo shop on a local PostgreSQL cluster behind the embedded router, under steady open-model load, through a backup, a primary crash, a bad release, a good release and a dropped table.',
-      configuration: { sync, rate, steadyMs, steps, replicaLagMs: o.replicaLagMs ?? 0 },
+      title: o.target ? `Bulwark game day against ${system.url}` : 'Bulwark game day',
+      description: o.target
+        ? `The system named in ${o.target.file} under steady open-model load through ${steps.join(', ')}.`
+        : 'The demo shop on a local PostgreSQL cluster behind the embedded router, under steady open-model load, through a backup, a primary crash, a bad release, a good release and a dropped table.',
+      configuration: {
+        sync,
+        rate,
+        steadyMs,
+        steps,
+        replicaLagMs: o.replicaLagMs ?? 0,
+        ...(o.target
+          ? {
+              target: {
+                file: o.target.file,
+                url: system.url,
+                database: system.primary().name,
+                repository: system.repoUri,
+              },
+            }
+          : {}),
+      },
       'steady-state-hypothesis': {
         title: 'the shop takes orders and serves pages without a failed request',
         probes: steadyProbes(new DrillTraffic({ url: '', rate })).map((p) => ({

@@ -7,7 +7,7 @@ import { ORDERS_TABLE_SQL } from '../demo/index.js';
 import { run } from '../lib/child.js';
 import { freePort } from '../lib/net.js';
 import { POSTGRES_USER, pgBin } from '../lib/postgres.js';
-import { bulwarkCommand, type DrillEnvironment, type Release, shellArg } from './environment.js';
+import { bulwarkCommand, type DrillEnvironment, type DrillSystem, type Release, shellArg } from './environment.js';
 import { DrillError } from './errors.js';
 import { atMost, below, isTrue, lostOrders, orderKey, writeGapMs } from './hypothesis.js';
 import type { DrillTraffic } from './traffic.js';
@@ -16,7 +16,10 @@ import type { Probe, StepName } from './types.js';
 export interface StepContext {
   /** Failover step: pause the primary's WAL senders this long before the kill (replication lag). */
   replicaLagMs?: number;
-  env: DrillEnvironment;
+  /** The embedded environment; undefined when the drill runs against a configured system. */
+  env?: DrillEnvironment;
+  /** The system under test (the embedded environment, or the user's own from the config). */
+  system: DrillSystem;
   traffic: DrillTraffic;
   log: (line: string) => void;
   signal?: AbortSignal;
@@ -105,11 +108,17 @@ function signalAll(pids: number[], signal: NodeJS.Signals): void {
   }
 }
 
+/** The embedded environment, for steps that need parts only it has (refused up front with --config). */
+function embedded(env: DrillEnvironment | undefined): DrillEnvironment {
+  if (!env) throw new DrillError('BULWARK_E_DRILL', 'this step runs only on the embedded environment');
+  return env;
+}
+
 export const STEPS: Record<StepName, StepSpec> = {
   backup: {
     hypothesis: () =>
       'a full physical backup of the primary completes while the shop is under load, with no failed request',
-    async run({ env, traffic, log }) {
+    async run({ system: env, traffic, log }) {
       const primary = env.primary();
       const before = traffic.snapshot();
       const t0 = Date.now();
@@ -142,7 +151,8 @@ export const STEPS: Record<StepName, StepSpec> = {
   failover: {
     hypothesis: ({ sync }) =>
       `after kill -9 of the primary, writes resume within ${WRITE_GAP_LIMIT_MS / 1000} s and no acknowledged order is lost${sync ? ' (synchronous replication)' : ' (asynchronous replication)'}`,
-    async run({ env, traffic, log, signal, replicaLagMs }) {
+    async run({ env: maybeEnv, traffic, log, signal, replicaLagMs }) {
+      const env = embedded(maybeEnv);
       const primary = env.primary();
       const monitor = env.monitor!;
       let paused: number[] = [];
@@ -236,7 +246,8 @@ export const STEPS: Record<StepName, StepSpec> = {
   'bad-release': {
     hypothesis: () =>
       'a release that answers 500 on 20 % of requests is rolled back automatically by the canary analysis, and all traffic returns to the stable version',
-    async run({ env, traffic, log, releases }) {
+    async run({ env: maybeEnv, traffic, log, releases }) {
+      const env = embedded(maybeEnv);
       const stable = env.store!.load();
       const stableVersion = stable.active ? stable.slots[stable.active]?.version : undefined;
       const bad = releases.bad;
@@ -284,7 +295,8 @@ export const STEPS: Record<StepName, StepSpec> = {
 
   'good-release': {
     hypothesis: () => 'a blue-green deploy of a good release switches all traffic with zero failed requests',
-    async run({ env, traffic, log, releases }) {
+    async run({ env: maybeEnv, traffic, log, releases }) {
+      const env = embedded(maybeEnv);
       const good = releases.good;
       const before = traffic.snapshot();
       const t0 = Date.now();
@@ -323,7 +335,8 @@ export const STEPS: Record<StepName, StepSpec> = {
   pitr: {
     hypothesis: () =>
       'after the orders table is dropped by mistake, a point-in-time recovery to just before the drop gives a queryable copy holding every order acknowledged before it',
-    async run({ env, traffic, log }) {
+    async run({ env: maybeEnv, traffic, log }) {
+      const env = embedded(maybeEnv);
       const pool = env.pool!;
       // Taken before the server's clock is read: an order acknowledged by then committed before the target.
       const targetAt = Date.now();

@@ -565,7 +565,13 @@ export class Engine {
     }
     const running = [...r.vus];
     for (const vu of running) vu.stop.stop();
+    const graceEnd = performance.now() + plan.gracefulStopMs;
     await this.waitGrace(running, [...inFlight], plan.gracefulStopMs);
-    await Promise.all(r.vus.splice(0).map((vu) => this.stopVu(vu)));
+    // onStop hooks share what is left of gracefulStop (at least a second): a hook that never returns
+    // must not keep the run alive.
+    const stopping = r.vus.splice(0);
+    const hooks = stopping.map((vu) => this.stopVu(vu));
+    if (!(await settlesWithin(Promise.all(hooks), Math.max(1000, graceEnd - performance.now()))))
+      for (const vu of stopping) this.interrupt(vu);
   }
 }

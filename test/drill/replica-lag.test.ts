@@ -31,16 +31,20 @@ describe('bulwark drill --replica-lag (replicas behind when the primary dies)', 
     expect(failoverProbes(j).find((p) => /RPO/.test(p.name))).toMatchObject({ met: false });
   }, 200_000);
 
-  it('the same fault with --sync loses no acknowledged order (exit 0)', async () => {
+  it('the same fault with --sync loses no acknowledged order: commits wait for a replica instead', async () => {
     const json = join(out, 'sync.json');
     const r = await runCli(
       ['drill', '--sync', '--steps', 'failover', '--replica-lag', '2s', '--duration', '2s', '--json', json],
       { timeoutMs: 150_000 },
     );
-    expect(r.code, r.stderr).toBe(0);
     const j = JSON.parse(readFileSync(json, 'utf8')) as DrillJournal;
+    expect(j.status, r.stderr).toBe('completed');
     expect(j.measured.lostAcknowledgedOrders).toBe(0);
     expect(Number(j.steps[0]!.measured.ordersAcknowledged)).toBeGreaterThan(0);
-    expect(failoverProbes(j).every((p) => p.met)).toBe(true);
+    expect(failoverProbes(j).find((p) => /RPO/.test(p.name))).toMatchObject({ met: true, value: 0 });
+    // The write gap is not asserted: with --sync, writes already wait during the 2 s of lag, so the gap
+    // users see is lag + failover, near the 5 s threshold on a busy machine (the drill reports it as is).
+    // Exit 0 or 1 then depends only on that gap: never on a lost order.
+    expect(r.code === 0 || failoverProbes(j).some((p) => /RTO/.test(p.name) && !p.met)).toBe(true);
   }, 200_000);
 });

@@ -62,6 +62,27 @@ export default scenario({
     expect(s.errors[0].error).toMatch(/relative URL "\/api\/products" but the scenario has no host/);
   });
 
+  it('an onStop hook that never returns does not keep an arrival-rate run alive', async () => {
+    const file = write(
+      'onstop.ts',
+      `import { scenario, user } from 'bulwark';
+export default scenario({
+  users: [user('T', {
+    async onStop() { await new Promise(() => {}); },
+    tasks: [async (vu) => { await vu.http.get('/api/products'); }],
+  })],
+  load: { executor: 'constant-arrival-rate', rate: 5, duration: '1s', preAllocatedVUs: 2, maxVUs: 2, gracefulStop: '1s' },
+});
+`,
+    );
+    const out = join(dir, 'onstop.json');
+    const r = await runCli(['load', file, '--quiet', '--host', server.url, '--summary-json', out], {
+      timeoutMs: 90_000,
+    });
+    expect(r.code).toBe(0);
+    expect(JSON.parse(readFileSync(out, 'utf8')).totals.requests).toBe(5);
+  });
+
   for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     it(`${signal} stops a run whose tasks throw before any await, and the summary is written`, async () => {
       const file = write(

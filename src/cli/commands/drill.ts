@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { parseDuration } from '../../config/duration.js';
+import { UsageError } from '../../lib/errors.js';
 import { intArg } from './load.js';
 
 export function registerDrillCommands(program: Command): void {
@@ -21,10 +22,35 @@ export function registerDrillCommands(program: Command): void {
     .option('--keep', 'after the last step, keep everything running for inspection until Ctrl-C')
     .option('--json <file>', 'write the journal (Chaos Toolkit field names plus measured fields) as JSON')
     .option('--html <file>', 'write a self-contained HTML report: verdict, steps, charts with the faults marked')
-    .action(async (opts) => {
-      const { runDrill, parseSteps, drillExitCode } = await import('../../drill/index.js');
+    .option(
+      '-c, --config <file>',
+      "run against your own system named in the config's drill section (shop URL, database, repository) instead of embedded defaults",
+    )
+    .option('--yes-i-mean-it', 'with --config: allow targets that are not on this machine (anything but loopback)')
+    .action(async (opts, command: Command) => {
+      const drill = await import('../../drill/index.js');
+      const { runDrill, parseSteps } = drill;
       const { liveDrillView, formatVerdict } = await import('../../drill/terminal.js');
-      const steps = parseSteps(opts.steps);
+      let steps = parseSteps(opts.steps);
+      let target: import('../../drill/index.js').DrillTarget | undefined;
+      if (opts.yesIMeanIt && !opts.config) throw new UsageError('--yes-i-mean-it goes with --config');
+      if (opts.config) {
+        // Everything here is decided from the config file alone: nothing is contacted before the guard passed.
+        for (const [flag, set] of [
+          ['--sync', opts.sync],
+          ['--replica-lag', opts.replicaLag !== undefined],
+          ['--keep', opts.keep],
+          ['--dir', opts.dir !== undefined],
+        ] as const)
+          if (set) throw new UsageError(`${flag} applies to the embedded drill only, not with --config`);
+        const { loadConfig } = await import('../../config/index.js');
+        const loaded = (await loadConfig(opts.config))!;
+        target = drill.targetFromConfig(loaded.config, loaded.file);
+        drill.assertTargetsAllowed(target, Boolean(opts.yesIMeanIt));
+        steps = drill.configuredSteps(opts.steps === 'all' ? undefined : steps, loaded.file);
+        drill.requireBackupParts(target);
+        if (command.getOptionValueSource('rate') === 'default' && target.rate) opts.rate = target.rate;
+      }
       const steadyMs = parseDuration(opts.duration, '--duration');
       const controller = new AbortController();
       let interrupts = 0;
@@ -41,7 +67,9 @@ export function registerDrillCommands(program: Command): void {
       process.on('SIGTERM', onSignal);
       const view = liveDrillView();
       process.stderr.write(
-        `bulwark drill: ${steps.length} steps (${steps.join(', ')}), ${opts.sync ? 'synchronous' : 'asynchronous'} replication, ${opts.rate} req/s\n`,
+        target
+          ? `bulwark drill: ${steps.length} steps (${steps.join(', ')}) against ${target.file}, ${opts.rate} req/s\n`
+          : `bulwark drill: ${steps.length} steps (${steps.join(', ')}), ${opts.sync ? 'synchronous' : 'asynchronous'} replication, ${opts.rate} req/s\n`,
       );
       try {
         const journal = await runDrill({
@@ -51,6 +79,7 @@ export function registerDrillCommands(program: Command): void {
           replicaLagMs: opts.replicaLag === undefined ? undefined : parseDuration(opts.replicaLag, '--replica-lag'),
           rate: opts.rate,
           dir: opts.dir,
+          target,
           signal: controller.signal,
           onEvent: view,
           beforeCleanup: opts.keep
