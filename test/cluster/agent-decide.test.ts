@@ -8,6 +8,7 @@ import {
   leaseValid,
   type MemberInfo,
 } from '../../src/cluster/agent/decide.js';
+import { parseStandbyNames } from '../../src/cluster/agent/postgres.js';
 
 const NOW = 1_000_000;
 const TTL = 10_000;
@@ -212,6 +213,15 @@ describe('agent decide(): synchronous mode, failover only from the recorded sync
   });
   it('without a sync key (asynchronous cluster) election is unchanged', () => {
     expect(decide(obs({ ...noLeader, me: 'b', sync: null })).action).toBe('acquire');
+  });
+});
+
+describe('agent synchronous_standby_names parsing', () => {
+  it('reads member names from the forms PostgreSQL accepts', () => {
+    expect(parseStandbyNames('')).toEqual([]);
+    expect(parseStandbyNames('ANY 1 ("n2", "n3")')).toEqual(['n2', 'n3']);
+    expect(parseStandbyNames('FIRST 1 (n2)')).toEqual(['n2']);
+    expect(parseStandbyNames('n2, n3')).toEqual(['n2', 'n3']);
   });
 });
 

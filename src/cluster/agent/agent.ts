@@ -445,7 +445,6 @@ export class ClusterAgent {
       holdsLeader,
       leaderOptime: this.view?.optime ?? null,
       paused: !!this.view?.config.paused,
-      sync: this.view?.sync ?? null,
       lastDecision: this.lastDecision,
     };
   }
