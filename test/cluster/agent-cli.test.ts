@@ -20,6 +20,7 @@ describe('cluster agent CLI: bad input', () => {
       /exclude each other/,
     ],
     [['cluster', 'set', '--etcd', 'http://127.0.0.1:9', '--set', 'bad key=1'], /--set expects key=value/],
+    [['cluster', 'set', '--etcd', 'http://127.0.0.1:9', '--sync', 'maybe'], /--sync must be on or off/],
     [['cluster', 'members', '--scope', 'a b', '--etcd', 'http://127.0.0.1:9'], /--scope must be/],
     [
       ['cluster', 'switchover', '--etcd', 'http://127.0.0.1:9', '--to', 'db2', '--at', 'tomorrow'],

@@ -2,11 +2,13 @@ import { describe, expect, it } from 'vitest';
 import {
   type AgentObservation,
   decide,
+  decideSync,
   fenceMarginMs,
   type LocalPostgres,
   leaseValid,
   type MemberInfo,
 } from '../../src/cluster/agent/decide.js';
+import { parseStandbyNames } from '../../src/cluster/agent/postgres.js';
 
 const NOW = 1_000_000;
 const TTL = 10_000;
@@ -169,5 +171,116 @@ describe('agent decide(): planned switchover', () => {
       decide(obs({ me: 'c', leader: null, members: [member('b', '0/1000000')], switchover: { to: 'b', at: NOW } }))
         .action,
     ).toBe('none');
+  });
+});
+
+describe('agent decide(): synchronous mode, failover only from the recorded sync set', () => {
+  const noLeader = { leader: null };
+  it('a replica outside the recorded synchronous set is never promoted, even when it is furthest ahead', () => {
+    const d = decide(
+      obs({
+        ...noLeader,
+        me: 'c',
+        pg: { ...replica, lsn: '0/9000000' },
+        members: [member('b', '0/3000000')],
+        sync: { leader: 'a', members: ['b'] },
+      }),
+    );
+    expect(d.action).toBe('none');
+    expect(d.reason).toMatch(/not in the synchronous set/);
+  });
+  it('a member of the set promotes, not waiting for a non-member further ahead', () => {
+    const d = decide(
+      obs({ ...noLeader, me: 'b', members: [member('c', '0/9000000')], sync: { leader: 'a', members: ['b'] } }),
+    );
+    expect(d.action).toBe('acquire');
+  });
+  it('between two members of the set, the one with the most WAL (it has every acknowledged commit) promotes', () => {
+    const sync = { leader: 'a', members: ['b', 'c'] };
+    expect(decide(obs({ ...noLeader, me: 'b', members: [member('c', '0/3000100')], sync })).action).toBe('none');
+    const c = decide(
+      obs({ ...noLeader, me: 'c', pg: { ...replica, lsn: '0/3000100' }, members: [member('b', '0/3000000')], sync }),
+    );
+    expect(c.action).toBe('acquire');
+  });
+  it('a member of the set waits while another member is not visible (it may hold newer acknowledged commits)', () => {
+    const d = decide(obs({ ...noLeader, me: 'b', members: [], sync: { leader: 'a', members: ['b', 'c'] } }));
+    expect(d.action).toBe('none');
+    expect(d.reason).toMatch(/c not visible/);
+  });
+  it('an empty recorded set (no healthy replica was synchronous): nobody is promoted', () => {
+    expect(decide(obs({ ...noLeader, me: 'b', sync: { leader: 'a', members: [] } })).action).toBe('none');
+  });
+  it('without a sync key (asynchronous cluster) election is unchanged', () => {
+    expect(decide(obs({ ...noLeader, me: 'b', sync: null })).action).toBe('acquire');
+  });
+});
+
+describe('agent synchronous_standby_names parsing', () => {
+  it('reads member names from the forms PostgreSQL accepts', () => {
+    expect(parseStandbyNames('')).toEqual([]);
+    expect(parseStandbyNames('ANY 1 ("n2", "n3")')).toEqual(['n2', 'n3']);
+    expect(parseStandbyNames('FIRST 1 (n2)')).toEqual(['n2']);
+    expect(parseStandbyNames('n2, n3')).toEqual(['n2', 'n3']);
+  });
+});
+
+describe('agent decideSync(): the leader keeps synchronous_standby_names and the recorded set in step', () => {
+  const base = {
+    me: 'a',
+    recorded: { leader: 'a', members: [] as string[] },
+    streaming: [],
+    inForce: [],
+    caughtUp: [],
+  };
+  it("a new leader first records an empty set of its own (the old leader's members do not hold its commits)", () => {
+    const s = decideSync({ ...base, recorded: { leader: 'z', members: ['a', 'b'] }, streaming: ['b'] });
+    expect(s).toMatchObject({ action: 'record', members: [] });
+  });
+  it('into an empty set: the setting names the replica first, it is recorded only after it flushed past the switch', () => {
+    expect(decideSync({ ...base, streaming: ['b'] })).toMatchObject({ action: 'configure', names: ['b'] });
+    expect(decideSync({ ...base, streaming: ['b'], inForce: ['b'] }).action).toBe('wait-catch-up');
+    expect(decideSync({ ...base, streaming: ['b'], inForce: ['b'], caughtUp: ['b'] })).toMatchObject({
+      action: 'record',
+      members: ['b'],
+    });
+  });
+  it('a member joins the recorded set before synchronous_standby_names names it', () => {
+    const s = decideSync({ ...base, recorded: { leader: 'a', members: ['b'] }, streaming: ['b', 'c'], inForce: ['b'] });
+    expect(s).toMatchObject({ action: 'record', members: ['b', 'c'] });
+    const next = decideSync({
+      ...base,
+      recorded: { leader: 'a', members: ['b', 'c'] },
+      streaming: ['b', 'c'],
+      inForce: ['b'],
+    });
+    expect(next).toMatchObject({ action: 'configure', names: ['b', 'c'] });
+  });
+  it('a dead member leaves the recorded set only after the setting without it is in force and a remaining member caught up', () => {
+    const recorded = { leader: 'a', members: ['b', 'c'] };
+    expect(decideSync({ ...base, recorded, streaming: ['b'], inForce: ['b', 'c'] })).toMatchObject({
+      action: 'configure',
+      names: ['b'],
+    });
+    expect(decideSync({ ...base, recorded, streaming: ['b'], inForce: ['b'] }).action).toBe('wait-catch-up');
+    expect(decideSync({ ...base, recorded, streaming: ['b'], inForce: ['b'], caughtUp: ['b'] })).toMatchObject({
+      action: 'record',
+      members: ['b'],
+    });
+  });
+  it('no healthy replica: the recorded set is emptied before the setting is cleared (no failover, writes go on)', () => {
+    const recorded = { leader: 'a', members: ['b'] };
+    expect(decideSync({ ...base, recorded, inForce: ['b'] })).toMatchObject({ action: 'record', members: [] });
+    expect(decideSync({ ...base, inForce: ['b'] })).toMatchObject({ action: 'configure', names: [] });
+    expect(decideSync(base).action).toBe('none');
+  });
+  it('steady state: nothing to do', () => {
+    const s = decideSync({
+      ...base,
+      recorded: { leader: 'a', members: ['b', 'c'] },
+      streaming: ['c', 'b'],
+      inForce: ['b', 'c'],
+    });
+    expect(s.action).toBe('none');
   });
 });

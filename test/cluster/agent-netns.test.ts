@@ -1,9 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { postmasterPid } from '../../src/cluster/local/cluster.js';
+import { AgentStore } from '../../src/cluster/agent/store.js';
+import { nodeProcesses, postmasterPid } from '../../src/cluster/local/cluster.js';
 import { createClusterPool } from '../../src/cluster/pool.js';
 import { freePort } from '../../src/lib/net.js';
 import { runCli } from '../harness/cli.js';
@@ -434,6 +435,114 @@ ${servers}
     expect(await c.writable()).toEqual([]);
     expect((await runCli(['cluster', 'resume', ...etcdArgs()])).code).toBe(0);
     expect(await c.waitHealthy(60_000)).toBe(primary);
+  });
+
+  it('--sync (cluster set --sync on): 5 kill -9 crashes of the primary (PostgreSQL and agent) under a no-sleep writer lose no acknowledged write', async () => {
+    const on = await runCli(['cluster', 'set', ...etcdArgs(), '--sync', 'on']);
+    expect(on.code, on.stderr).toBe(0);
+    const store = new AgentStore(c.etcdUrls, `t${c.net.id}`, 10);
+    /** The recorded sync set once it is the given primary's and holds both other hosts. */
+    const syncSetOf = (primary: { name: string }) =>
+      waitFor(
+        `the synchronous set of ${primary.name} with both replicas`,
+        async () => {
+          const v = await store.read().catch(() => null);
+          return v?.sync?.leader === primary.name && v.sync.members.length === c.hosts.length - 1 ? v.sync : null;
+        },
+        60_000,
+      );
+    await pool.query('CREATE TABLE IF NOT EXISTS sync_acked(id int PRIMARY KEY)');
+    const acked: number[] = [];
+    let stop = false;
+    let next = 0;
+    // no sleep between writes: each id is tried once; only the ones whose COMMIT was acknowledged count
+    const writer = (async () => {
+      while (!stop) {
+        const id = ++next;
+        try {
+          await pool.query('INSERT INTO sync_acked(id) VALUES ($1)', [id]);
+          acked.push(id);
+        } catch {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      }
+    })();
+    const ackedBeyond = (n: number, what: string) => waitFor(what, async () => acked.length > n, 60_000);
+    /**
+     * On one machine the replicas are never behind by more than microseconds, so an asynchronous
+     * cluster loses nothing either (measured: 0 of 28053 acknowledged writes over 5 crashes). To crash
+     * the primary while the replicas lag, as on real networks, its WAL senders are stopped (SIGSTOP)
+     * for a moment before the kill: what they have not sent yet exists on the primary only.
+     * (Stopping the replicas' WAL receivers instead is not enough: the WAL already waits in their
+     * kernel's socket buffers, and the async run lost 0 of 18996.)
+     */
+    const walSenders = (h: (typeof c.hosts)[number]) =>
+      nodeProcesses(c.dataDir(h)).filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('walsender');
+        } catch {
+          return false;
+        }
+      });
+    const signal = (pids: number[], sig: NodeJS.Signals) => {
+      for (const pid of pids)
+        try {
+          process.kill(pid, sig);
+        } catch {
+          // exited meanwhile
+        }
+    };
+    try {
+      for (let crash = 1; crash <= 5; crash++) {
+        const [old] = await c.writable();
+        await syncSetOf(old!);
+        await ackedBeyond(acked.length + 200, `writes acknowledged before crash ${crash}`);
+        const senders = walSenders(old!);
+        expect(senders.length, 'WAL senders to both replicas').toBe(c.hosts.length - 1);
+        signal(senders, 'SIGSTOP');
+        try {
+          await new Promise((r) => setTimeout(r, 300));
+          c.killAgent(old!);
+          c.killPostgres(old!);
+        } finally {
+          signal(senders, 'SIGCONT');
+        }
+        const primary = await waitFor(
+          `a new primary after crash ${crash}`,
+          async () => (await c.writable()).find((h) => h !== old),
+          60_000,
+        );
+        await ackedBeyond(acked.length + 50, `writes acknowledged after crash ${crash}`);
+        c.startAgent(old!);
+        expect(await c.waitHealthy(120_000)).toBe(primary);
+      }
+    } finally {
+      stop = true;
+      await writer;
+      await store.close();
+    }
+    const [primary] = await c.writable();
+    const client = new pg.Client({ connectionString: c.url(primary!) });
+    await client.connect();
+    try {
+      const r = await client.query('SELECT id FROM sync_acked WHERE id = ANY($1)', [acked]);
+      const present = new Set(r.rows.map((x) => x.id as number));
+      const lost = acked.filter((id) => !present.has(id));
+      expect(acked.length).toBeGreaterThan(1000);
+      expect(lost, `acknowledged ids missing on ${primary!.name}`).toEqual([]);
+    } finally {
+      await client.end();
+    }
+    const members = JSON.parse((await runCli(['cluster', 'members', ...etcdArgs(), '--json'])).stdout);
+    expect(members.synchronous).toBe(true);
+    expect(members.sync.leader).toBe(primary!.name);
+    const off = await runCli(['cluster', 'set', ...etcdArgs(), '--sync', 'off']);
+    expect(off.code, off.stderr).toBe(0);
+    await waitFor(
+      'the sync key removed (synchronous mode off)',
+      async () => (await store.read()).sync === null,
+      20_000,
+    );
   });
 
   it('never two writable hosts at once over the whole run (watchers in every namespace)', () => {

@@ -125,6 +125,10 @@ export function registerAgentCommands(cluster: Command): void {
     .option('--nofailover', 'never promote this node')
     .option('--priority <n>', 'higher wins an election between replicas at the same WAL position', '100')
     .option('--max-lag-on-failover <size>', 'never promote a replica further behind than this', '16MB')
+    .option(
+      '--sync',
+      'synchronous mode: the leader names its healthy replicas in synchronous_standby_names, only those may be promoted',
+    )
     .option('--log-format <format>', 'json (one JSON object per line) or text', 'json')
     .action(async (opts) => {
       const { parseDuration, parseSize } = await import('../../config/index.js');
@@ -173,6 +177,7 @@ export function registerAgentCommands(cluster: Command): void {
         nofailover: !!opts.nofailover,
         priority,
         maxLagOnFailover: parseSize(opts.maxLagOnFailover, '--max-lag-on-failover'),
+        sync: !!opts.sync,
         logger: opts.logFormat === 'text' ? createTextLogger() : undefined,
       });
       await agent.start();
@@ -244,8 +249,11 @@ export function registerAgentCommands(cluster: Command): void {
     .option('--scope <name>', 'cluster name', 'main')
     .option('--set <key=value>', 'setting to apply on every node (repeatable)', collect)
     .option('--reset <key>', 'remove a setting set before (repeatable)', collect)
+    .option('--sync <on|off>', 'synchronous mode for every agent of the cluster (as if each ran with --sync)')
     .action(async (opts) => {
       const { AgentStore } = await import('../../cluster/agent/store.js');
+      if (opts.sync !== undefined && opts.sync !== 'on' && opts.sync !== 'off')
+        throw new UsageError(`--sync must be on or off, got "${opts.sync}"`);
       const changes: Record<string, string> = {};
       for (const p of opts.set ?? []) {
         const i = p.indexOf('=');
@@ -254,9 +262,14 @@ export function registerAgentCommands(cluster: Command): void {
           throw new UsageError(`--set expects key=value with a setting name, got "${p}"`);
         changes[key] = p.slice(i + 1).trim();
       }
-      if (!Object.keys(changes).length && !opts.reset?.length)
-        throw new UsageError('nothing to change: give --set key=value or --reset key');
+      if (!Object.keys(changes).length && !opts.reset?.length && opts.sync === undefined)
+        throw new UsageError('nothing to change: give --set key=value, --reset key or --sync on|off');
       const store = new AgentStore(etcdHosts(opts.etcd), scopeOf(opts.scope), 10);
+      if (opts.sync !== undefined) {
+        await store.setConfig({ synchronous: opts.sync === 'on' });
+        process.stdout.write(`synchronous mode ${opts.sync}\n`);
+        if (!Object.keys(changes).length && !opts.reset?.length) return;
+      }
       const current = (await store.read()).config.settings ?? {};
       const next = { ...current, ...changes };
       for (const k of opts.reset ?? []) delete next[k];
@@ -280,7 +293,7 @@ export function registerAgentCommands(cluster: Command): void {
           .map((m) => ({ ...m, leader: v.leader?.name === m.name }));
         if (opts.json) {
           process.stdout.write(
-            `${JSON.stringify({ leader: v.leader?.name ?? null, paused: !!v.config.paused, members }, null, 2)}\n`,
+            `${JSON.stringify({ leader: v.leader?.name ?? null, paused: !!v.config.paused, synchronous: !!v.config.synchronous, sync: v.sync, members }, null, 2)}\n`,
           );
           return;
         }
@@ -295,7 +308,7 @@ export function registerAgentCommands(cluster: Command): void {
           ].join('\t'),
         );
         process.stdout.write(
-          `${['NAME\tADDRESS\tROLE\tTL\tLSN\tTAGS', ...rows].join('\n')}\n${v.config.paused ? 'paused\n' : ''}`,
+          `${['NAME\tADDRESS\tROLE\tTL\tLSN\tTAGS', ...rows].join('\n')}\n${v.config.paused ? 'paused\n' : ''}${v.sync ? `synchronous set: [${v.sync.members.join(', ')}] (leader ${v.sync.leader})\n` : ''}`,
         );
       } finally {
         await store.close();

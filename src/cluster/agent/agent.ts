@@ -6,10 +6,12 @@ import { fileURLToPath } from 'node:url';
 import { createLogger, type Logger } from '../../lib/log.js';
 import { ClusterError } from '../errors.js';
 import { postmasterPid } from '../local/cluster.js';
+import { compareLsn } from '../lsn.js';
 import {
   type AgentDecision,
   type AgentObservation,
   decide,
+  decideSync,
   type LocalPostgres,
   leaseValid,
   type MemberInfo,
@@ -34,6 +36,12 @@ export interface AgentOptions {
   priority?: number;
   /** Never promote a replica further behind the last primary position than this (default 16 MB). */
   maxLagOnFailover?: number;
+  /**
+   * Synchronous mode (Patroni's synchronous_mode): the leader names its healthy streaming replicas in
+   * synchronous_standby_names and records them in etcd; only a recorded one may be promoted. The
+   * cluster-wide `config.synchronous` in etcd turns it on as well.
+   */
+  sync?: boolean;
   logger?: Logger;
 }
 
@@ -63,6 +71,7 @@ export class ClusterAgent {
   private deadman: ChildProcess | null = null;
   /** The cluster-wide settings last applied to the running PostgreSQL (JSON), null after a (re)start. */
   private appliedSettings: string | null = null;
+  private lastSyncReason: string | null = null;
 
   constructor(private readonly options: AgentOptions) {
     this.name = options.pg.name;
@@ -212,6 +221,7 @@ export class ClusterAgent {
       initializedBy: view.initializedBy,
       leaderOptime: view.optime,
       switchover: view.switchover,
+      sync: view.sync,
     };
     const d = decide(obs);
     if (d.action !== 'none' || d.reason !== this.lastDecision?.reason) this.log.info(d, d.reason);
@@ -223,7 +233,81 @@ export class ClusterAgent {
     await this.applySettings(view).catch((err) =>
       this.log.error({ err: (err as Error).message }, 'applying the cluster settings failed'),
     );
+    await this.syncStep(view).catch((err) =>
+      this.log.error({ err: (err as Error).message }, 'synchronous replication step failed'),
+    );
     await this.publish(view).catch(() => {});
+  }
+
+  /** True while this agent holds the leader key under its current lease and may trust it. */
+  private holdsLeader(view: ClusterView): boolean {
+    const l = view.leader;
+    return (
+      !!l &&
+      l.name === this.name &&
+      l.lease === this.store.leaseIdOrNull &&
+      leaseValid(Date.now(), this.store.lastRenewalSentAt, this.ttlMs)
+    );
+  }
+
+  /**
+   * Synchronous mode, on the leader's running primary: carry out `decideSync()` steps (at most a few
+   * per loop). Off: remove the sync key and clear synchronous_standby_names (e.g. copied from the
+   * former primary by pg_basebackup or pg_rewind).
+   */
+  private async syncStep(view: ClusterView): Promise<void> {
+    const pgState = this.pgState;
+    if (view.config.paused || !pgState?.running || pgState.inRecovery !== false) return;
+    const leader = view.leader;
+    if (!leader || !this.holdsLeader(view)) return;
+    const spec = this.options.pg;
+    if (!(this.options.sync || view.config.synchronous)) {
+      if (view.sync && (await this.store.deleteSync(leader))) {
+        this.log.info({}, 'synchronous mode off: removed the synchronous set');
+        view.sync = null;
+      }
+      if ((await local.syncStatus(spec)).inForce.length) await local.setStandbyNames(spec, []);
+      return;
+    }
+    const eligible = new Set(
+      // a nofailover member could never be promoted: it must not be the one holding acknowledged commits
+      view.members
+        .filter((m) => m.name !== this.name && !(view.tags[m.name]?.nofailover ?? m.nofailover))
+        .map((m) => m.name),
+    );
+    for (let i = 0; i < 4; i++) {
+      if (!this.holdsLeader(view)) return;
+      const status = await local.syncStatus(spec);
+      const streaming = status.senders
+        .filter((s) => s.state === 'streaming' && eligible.has(s.name))
+        .map((s) => s.name);
+      const obs = { me: this.name, recorded: view.sync, streaming, inForce: status.inForce, caughtUp: [] as string[] };
+      let step = decideSync(obs);
+      if (step.action === 'wait-catch-up') {
+        // a member that flushed past the position read after the setting was in force holds every
+        // commit acknowledged before: poll briefly (a busy primary keeps moving, the flush follows)
+        for (let j = 0; j < 20 && step.action === 'wait-catch-up'; j++) {
+          await new Promise((r) => setTimeout(r, 50));
+          const now = await local.syncStatus(spec);
+          obs.caughtUp = now.senders
+            .filter((s) => streaming.includes(s.name) && compareLsn(s.flushLsn, status.lsn) >= 0)
+            .map((s) => s.name);
+          step = decideSync(obs);
+        }
+      }
+      if (step.action === 'none' || step.action === 'wait-catch-up') {
+        if (step.reason !== this.lastSyncReason) this.log.info({ sync: step.action }, step.reason);
+        this.lastSyncReason = step.reason;
+        return;
+      }
+      this.log.info({ sync: step.action }, step.reason);
+      this.lastSyncReason = step.reason;
+      if (step.action === 'record') {
+        const record = { leader: this.name, members: step.members };
+        if (!(await this.store.putSync(record, leader))) return;
+        view.sync = record;
+      } else await local.setStandbyNames(spec, step.names);
+    }
   }
 
   /** Tags set with `bulwark cluster tag` win over the agent's own flags. */

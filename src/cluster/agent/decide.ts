@@ -67,6 +67,17 @@ export interface AgentObservation {
   leaderOptime: string | null;
   /** A planned switchover: `to` takes over at `at` (ms epoch). */
   switchover?: { to: string; at: number } | null;
+  /**
+   * The recorded synchronous set (sync key), written by a leader in synchronous mode: only these
+   * members may be promoted. Absent (null) when no leader runs in synchronous mode.
+   */
+  sync?: SyncRecord | null;
+}
+
+/** The sync key: the replicas that hold every commit `leader` acknowledged (synchronous mode). */
+export interface SyncRecord {
+  leader: string;
+  members: string[];
 }
 
 export type AgentAction =
@@ -161,6 +172,23 @@ export function decide(o: AgentObservation): AgentDecision {
   if (sw && o.members.some((m) => m.name === sw.to && m.role === 'replica'))
     return { action: 'none', reason: `no leader: waiting for the switchover target ${sw.to}` };
   if (o.nofailover) return { action: 'none', reason: 'no leader, and this node is tagged nofailover' };
+  const sync = o.sync;
+  if (sync) {
+    // Synchronous mode: every acknowledged commit is on at least one member of the recorded set, so
+    // the member of that set with the most WAL has them all. Promote only from the set, and only when
+    // every other member of it is visible (a missing one may hold the newest acknowledged commits).
+    if (!sync.members.includes(o.me))
+      return {
+        action: 'none',
+        reason: `no leader, but this node is not in the synchronous set [${sync.members.join(', ')}]: it may miss acknowledged commits`,
+      };
+    const missing = sync.members.filter((n) => n !== o.me && !o.members.some((m) => m.name === n && m.lsn !== null));
+    if (missing.length)
+      return {
+        action: 'none',
+        reason: `no leader: synchronous member ${missing.join(', ')} not visible, it may hold acknowledged commits this node lacks`,
+      };
+  }
   if (o.leaderOptime && o.pg.lsn) {
     const behind = lsnDiff(o.leaderOptime, o.pg.lsn);
     if (behind !== null && behind > o.maxLagOnFailover)
@@ -170,7 +198,12 @@ export function decide(o: AgentObservation): AgentDecision {
       };
   }
   const better = o.members.find(
-    (m) => m.role !== 'stopped' && m.role !== 'uninitialized' && !m.nofailover && ahead(m, o),
+    (m) =>
+      m.role !== 'stopped' &&
+      m.role !== 'uninitialized' &&
+      !m.nofailover &&
+      (!sync || sync.members.includes(m.name)) &&
+      ahead(m, o),
   );
   if (better) return { action: 'none', reason: `no leader: ${better.name} is a better candidate` };
   return { action: 'acquire', reason: 'no leader and no member is further ahead: taking the leader key' };
@@ -182,4 +215,80 @@ function ahead(m: MemberInfo, o: AgentObservation): boolean {
   if (c !== 0) return c > 0;
   if (m.priority !== o.priority) return m.priority > o.priority;
   return m.name < o.me;
+}
+
+/** What the leader's synchronous-mode step sees each loop. */
+export interface SyncObservation {
+  me: string;
+  /** The sync key as read from etcd (any leader's), null when absent. */
+  recorded: SyncRecord | null;
+  /** Members whose WAL sender is in state `streaming` on our primary (caught up, healthy). */
+  streaming: string[];
+  /** Names in the synchronous_standby_names in force now (read back after the reload). */
+  inForce: string[];
+  /** Streaming members whose flush position reached the primary's position taken after `inForce` was in force. */
+  caughtUp: string[];
+}
+
+export type SyncStep =
+  | { action: 'none'; reason: string }
+  | { action: 'record'; members: string[]; reason: string }
+  | { action: 'configure'; names: string[]; reason: string }
+  | { action: 'wait-catch-up'; reason: string };
+
+const same = (a: string[], b: string[]) => a.length === b.length && a.every((x) => b.includes(x));
+
+/**
+ * The leader's synchronous replication step (synchronous mode), one action per call: the agent
+ * carries it out and calls again. `synchronous_standby_names` = ANY 1 (streaming replicas), so a commit
+ * is acknowledged once one of them flushed it. The invariant: every acknowledged commit is on at
+ * least one member of the recorded set (the sync key), which is where a failover may pick from.
+ * - a member enters the record before the setting names it when the record already has a member
+ *   (then someone in it holds everything, and it gains one more candidate); into an empty record
+ *   only after the setting names it and it flushed past the primary's position (it holds everything);
+ * - a member leaves the record only after the setting without it is in force and a remaining member
+ *   flushed past the primary's position (taken then): that one holds every commit the leaver could
+ *   have acknowledged alone;
+ * - no healthy replica at all: the record is emptied *first* (no failover is allowed from now on),
+ *   then the setting is cleared and the primary goes on alone (Patroni's non-strict synchronous_mode).
+ */
+export function decideSync(o: SyncObservation): SyncStep {
+  const want = [...o.streaming].sort();
+  const ours = o.recorded?.leader === o.me;
+  // A new leader starts from an empty record: nobody else holds what it alone acknowledges from now on.
+  const recorded = ours ? o.recorded!.members : [];
+  if (!ours)
+    return { action: 'record', members: [], reason: `new leader: synchronous set recorded as ${o.me}'s, empty` };
+  if (want.length === 0) {
+    if (recorded.length)
+      return { action: 'record', members: [], reason: 'no healthy replica: emptying the synchronous set first' };
+    if (o.inForce.length)
+      return {
+        action: 'configure',
+        names: [],
+        reason: 'no healthy replica: the primary goes on without a sync standby',
+      };
+    return { action: 'none', reason: 'no healthy replica: not synchronous, no failover possible' };
+  }
+  if (recorded.length) {
+    const joiners = want.filter((n) => !recorded.includes(n));
+    if (joiners.length)
+      return {
+        action: 'record',
+        members: [...recorded, ...joiners].sort(),
+        reason: `${joiners.join(', ')} streaming: recorded in the synchronous set before it is named`,
+      };
+  }
+  if (!same(o.inForce, want))
+    return { action: 'configure', names: want, reason: `synchronous_standby_names = ANY 1 (${want.join(', ')})` };
+  if (same(recorded, want)) return { action: 'none', reason: `synchronous set [${want.join(', ')}]` };
+  // The setting is in force; the record differs by leavers (or is empty): wait for a member to catch up.
+  const holder = want.find((n) => o.caughtUp.includes(n));
+  if (!holder)
+    return { action: 'wait-catch-up', reason: `waiting for one of ${want.join(', ')} to flush past the switch` };
+  return {
+    action: 'record',
+    members: recorded.length ? want : o.caughtUp.filter((n) => want.includes(n)).sort(),
+    reason: `${holder} flushed past the switch: synchronous set [${want.join(', ')}]`,
+  };
 }

@@ -246,6 +246,71 @@ export async function promote(spec: LocalPostgresSpec): Promise<void> {
   rmSync(join(spec.dataDir, REWIND_MARKER), { force: true });
 }
 
+/** What synchronous replication looks like on the primary right now. */
+export interface SyncStatus {
+  /** Names in the synchronous_standby_names this session sees (in force after a reload). */
+  inForce: string[];
+  /** The primary's WAL position, read after the setting. */
+  lsn: string;
+  /** WAL senders: application_name, state and flush position of each standby. */
+  senders: Array<{ name: string; state: string; flushLsn: string | null }>;
+}
+
+/** Member names in a synchronous_standby_names value ('ANY 1 ("n2","n3")', 'n2, n3', '' ...). */
+export function parseStandbyNames(value: string): string[] {
+  const v = value.trim();
+  if (!v) return [];
+  const inner = /\((.*)\)/.exec(v)?.[1] ?? v;
+  return inner
+    .split(',')
+    .map((n) => n.trim().replace(/^"(.*)"$/, '$1'))
+    .filter(Boolean);
+}
+
+async function withClient<T>(spec: LocalPostgresSpec, fn: (c: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ ...connection(spec), connectionTimeoutMillis: 2000, query_timeout: 5000 });
+  client.on('error', () => {});
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/** A fresh session (so it sees the configuration in force now): the setting, then the position, then the senders. */
+export async function syncStatus(spec: LocalPostgresSpec): Promise<SyncStatus> {
+  return withClient(spec, async (c) => {
+    const names = (await c.query('SHOW synchronous_standby_names')).rows[0].synchronous_standby_names as string;
+    const lsn = (await c.query('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0].lsn as string;
+    const r = await c.query('SELECT application_name, state, flush_lsn::text AS flush FROM pg_stat_replication');
+    return {
+      inForce: parseStandbyNames(names),
+      lsn,
+      senders: r.rows.map((x) => ({ name: x.application_name, state: x.state, flushLsn: x.flush })),
+    };
+  });
+}
+
+/**
+ * Set synchronous_standby_names to ANY 1 (names) ('' for none) and reload; resolves once a new
+ * session sees the new value (the setting is in force).
+ */
+export async function setStandbyNames(spec: LocalPostgresSpec, names: string[]): Promise<void> {
+  const value = names.length ? `ANY 1 (${names.map((n) => `"${n.replace(/"/g, '')}"`).join(', ')})` : '';
+  await withClient(spec, async (c) => {
+    await c.query(`ALTER SYSTEM SET synchronous_standby_names = '${value.replace(/'/g, "''")}'`);
+    await c.query('SELECT pg_reload_conf()');
+  });
+  const want = [...names].sort().join(',');
+  for (let i = 0; i < 50; i++) {
+    const s = await syncStatus(spec);
+    if ([...s.inForce].sort().join(',') === want) return;
+    await sleep(20);
+  }
+  throw new ClusterError('BULWARK_E_CLUSTER_NODE', `${spec.name}: synchronous_standby_names not in force after reload`);
+}
+
 /** Point a running replica at `leader` (primary_conninfo is reloadable since PostgreSQL 13). */
 export async function follow(spec: LocalPostgresSpec, leader: { host: string; port: number }): Promise<void> {
   const client = new pg.Client({ ...connection(spec), connectionTimeoutMillis: 5000, query_timeout: 10_000 });

@@ -1,4 +1,4 @@
-import type { MemberInfo } from './decide.js';
+import type { MemberInfo, SyncRecord } from './decide.js';
 
 /** Deadline of every etcd call: a partitioned or frozen member must not stall the agent's loop. */
 const CALL_MS = 1500;
@@ -17,6 +17,8 @@ export interface AgentClusterConfig {
   paused?: boolean;
   /** postgresql.conf settings every agent applies to its node (ALTER SYSTEM + reload). */
   settings?: Record<string, string>;
+  /** Synchronous mode for the whole cluster (`bulwark cluster set --sync on`), as if every agent ran with --sync. */
+  synchronous?: boolean;
 }
 
 /** Per-member tags under tags/<name> (written by `bulwark cluster tag`); they override the agent's flags. */
@@ -39,6 +41,8 @@ export interface ClusterView {
   config: AgentClusterConfig;
   tags: Record<string, MemberTags>;
   switchover: SwitchoverRequest | null;
+  /** The recorded synchronous set (synchronous mode), null when absent. */
+  sync: SyncRecord | null;
 }
 
 /** etcd keys of the node agents: /bulwark-agents/<scope>/{leader,members/<name>,initialize,optime,config}. */
@@ -186,6 +190,23 @@ export class AgentStore {
     ]);
   }
 
+  /**
+   * Record the synchronous set, only while we hold the leader key (atomic with that check): a deposed
+   * leader must not change who may be promoted. True when written.
+   */
+  async putSync(record: SyncRecord, leader: LeaderRecord): Promise<boolean> {
+    return this.txn(this.valueIs('leader', JSON.stringify(leader)), [
+      { request_put: this.put(this.key('sync'), JSON.stringify(record)) },
+    ]);
+  }
+
+  /** Remove the sync key (synchronous mode turned off), only while we hold the leader key. */
+  async deleteSync(leader: LeaderRecord): Promise<boolean> {
+    return this.txn(this.valueIs('leader', JSON.stringify(leader)), [
+      { request_delete_range: { key: b64(this.key('sync')) } },
+    ]);
+  }
+
   /** Give the leader key up (clean shutdown): the others may elect at once instead of after the TTL. */
   async releaseLeader(leader: LeaderRecord): Promise<void> {
     await this.txn(this.valueIs('leader', JSON.stringify(leader)), [
@@ -206,6 +227,7 @@ export class AgentStore {
       config: {},
       tags: {},
       switchover: null,
+      sync: null,
     };
     for (const kv of res.kvs ?? []) {
       const rel = unb64(kv.key).slice(this.prefix.length);
@@ -215,6 +237,7 @@ export class AgentStore {
       else if (rel === 'optime') view.optime = v;
       else if (rel === 'config') view.config = JSON.parse(v) as AgentClusterConfig;
       else if (rel === 'switchover') view.switchover = JSON.parse(v) as SwitchoverRequest;
+      else if (rel === 'sync') view.sync = JSON.parse(v) as SyncRecord;
       else if (rel.startsWith('tags/')) view.tags[rel.slice(5)] = JSON.parse(v) as MemberTags;
       else if (rel.startsWith('members/')) view.members.push(JSON.parse(v) as MemberInfo);
     }
