@@ -3,7 +3,7 @@
 # missing, so a second run does nothing. Needs root (or sudo) on a fresh machine.
 # Arguments name a subset (`npm run drill` needs only postgresql-15 and zstd).
 set -euo pipefail
-packages=(postgresql-15 etcd-server haproxy chromium zstd prometheus)
+packages=(postgresql-15 etcd-server haproxy chromium zstd prometheus curl iproute2)
 [ $# -gt 0 ] && packages=("$@")
 missing=()
 for p in "${packages[@]}"; do
