@@ -10,7 +10,8 @@ import type { Repository } from './repository.js';
  *   1. another live lock that is already held, or that sorts before ours: we lost, remove ours;
  *   2. otherwise mark ours held, list again, and keep it only if still no other live lock is held or
  *      sorts before ours.
- * Two contenders can both give up in a close race, never both hold it. A lock is stale (removed,
+ * Two contenders can both give up in a close race, never both hold it; so a contender that lost tries
+ * again a few times after a random pause before it reports the lock. A lock is stale (removed,
  * and said so) when its holder ran on this host and that pid is gone (kill -9, a crash), or when its
  * holder stopped refreshing it (every 30 s) for `staleMs`, which covers another host's crash.
  */
@@ -27,6 +28,7 @@ export interface RepoLock {
 }
 
 const REFRESH_MS = 30_000;
+const LOCK_ATTEMPTS = 5;
 
 /** True when `holder` can no longer be running (pure apart from the pid probe). */
 export function lockIsStale(
@@ -70,7 +72,6 @@ export async function acquireRepoLock(
     held: false,
   };
   const write = () => repo.storage.put(key, `${JSON.stringify(me)}\n`);
-  await write();
   const others = async (): Promise<{ key: string; holder: LockHolder }[]> => {
     const live: { key: string; holder: LockHolder }[] = [];
     for (const obj of await repo.storage.list('locks/')) {
@@ -96,17 +97,31 @@ export async function acquireRepoLock(
   };
   const conflict = (live: { key: string; holder: LockHolder }[]) =>
     live.find((l) => l.holder.held) ?? live.find((l) => l.key < key);
-  try {
+  const attempt = async (): Promise<LockHolder | undefined> => {
+    me.held = false;
+    await write();
     let c = conflict(await others());
     if (!c) {
       me.held = true;
       await write();
       c = conflict(await others());
     }
-    if (c)
+    if (c) await repo.storage.delete([key]);
+    return c?.holder;
+  };
+  try {
+    // Two contenders racing can both give up (see above): each gives up a few times, after a random
+    // pause, before saying the repository is locked, so one of them gets it. A real holder keeps its
+    // lock far longer than these pauses add up to (~1 s).
+    let holder = await attempt();
+    for (let i = 0; holder && i < LOCK_ATTEMPTS - 1; i++) {
+      await new Promise((r) => setTimeout(r, 50 + Math.random() * 200));
+      holder = await attempt();
+    }
+    if (holder)
       throw new BackupError(
         'BULWARK_E_LOCKED',
-        `repository is locked by ${describe(c.holder)}: ${repo.description} takes one backup create or expire at a time; try again when it has finished`,
+        `repository is locked by ${describe(holder)}: ${repo.description} takes one backup create or expire at a time; try again when it has finished`,
       );
   } catch (err) {
     await repo.storage.delete([key]).catch(() => {});
