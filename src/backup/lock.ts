@@ -10,8 +10,8 @@ import type { Repository } from './repository.js';
  *   1. another live lock that is already held, or that sorts before ours: we lost, remove ours;
  *   2. otherwise mark ours held, list again, and keep it only if still no other live lock is held or
  *      sorts before ours.
- * Two contenders can both give up in a close race, never both hold it; so a contender that lost tries
- * again a few times after a random pause before it reports the lock. A lock is stale (removed,
+ * Two contenders can both give up in a close race, never both hold it; so a contender that lost a race
+ * (not to a lock already held) tries again a few times after a random pause. A lock is stale (removed,
  * and said so) when its holder ran on this host and that pid is gone (kill -9, a crash), or when its
  * holder stopped refreshing it (every 30 s) for `staleMs`, which covers another host's crash.
  */
@@ -97,31 +97,34 @@ export async function acquireRepoLock(
   };
   const conflict = (live: { key: string; holder: LockHolder }[]) =>
     live.find((l) => l.holder.held) ?? live.find((l) => l.key < key);
-  const attempt = async (): Promise<LockHolder | undefined> => {
+  /** One try: the holder we yielded to (if any), and whether that was a race rather than a holder. */
+  const attempt = async (): Promise<{ holder?: LockHolder; race: boolean }> => {
     me.held = false;
     await write();
     let c = conflict(await others());
+    let race = !!c && !c.holder.held; // its owner is between its two checks, as we are
     if (!c) {
       me.held = true;
       await write();
       c = conflict(await others());
+      race = !!c;
     }
     if (c) await repo.storage.delete([key]);
-    return c?.holder;
+    return { holder: c?.holder, race };
   };
   try {
-    // Two contenders racing can both give up (see above): each gives up a few times, after a random
-    // pause, before saying the repository is locked, so one of them gets it. A real holder keeps its
-    // lock far longer than these pauses add up to (~1 s).
-    let holder = await attempt();
-    for (let i = 0; holder && i < LOCK_ATTEMPTS - 1; i++) {
-      await new Promise((r) => setTimeout(r, 50 + Math.random() * 200));
-      holder = await attempt();
+    // Two contenders racing can both give up (see above). One that lost a race (not to a lock already
+    // held when it looked) tries again after a random pause, so one of them gets it; a lock already
+    // held is reported at once.
+    let r = await attempt();
+    for (let i = 0; r.holder && r.race && i < LOCK_ATTEMPTS - 1; i++) {
+      await new Promise((res) => setTimeout(res, 50 + Math.random() * 200));
+      r = await attempt();
     }
-    if (holder)
+    if (r.holder)
       throw new BackupError(
         'BULWARK_E_LOCKED',
-        `repository is locked by ${describe(holder)}: ${repo.description} takes one backup create or expire at a time; try again when it has finished`,
+        `repository is locked by ${describe(r.holder)}: ${repo.description} takes one backup create or expire at a time; try again when it has finished`,
       );
   } catch (err) {
     await repo.storage.delete([key]).catch(() => {});
