@@ -196,7 +196,8 @@ export default scenario({
     const byName = Object.fromEntries(r.summary.endpoints.map((e: { name: string }) => [e.name, e]));
     expect(byName.held.latencyMs.min).toBeGreaterThanOrEqual(1000);
     expect(byName.queued.requests).toBe(1);
-    expect(byName.queued.latencyMs.max).toBeLessThan(1000);
+    // shorter than the hold it queued behind: the wait for a connection is not in its duration
+    expect(byName.queued.latencyMs.max).toBeLessThan(byName.held.latencyMs.min);
   });
 });
 
