@@ -61,7 +61,6 @@ export const CONFIGURED_STEP_REFUSALS: Partial<Record<StepName, string>> = {
  */
 export const CONFIGURED_STEPS: StepName[] = ['backup', 'failover', 'bad-release', 'good-release', 'pitr'];
 
-const PITR_GATE = true;
 const NO_BACKUP_PARTS =
   "it needs the primary's postgresql:// URL (drill.pg or backup.pg) and a repository (drill.repo or backup.repo)";
 
@@ -81,7 +80,7 @@ export function configuredSteps(
     if (step === 'failover') return t.clusterDir ? undefined : NO_CLUSTER_DIR;
     if (step === 'bad-release' || step === 'good-release') return t.deploy ? undefined : CONFIGURED_STEP_REFUSALS[step];
     if (step === 'pitr') {
-      if (!t.pitr || PITR_GATE) return CONFIGURED_STEP_REFUSALS.pitr;
+      if (!t.pitr) return CONFIGURED_STEP_REFUSALS.pitr;
       if (!t.pitr.scratchTable)
         return 'drill.pitr.scratchTable is not true: the step drops a table to recover it, and it only ever drops its own (bulwark_drill_oops_<run id>), created in your database with your consent';
       if (!t.pg || !t.repo) return NO_BACKUP_PARTS;

@@ -79,7 +79,8 @@ describe('drill --config: which targets are local (pure)', () => {
       /step pitr cannot run with --config: it needs drill\.pitr/,
     );
     const pitr = { dir: '/copy', table: 'orders', count: 'SELECT count(*) FROM orders', scratchTable: false };
-    void pitr;
+    expect(() => configuredSteps(['pitr'], { ...f, pitr })).toThrow(/drill\.pitr\.scratchTable is not true/);
+    expect(configuredSteps(undefined, { ...f, pitr: { ...pitr, scratchTable: true } })).toEqual(['backup', 'pitr']);
   });
 
   it('drill config section: unknown keys rejected naming the file and key; backup.pg/repo are the defaults', () => {
