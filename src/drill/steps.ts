@@ -97,6 +97,7 @@ async function servingVersion(url: string): Promise<string | undefined> {
 }
 
 const WRITE_GAP_LIMIT_MS = 5000;
+const NO_ACKS = 'drill.load.acks is not configured (which answers of your scenario acknowledge a write)';
 
 /** PIDs of the WAL senders of a node (`postgres: <cluster_name>: walsender ...` in /proc). */
 function walSenders(node: string): number[] {
@@ -205,6 +206,7 @@ export const STEPS: Record<StepName, StepSpec> = {
       `after kill -9 of the primary, writes resume within ${WRITE_GAP_LIMIT_MS / 1000} s and no acknowledged order is lost${sync ? ' (synchronous replication)' : ' (asynchronous replication)'}`,
     async run(c) {
       const { traffic, log, signal, replicaLagMs } = c;
+      const rpoQuery = c.target?.load?.acks?.query;
       const parts = failoverParts(c);
       const primaryName = readState(parts.pgDir)?.primary;
       if (!primaryName) throw new DrillError('BULWARK_E_DRILL', `${parts.pgDir}: the cluster has no primary`);
@@ -237,7 +239,10 @@ export const STEPS: Record<StepName, StepSpec> = {
           ? `the cluster's monitor promoted ${entry.to} (seen in the cluster state)`
           : `monitor promoted ${entry.to} (${entry.durationMs} ms from the first failed probe, promotion ${entry.promoteMs} ms)`,
       );
-      const resumed = await waitUntil(() => traffic.acks.some((a) => a.at > killAt), 30_000, signal);
+      // Without acknowledged writes (the user's scenario names none) neither the write gap nor the RPO
+      // can be measured: they are reported as not measured, never as 0.
+      const measured = traffic.measuresAcks;
+      const resumed = measured && (await waitUntil(() => traffic.acks.some((a) => a.at > killAt), 30_000, signal));
       const gap = resumed
         ? writeGapMs(
             killAt,
@@ -245,26 +250,44 @@ export const STEPS: Record<StepName, StepSpec> = {
           )
         : null;
       log(
-        gap === null
-          ? 'no order acknowledged within 30 s of the kill'
-          : `write gap ${gap} ms (last order acknowledged before the kill to the first after it)`,
+        !measured
+          ? `write gap and RPO not measured: ${NO_ACKS}`
+          : gap === null
+            ? 'no write acknowledged within 30 s of the kill'
+            : `write gap ${gap} ms (last write acknowledged before the kill to the first after it)`,
       );
-      // RPO: every order the shop acknowledged so far must be on the new primary
+      // RPO: every write the app acknowledged so far must be on the new primary
       const acks = [...traffic.acks];
-      const r = await parts.pool.query('SELECT id, client_ref FROM orders WHERE id = ANY($1::bigint[])', [
-        acks.map((a) => a.id),
-      ]);
-      const lostKeys = new Set(
-        lostOrders(
-          acks.map((a) => orderKey(a.id, a.ref)),
-          r.rows.map((row: { id: string; client_ref: string | null }) => orderKey(row.id, row.client_ref)),
-        ),
-      );
-      const lost = acks.filter((a) => lostKeys.has(orderKey(a.id, a.ref))).map((a) => a.id);
-      for (const key of lostKeys) traffic.lost.add(key);
-      log(
-        `${acks.length} acknowledged orders checked on ${entry.to}: ${lost.length} missing${lost.length ? ` (ids ${lost.slice(0, 10).join(', ')}${lost.length > 10 ? ', ...' : ''})` : ''}`,
-      );
+      let lost: Array<number | string> | null = null;
+      if (measured && rpoQuery) {
+        // the user's query: $1 = the acknowledged ids (text[]); it answers those it finds (first column)
+        const r = await parts.pool.query(rpoQuery, [acks.map((a) => String(a.id))]);
+        const found = r.rows.map((row: Record<string, unknown>) => String(Object.values(row)[0]));
+        const lostIds = new Set(
+          lostOrders(
+            acks.map((a) => String(a.id)),
+            found,
+          ),
+        );
+        lost = acks.filter((a) => lostIds.has(String(a.id))).map((a) => a.id);
+        for (const a of acks) if (lostIds.has(String(a.id))) traffic.lost.add(orderKey(a.id, a.ref));
+      } else if (measured) {
+        const r = await parts.pool.query('SELECT id, client_ref FROM orders WHERE id = ANY($1::bigint[])', [
+          acks.map((a) => a.id),
+        ]);
+        const lostKeys = new Set(
+          lostOrders(
+            acks.map((a) => orderKey(a.id, a.ref)),
+            r.rows.map((row: { id: string; client_ref: string | null }) => orderKey(row.id, row.client_ref)),
+          ),
+        );
+        lost = acks.filter((a) => lostKeys.has(orderKey(a.id, a.ref))).map((a) => a.id);
+        for (const key of lostKeys) traffic.lost.add(key);
+      }
+      if (lost)
+        log(
+          `${acks.length} acknowledged writes checked on ${entry.to}${rpoQuery ? ' (drill.load.acks.query)' : ''}: ${lost.length} missing${lost.length ? ` (ids ${lost.slice(0, 10).join(', ')}${lost.length > 10 ? ', ...' : ''})` : ''}`,
+        );
       const rejoined = await waitUntil(() => parts.rejoined(primary.name), 60_000, signal);
       const rejoinS = (Date.now() - killAt) / 1000;
       log(
@@ -274,19 +297,22 @@ export const STEPS: Record<StepName, StepSpec> = {
       );
       return {
         faultAt: killAt,
-        probes: [
-          below('write gap (RTO)', gap, WRITE_GAP_LIMIT_MS, 'ms'),
-          atMost('acknowledged orders lost (RPO)', lost.length, 0),
-        ],
+        probes: lost
+          ? [
+              below('write gap (RTO)', gap, WRITE_GAP_LIMIT_MS, 'ms'),
+              atMost('acknowledged orders lost (RPO)', lost.length, 0),
+            ]
+          : [isTrue('another node became primary', entry.to !== primary.name, `new primary ${entry.to}`)],
         measured: {
           killedNode: primary.name,
           newPrimary: entry.to,
           rtoMs: gap,
           monitorFailoverMs: entry.durationMs,
           promoteMs: entry.promoteMs,
-          ordersAcknowledged: acks.length,
-          lostOrders: lost.length,
-          lostOrderIds: lost.slice(0, 100).join(','),
+          ordersAcknowledged: lost ? acks.length : null,
+          lostOrders: lost ? lost.length : null,
+          lostOrderIds: lost ? lost.slice(0, 100).join(',') : null,
+          rpo: lost ? lost.length : `not measured (${NO_ACKS})`,
           oldPrimaryRejoined: rejoined,
         },
       };
@@ -470,7 +496,7 @@ export const STEPS: Record<StepName, StepSpec> = {
       const betweenTargetAndDrop = traffic.acks.filter((a) => a.at > targetAt && a.at <= dropAt).length;
       // Put the orders back in production, as the on-call engineer would, so the shop takes orders again.
       const r0 = Date.now();
-      const maxAcked = traffic.acks.reduce((m, a) => Math.max(m, a.id), 0);
+      const maxAcked = traffic.acks.reduce((m, a) => Math.max(m, Number(a.id)), 0);
       const client = await pool.connect();
       try {
         // one transaction: the shop's inserts fail until the table is back whole (never half-filled)
