@@ -16,7 +16,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { BackupError } from './errors.js';
-import { cstr, octal } from './incremental/tar-list.js';
+import { readTar } from './tar-reader.js';
 
 /**
  * Delta restore (`restore --delta`, as pgBackRest's): lay a base backup's tar stream over a data
@@ -134,86 +134,27 @@ export async function deltaExtract(
     if (owner) lchownSync(abs, owner.uid, owner.gid);
   };
 
-  let pending: Buffer = Buffer.alloc(0);
-  let skip = 0;
-  let longName: string | undefined;
-  let collect: { left: number; parts: Buffer[]; kind: 'L' | 'x' } | undefined;
-  let ended = false;
   try {
-    for await (const chunk of source) {
-      if (ended) continue; // read on: the stream's checksum is verified at its end
-      const buf = pending.length ? Buffer.concat([pending, chunk]) : chunk;
-      let off = 0;
-      while (!ended) {
-        if (file && file.left > 0) {
-          const take = Math.min(file.left, buf.length - off);
-          fileData(buf.subarray(off, off + take));
-          off += take;
-          if (file.left === 0) endFile();
-          if (off >= buf.length) break;
-          continue;
+    const { truncated } = await readTar(source, {
+      entry: (e) => {
+        listed.add(e.name);
+        if (e.type === '0' || e.type === '\0') {
+          startFile(e.name, e.size, e.mode || 0o600);
+          return true;
         }
-        if (skip > 0 || collect) {
-          const want = collect ? collect.left : skip;
-          const take = Math.min(want, buf.length - off);
-          if (collect) {
-            collect.parts.push(buf.subarray(off, off + take));
-            collect.left -= take;
-          } else skip -= take;
-          off += take;
-          if (collect && collect.left === 0) {
-            const data = Buffer.concat(collect.parts);
-            if (collect.kind === 'L') longName = cstr(data, 0, data.length);
-            else {
-              const m = /\d+ path=([^\n]*)\n/.exec(data.toString('utf8'));
-              if (m) longName = m[1];
-            }
-            collect = undefined;
-          }
-          if (off >= buf.length) break;
-          continue;
-        }
-        if (buf.length - off < 512) break;
-        const h = buf.subarray(off, off + 512);
-        off += 512;
-        if (h.every((b) => b === 0)) {
-          ended = true;
-          break;
-        }
-        const size = octal(h, 124, 12);
-        const type = String.fromCharCode(h[156]!);
-        const padded = Math.ceil(size / 512) * 512;
-        if (type === 'L' || type === 'x') {
-          collect = { left: size, parts: [], kind: type };
-          skip = padded - size;
-          continue;
-        }
-        const prefix = cstr(h, 345, 155);
-        const name = (longName ?? (prefix ? `${prefix}/${cstr(h, 0, 100)}` : cstr(h, 0, 100)))
-          .replace(/^\.\//, '')
-          .replace(/\/$/, '');
-        longName = undefined;
-        const mode = octal(h, 100, 8) & 0o7777;
-        if (!name) {
-          skip = padded;
-          continue;
-        }
-        listed.add(name);
-        if (type === '0' || type === '\0') {
-          startFile(name, size, mode || 0o600);
-          skip = padded - size;
-          if (size === 0) endFile();
-        } else {
-          if (type === '5') makeDir(name, mode || 0o700);
-          else if (type === '2') makeLink(name, cstr(h, 157, 100));
-          else
-            throw new BackupError('BULWARK_E_RESTORE', `backup tar: entry type "${type}" of ${name} is not supported`);
-          skip = padded;
-        }
-      }
-      pending = buf.subarray(off);
-    }
-    if (file) throw new BackupError('BULWARK_E_RESTORE', 'backup tar ended in the middle of a file');
+        if (e.type === '5') makeDir(e.name, e.mode || 0o700);
+        else if (e.type === '2') makeLink(e.name, e.linkTarget);
+        else
+          throw new BackupError(
+            'BULWARK_E_RESTORE',
+            `backup tar: entry type "${e.type}" of ${e.name} is not supported`,
+          );
+        return false;
+      },
+      data: fileData,
+      end: endFile,
+    });
+    if (truncated || file) throw new BackupError('BULWARK_E_RESTORE', 'backup tar ended in the middle of a file');
   } finally {
     if (file) closeSync(file.fd);
   }

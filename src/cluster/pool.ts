@@ -216,18 +216,23 @@ export class ClusterPool extends EventEmitter {
 
   /** A client on the primary, for transactions (waits for a primary like writes do). Call release(). */
   async connect(): Promise<pg.PoolClient> {
-    const deadline = Date.now() + this.opts.writeTimeoutMillis;
+    const { key, client } = await this.primaryClient(Date.now() + this.opts.writeTimeoutMillis);
+    this.m.queries.inc({ kind: 'transaction', node: this.nameOf(key), role: 'primary' });
+    return this.guardCommit(client, key);
+  }
+
+  /**
+   * A connection to the primary, waiting (until the deadline) for one to be known and reachable. A
+   * failed connect sent nothing, so it is always safe to forget that primary and try the next one.
+   */
+  private async primaryClient(deadline: number): Promise<{ key: string; client: pg.PoolClient }> {
     for (;;) {
       const key = await this.waitForPrimary(deadline);
-      let client: pg.PoolClient;
       try {
-        client = await this.poolFor(key).connect();
+        return { key, client: await this.poolFor(key).connect() };
       } catch (err) {
         this.lostPrimary(key, err);
-        continue;
       }
-      this.m.queries.inc({ kind: 'transaction', node: this.nameOf(key), role: 'primary' });
-      return this.guardCommit(client, key);
     }
   }
 
@@ -269,15 +274,7 @@ export class ClusterPool extends EventEmitter {
     const started = Date.now();
     const deadline = started + this.opts.writeTimeoutMillis;
     for (;;) {
-      const key = await this.waitForPrimary(deadline);
-      let client: pg.PoolClient;
-      try {
-        client = await this.poolFor(key).connect();
-      } catch (err) {
-        // Nothing was sent: safe to wait for the next primary and try again.
-        this.lostPrimary(key, err);
-        continue;
-      }
+      const { key, client } = await this.primaryClient(deadline);
       let result: pg.QueryResult;
       try {
         result = await client.query(text as any, values as any[]);

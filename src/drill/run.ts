@@ -88,7 +88,15 @@ export interface DrillJournal {
       steps: StepName[];
       replicaLagMs: number;
       /** `--config`: the user's system (host:port of each part, never a password); absent on embedded defaults. */
-      target?: { file: string; url: string; database: string; repository: string };
+      target?: {
+        file: string;
+        url: string;
+        database: string | null;
+        repository: string | null;
+        app?: string;
+        badRelease?: string;
+        goodRelease?: string;
+      };
     };
     'steady-state-hypothesis': { title: string; probes: Array<{ type: 'probe'; name: string; tolerance: string }> };
     method: Array<{ type: 'action'; name: StepName; title: string; hypothesis: string }>;
@@ -228,7 +236,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
   if (o.target)
     emit({
       type: 'setup',
-      line: `configured system (${o.target.file}): shop ${system.url}, database ${system.primary().name}, repository ${system.repoUri}`,
+      line: `configured system (${o.target.file}): shop ${system.url}, database ${o.target.pg ? system.primary().name : '(none)'}, repository ${system.repoUri || '(none)'}${o.target.deploy ? `, app ${o.target.deploy.app} (releases ${o.target.deploy.badRelease} and ${o.target.deploy.goodRelease})` : ''}`,
     });
   let traffic: DrillTraffic | undefined;
   try {
@@ -261,12 +269,13 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
     for (const [i, name] of steps.entries()) {
       if (o.signal?.aborted) throw new DrillError('BULWARK_E_DRILL', 'interrupted');
       const spec = STEPS[name];
-      const hypothesis = spec.hypothesis({ sync });
+      const hypothesis = spec.hypothesis({ sync, configured: Boolean(o.target) });
       emit({ type: 'step-start', step: name, index: i + 1, total: steps.length, title: STEP_TITLES[name], hypothesis });
       const log: string[] = [];
       const ctx: StepContext = {
         env,
         system,
+        target: o.target,
         traffic: t,
         log: (line) => {
           log.push(line);
@@ -364,8 +373,15 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
               target: {
                 file: o.target.file,
                 url: system.url,
-                database: system.primary().name,
-                repository: system.repoUri,
+                database: o.target.pg ? system.primary().name : null,
+                repository: system.repoUri || null,
+                ...(o.target.deploy
+                  ? {
+                      app: o.target.deploy.app,
+                      badRelease: o.target.deploy.badRelease,
+                      goodRelease: o.target.deploy.goodRelease,
+                    }
+                  : {}),
               },
             }
           : {}),
@@ -382,7 +398,7 @@ export async function runDrill(o: DrillOptions = {}): Promise<DrillJournal> {
         type: 'action',
         name: s,
         title: STEP_TITLES[s],
-        hypothesis: STEPS[s].hypothesis({ sync }),
+        hypothesis: STEPS[s].hypothesis({ sync, configured: Boolean(o.target) }),
       })),
     },
     start: start.toISOString(),

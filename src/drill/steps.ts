@@ -4,11 +4,14 @@ import pg from 'pg';
 import { physicalBackup, physicalRestore } from '../backup/index.js';
 import { crashNode, readState } from '../cluster/index.js';
 import { ORDERS_TABLE_SQL } from '../demo/index.js';
+import type { Deployer } from '../deploy/index.js';
 import { run } from '../lib/child.js';
 import { freePort } from '../lib/net.js';
 import { POSTGRES_USER, pgBin } from '../lib/postgres.js';
+import { configuredPitr } from './configured-pitr.js';
 import {
   bulwarkCommand,
+  type DeployParts,
   type DrillEnvironment,
   type DrillSystem,
   type FailoverParts,
@@ -18,6 +21,7 @@ import {
 } from './environment.js';
 import { DrillError } from './errors.js';
 import { atMost, below, isTrue, lostOrders, orderKey, writeGapMs } from './hypothesis.js';
+import type { DrillTarget } from './target.js';
 import type { DrillTraffic } from './traffic.js';
 import type { Probe, StepName } from './types.js';
 
@@ -28,6 +32,8 @@ export interface StepContext {
   env?: DrillEnvironment;
   /** The system under test (the embedded environment, or the user's own from the config). */
   system: DrillSystem;
+  /** The user's system as the config names it (--config), else undefined. */
+  target?: DrillTarget;
   traffic: DrillTraffic;
   log: (line: string) => void;
   signal?: AbortSignal;
@@ -43,7 +49,8 @@ export interface StepOutcome {
 }
 
 export interface StepSpec {
-  hypothesis: (c: { sync: boolean }) => string;
+  /** `configured`: against the user's system (--config), where the releases are the user's own. */
+  hypothesis: (c: { sync: boolean; configured?: boolean }) => string;
   run: (c: StepContext) => Promise<StepOutcome>;
 }
 
@@ -136,6 +143,27 @@ function failoverParts(c: StepContext): FailoverParts {
       ),
     rejoined: (node) => monitor.topology().nodes.some((n) => n.name === node && n.role === 'replica' && n.streaming),
   };
+}
+
+/** The deploy steps' parts: the configured app's (bulwark deploy's Deployer), else the embedded shop's. */
+function deployParts(c: StepContext): DeployParts {
+  if (c.system.deploy) return c.system.deploy;
+  const env = embedded(c.env);
+  return {
+    app: 'shop',
+    deployerFor: (kind) => {
+      const release = kind === 'bad' ? c.releases.bad : c.releases.good;
+      const strategy = kind === 'bad' ? 'canary' : 'blue-green';
+      return { deployer: env.deployerFor(release, { strategy }), version: release.version, strategy };
+    },
+    serving: () => servingVersion(env.url),
+  };
+}
+
+/** The version serving every request before a deploy step (the stable one the bad release returns to). */
+function stableVersionOf(deployer: Deployer): string | undefined {
+  const s = deployer.status();
+  return s.active ? (s.slots[s.active]?.version ?? undefined) : undefined;
 }
 
 export const STEPS: Record<StepName, StepSpec> = {
@@ -266,33 +294,39 @@ export const STEPS: Record<StepName, StepSpec> = {
   },
 
   'bad-release': {
-    hypothesis: () =>
-      'a release that answers 500 on 20 % of requests is rolled back automatically by the canary analysis, and all traffic returns to the stable version',
-    async run({ env: maybeEnv, traffic, log, releases }) {
-      const env = embedded(maybeEnv);
-      const stable = env.store!.load();
-      const stableVersion = stable.active ? stable.slots[stable.active]?.version : undefined;
-      const bad = releases.bad;
+    hypothesis: ({ configured }) =>
+      configured
+        ? "the bad release fails the app's analysis and is rolled back automatically, and all traffic returns to the stable version"
+        : 'a release that answers 500 on 20 % of requests is rolled back automatically by the canary analysis, and all traffic returns to the stable version',
+    async run(c) {
+      const { traffic, log } = c;
+      const parts = deployParts(c);
+      const { deployer, version, strategy } = parts.deployerFor('bad', log);
+      const stableVersion = stableVersionOf(deployer);
       const before = traffic.snapshot();
       const t0 = Date.now();
-      log(`canary of ${bad.version} (20 % of traffic) next to ${stableVersion}`);
+      log(
+        strategy === 'canary'
+          ? `canary of ${version} (20 % of traffic) next to ${stableVersion}`
+          : `deploy of ${version} (${parts.app}'s own strategy and analysis) over ${stableVersion}`,
+      );
       let outcome = 'deployed';
       try {
-        await env.deployerFor(bad, { strategy: 'canary' }).deploy(bad.version);
+        await deployer.deploy(version, strategy ? { strategy } : {});
       } catch (err) {
         outcome = (err as { code?: string }).code ?? (err as Error).message;
       }
       const settledMs = Date.now() - t0;
-      const history = env.store!.history();
-      const record = [...history].reverse().find((d) => d.version === bad.version);
+      const history = deployer.history();
+      const record = [...history].reverse().find((d) => d.version === version);
       const rolledBack = record?.status === 'rolled-back';
       const reason = record?.events.map((e) => e.sentence).find((s) => /analysis|rollback|rolled/.test(s));
       if (reason) log(reason);
-      const serving = await servingVersion(env.url);
+      const serving = await parts.serving();
       const failed = traffic.failures - before.failures;
       const requests = traffic.requests - before.requests;
       log(
-        `${bad.version}: ${record?.status ?? outcome} after ${(settledMs / 1000).toFixed(1)} s; ${failed} failed requests of ${requests}; now serving ${serving}`,
+        `${version}: ${record?.status ?? outcome} after ${(settledMs / 1000).toFixed(1)} s; ${failed} failed requests of ${requests}; now serving ${serving}`,
       );
       return {
         faultAt: t0,
@@ -300,51 +334,58 @@ export const STEPS: Record<StepName, StepSpec> = {
           isTrue('rolled back automatically', rolledBack, record ? `deploy ${record.status}` : outcome),
           isTrue(
             `traffic back on the stable version (${stableVersion})`,
-            serving === stableVersion,
+            serving !== undefined && serving === stableVersion,
             `serving ${serving}`,
           ),
         ],
         measured: {
-          release: bad.version,
+          release: version,
           deployStatus: record?.status ?? outcome,
           rollbackAfterMs: settledMs,
           failedRequests: failed,
           requests,
+          servingAfter: serving ?? null,
         },
       };
     },
   },
 
   'good-release': {
-    hypothesis: () => 'a blue-green deploy of a good release switches all traffic with zero failed requests',
-    async run({ env: maybeEnv, traffic, log, releases }) {
-      const env = embedded(maybeEnv);
-      const good = releases.good;
+    hypothesis: ({ configured }) =>
+      configured
+        ? "a deploy of the good release (the app's own strategy) switches all traffic to it with zero failed requests"
+        : 'a blue-green deploy of a good release switches all traffic with zero failed requests',
+    async run(c) {
+      const { traffic, log } = c;
+      const parts = deployParts(c);
+      const { deployer, version, strategy } = parts.deployerFor('good', log);
       const before = traffic.snapshot();
       const t0 = Date.now();
-      log(`blue-green deploy of ${good.version}`);
+      log(strategy ? `${strategy} deploy of ${version}` : `deploy of ${version} (${parts.app}'s own strategy)`);
       let error: string | undefined;
       try {
-        await env.deployerFor(good, { strategy: 'blue-green' }).deploy(good.version);
+        await deployer.deploy(version, strategy ? { strategy } : {});
       } catch (err) {
         error = (err as Error).message;
         log(`deploy failed: ${error}`);
       }
       const tookMs = Date.now() - t0;
-      const serving = await servingVersion(env.url);
+      const warm = parts.afterDeploy?.(deployer);
+      if (warm) log(warm);
+      const serving = await parts.serving();
       const failed = traffic.failures - before.failures;
       const requests = traffic.requests - before.requests;
       log(
-        `${good.version}: ${error ? 'failed' : 'deployed'} in ${(tookMs / 1000).toFixed(1)} s; ${failed} failed requests of ${requests}; now serving ${serving}`,
+        `${version}: ${error ? 'failed' : 'deployed'} in ${(tookMs / 1000).toFixed(1)} s; ${failed} failed requests of ${requests}; now serving ${serving}`,
       );
       return {
         faultAt: t0,
         probes: [
-          isTrue('deploy succeeded', !error && serving === good.version, error ?? `serving ${serving}`),
+          isTrue('deploy succeeded', !error && serving === version, error ?? `serving ${serving}`),
           atMost('failed requests during the deploy', failed, 0),
         ],
         measured: {
-          release: good.version,
+          release: version,
           deployMs: tookMs,
           failedRequests: failed,
           requests,
@@ -355,9 +396,19 @@ export const STEPS: Record<StepName, StepSpec> = {
   },
 
   pitr: {
-    hypothesis: () =>
-      'after the orders table is dropped by mistake, a point-in-time recovery to just before the drop gives a queryable copy holding every order acknowledged before it',
-    async run({ env: maybeEnv, traffic, log }) {
+    hypothesis: ({ configured }) =>
+      configured
+        ? "after the drill's own scratch table is dropped by mistake, a point-in-time recovery to just before the drop into a new local instance gives a queryable copy holding every row of it, and your table as it was before the drop"
+        : 'after the orders table is dropped by mistake, a point-in-time recovery to just before the drop gives a queryable copy holding every order acknowledged before it',
+    async run({ env: maybeEnv, traffic, log, target, system, signal }) {
+      if (target?.pitr)
+        return configuredPitr({
+          target,
+          repo: system.repo,
+          log,
+          onCleanup: (what, fn) => system.onCleanup(what, fn),
+          waitUntil: (what, ms) => waitUntil(what, ms, signal),
+        });
       const env = embedded(maybeEnv);
       const pool = env.pool!;
       // Taken before the server's clock is read: an order acknowledged by then committed before the target.

@@ -1,11 +1,22 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { type AddressInfo, connect as netConnect, type Socket } from 'node:net';
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import {
+  type AddressInfo,
+  createServer as createNetServer,
+  type Server as NetServer,
+  connect as netConnect,
+  type Socket,
+} from 'node:net';
 import { performance } from 'node:perf_hooks';
-import type { Duplex } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { Pool, request as undiciRequest } from 'undici';
+import { request as undiciRequest } from 'undici';
 import { DeployError } from '../errors.js';
 import { prometheusText, SlotMetrics } from '../metrics.js';
 import { assertSafeBackends, assertSafeWeights } from '../safety.js';
@@ -18,6 +29,17 @@ import {
   type SlotWindow,
   type Weights,
 } from '../types.js';
+import type { Head } from './http1.js';
+import {
+  BackendPool,
+  ClientConnection,
+  type LiveBackend,
+  localResponse,
+  type ProxyContext,
+  type Route,
+  type SlotRuntime,
+  type Tunnel,
+} from './proxy.js';
 
 export interface EmbeddedRouterOptions {
   host?: string;
@@ -50,74 +72,37 @@ export interface EmbeddedRouterOptions {
 
 export const DEFAULT_ROUTER_TIMEOUTS = { connect: 10_000, headers: 60_000, idle: 60_000 } as const;
 
-// Hop-by-hop headers (RFC 9110 7.6.1) are for one connection only and must not be forwarded.
-const HOP_BY_HOP = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-connection',
-  'transfer-encoding',
-  'te',
-  'trailer',
-  'upgrade',
-  'proxy-authorization',
-  'proxy-authenticate',
-  'expect',
-]);
-
-interface LiveBackend extends Backend {
-  url: string;
-  pool: Pool;
-  inFlight: number;
-  origin: string;
-  hostname: string;
-  port: number;
-}
-
-/** An upgraded connection (WebSocket...): a byte tunnel pinned to the backend of the slot that accepted it. */
-interface Tunnel {
-  client: Duplex;
-  upstream: Socket;
-}
-
-interface SlotRuntime {
-  weight: number;
-  backends: LiveBackend[];
-  /** Backends removed from the slot that still finish requests. */
-  leaving: Set<LiveBackend>;
-  next: number;
-  inFlight: number;
-  tunnels: Set<Tunnel>;
-  metrics: SlotMetrics;
-}
-
 interface SavedTable {
   weights: Weights;
   backends: Record<Slot, Backend[]>;
 }
 
 /**
- * Bulwark's own reverse proxy on undici. A weight change is one assignment of `weights` (atomic for
+ * Bulwark's own reverse proxy (data path in proxy.ts, on `net` sockets). A weight change is one assignment of `weights` (atomic for
  * every request that starts afterwards); client keep-alive connections stay open across switches
  * because only the upstream side changes. Every request is recorded in its slot's HDR metrics.
  */
-export class EmbeddedRouter implements Router {
+export class EmbeddedRouter implements Router, ProxyContext {
   readonly kind = 'embedded';
   url = '';
   adminUrl?: string;
-  private server!: Server;
+  private server!: NetServer;
   private adminServer?: Server;
+  private readonly connections = new Set<ClientConnection>();
+  private sweeper?: NodeJS.Timeout;
   // No traffic target until the first setWeights: requests get 503 rather than a guess.
   private weights: Weights = { blue: 0, green: 0 };
-  private readonly slots: Record<Slot, SlotRuntime>;
+  readonly slots: Record<Slot, SlotRuntime>;
   private readonly opts: EmbeddedRouterOptions;
-  private readonly timeouts: { connect: number; headers: number; idle: number };
+  readonly timeouts: { connect: number; headers: number; idle: number };
+  readonly forwarded: boolean;
 
   constructor(options: EmbeddedRouterOptions) {
     this.opts = options;
     this.timeouts = { ...DEFAULT_ROUTER_TIMEOUTS, ...stripUndefined(options.timeouts ?? {}) };
+    this.forwarded = options.forwarded === true;
     const retention = options.metricsRetentionMs ?? 15 * 60_000;
     const mk = (): SlotRuntime => ({
-      weight: 0,
       backends: [],
       leaving: new Set(),
       next: 0,
@@ -134,11 +119,16 @@ export class EmbeddedRouter implements Router {
 
   async start(): Promise<this> {
     if (this.opts.statePath) this.restore(this.opts.statePath);
-    this.server = createServer({ keepAliveTimeout: 65_000 }, (req, res) => this.handle(req, res));
-    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => this.tunnel(req, socket, head));
-    this.server.headersTimeout = 60_000;
-    this.server.requestTimeout = 0;
+    // allowHalfOpen: a client that half-closes after its request still gets the answer.
+    this.server = createNetServer({ noDelay: true, allowHalfOpen: true }, (socket) => {
+      this.connections.add(new ClientConnection(this, socket));
+    });
     await listen(this.server, this.opts.port, this.opts.host ?? '127.0.0.1');
+    // Idle upstream connections past their keep-alive are closed by one timer, not one per request.
+    this.sweeper = setInterval(() => {
+      const now = Date.now();
+      for (const slot of SLOTS) for (const b of this.slots[slot].backends) b.pool.sweep(now);
+    }, 500).unref();
     this.url = `http://${this.opts.host ?? '127.0.0.1'}:${(this.server.address() as AddressInfo).port}`;
     if (this.opts.admin) {
       const admin = this.opts.admin;
@@ -185,7 +175,7 @@ export class EmbeddedRouter implements Router {
     }
     rt.backends = next;
     rt.next = 0;
-    // Removed backends finish what they started; their pools close once idle (undici's close waits).
+    // Removed backends finish what they started; their pools close once their connections are idle.
     for (const gone of byUrl.values()) {
       rt.leaving.add(gone);
       gone.pool.close().finally(() => rt.leaving.delete(gone));
@@ -206,9 +196,8 @@ export class EmbeddedRouter implements Router {
     const results = await Promise.all(
       rt.backends.map(async (b) => {
         try {
-          const r = await b.pool.request({ method: 'GET', path, headersTimeout: 5000, bodyTimeout: 5000 });
-          await r.body.dump();
-          return r.statusCode < 500;
+          const status = await probe(b, path);
+          return status > 0 && status < 500;
         } catch {
           return false;
         }
@@ -237,213 +226,77 @@ export class EmbeddedRouter implements Router {
   }
 
   async close(): Promise<void> {
-    const closing = [closeServer(this.server)];
+    clearInterval(this.sweeper);
+    const closing = [this.closeProxy()];
     if (this.adminServer) closing.push(closeServer(this.adminServer));
     for (const slot of SLOTS) for (const t of this.slots[slot].tunnels) closeTunnel(this.slots[slot], t);
     await Promise.all(closing);
     for (const slot of SLOTS) {
       const rt = this.slots[slot];
-      await Promise.all([...rt.backends, ...rt.leaving].map((b) => b.pool.destroy().catch(() => {})));
+      for (const b of [...rt.backends, ...rt.leaving]) b.pool.destroy();
       rt.metrics.reset();
     }
   }
 
-  // ---- data path --------------------------------------------------------------------------------
+  /** Stop accepting; idle client connections close now, busy ones after their answer (2 s at most). */
+  private closeProxy(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.close(() => resolve());
+      for (const c of this.connections) {
+        if (c.idle) c.socket.destroy();
+        else c.ending = true;
+      }
+      setTimeout(() => {
+        for (const c of this.connections) c.socket.destroy();
+      }, 2000).unref();
+    });
+  }
+
+  // ---- data path (proxy.ts) ----------------------------------------------------------------------
 
   /** Traffic bucket 0..99: green owns [0, w.green), blue owns [w.green, 100), so a growing canary keeps its users. */
-  private bucketOf(req: IncomingMessage, res: ServerResponse | undefined): number {
+  private bucketOf(head: Head): { bucket: number; setCookie?: string } {
     const sticky = this.opts.sticky;
     if (sticky?.header) {
-      const v = req.headers[sticky.header.toLowerCase()];
-      if (typeof v === 'string' && v) return hashBucket(v);
+      const v = headerValues(head, sticky.header.toLowerCase());
+      if (v) return { bucket: hashBucket(v) };
     } else if (sticky?.cookie) {
-      const found = readCookie(req.headers.cookie, sticky.cookie);
-      if (found !== undefined && /^\d{1,2}$/.test(found)) return Number(found);
+      const found = readCookie(headerValues(head, 'cookie'), sticky.cookie);
+      if (found !== undefined && /^\d{1,2}$/.test(found)) return { bucket: Number(found) };
       const bucket = Math.floor(Math.random() * 100);
-      // Merged with the app's own Set-Cookie lines when the answer's headers are written (onResponseStart).
-      res?.setHeader('set-cookie', `${sticky.cookie}=${bucket}; Path=/; HttpOnly; SameSite=Lax`);
-      return bucket;
+      // Goes out after the app's own Set-Cookie lines (clientResponseHead).
+      return { bucket, setCookie: `${sticky.cookie}=${bucket}; Path=/; HttpOnly; SameSite=Lax` };
     }
-    return Math.floor(Math.random() * 100);
+    return { bucket: Math.floor(Math.random() * 100) };
   }
 
-  private pickSlot(req: IncomingMessage, res: ServerResponse | undefined): Slot | undefined {
+  /** The slot for a request (undefined: no slot with a ready backend gets traffic -> 503). */
+  route(head: Head): Route | undefined {
     const w = this.weights;
     let slot: Slot;
+    let setCookie: string | undefined;
     if (w.green === 0) slot = 'blue';
     else if (w.blue === 0) slot = 'green';
-    else slot = this.bucketOf(req, res) < w.green ? 'green' : 'blue';
-    if (this.slots[slot].backends.length > 0) return slot;
-    const other: Slot = slot === 'blue' ? 'green' : 'blue';
-    return this.slots[other].backends.length > 0 && w[other] > 0 ? other : undefined;
+    else {
+      const b = this.bucketOf(head);
+      setCookie = b.setCookie;
+      slot = b.bucket < w.green ? 'green' : 'blue';
+    }
+    if (this.slots[slot].backends.length === 0) {
+      const other: Slot = slot === 'blue' ? 'green' : 'blue';
+      if (this.slots[other].backends.length === 0 || w[other] === 0) return undefined;
+      slot = other;
+    }
+    return setCookie ? { slot, setCookie } : { slot };
   }
 
-  private handle(req: IncomingMessage, res: ServerResponse): void {
-    const started = performance.now();
-    const slot = this.pickSlot(req, res);
-    if (!slot) {
-      req.resume();
-      res.writeHead(503, { 'content-type': 'text/plain' }).end('no ready backend\n');
-      return;
-    }
-    const rt = this.slots[slot];
-    const backend = rt.backends[rt.next++ % rt.backends.length]!;
-    const { headers, hasBody } = this.upstreamHeaders(req, false);
-    this.forward(slot, backend, req, res, headers, hasBody, started, 0);
-  }
-
-  /**
-   * The request headers for the backend, straight from the raw [name, value, ...] list into undici's
-   * flat form (repeated headers stay repeated lines, as received). Hop-by-hop headers and the headers
-   * the client named in `Connection` are for the client's connection only (RFC 9110 7.6.1); an upgrade
-   * keeps `Connection: upgrade` and `Upgrade`, which the tunnel needs. The X-Forwarded-* set (and
-   * `Forwarded` when configured) tells the app who asked and how.
-   */
-  private upstreamHeaders(req: IncomingMessage, upgrade: boolean): { headers: string[]; hasBody: boolean } {
-    const raw = req.rawHeaders;
-    const named = connectionTokens(req.headers.connection);
-    const headers: string[] = [];
-    let xff: string | undefined;
-    let forwarded: string | undefined;
-    let hasBody = false;
-    for (let i = 0; i < raw.length; i += 2) {
-      const name = raw[i]!.toLowerCase();
-      const value = raw[i + 1]!;
-      if (name === 'content-length' || name === 'transfer-encoding') hasBody = true;
-      if (upgrade && name === 'upgrade') {
-        headers.push(name, value);
-        continue;
-      }
-      if (HOP_BY_HOP.has(name) || named?.has(name)) continue;
-      if (name === 'x-forwarded-for') xff = xff ? `${xff}, ${value}` : value;
-      else if (name === 'x-forwarded-proto' || name === 'x-forwarded-host')
-        continue; // ours replace them
-      else if (name === 'forwarded' && this.opts.forwarded) forwarded = forwarded ? `${forwarded}, ${value}` : value;
-      else headers.push(name, value);
-    }
-    if (upgrade) headers.push('connection', 'upgrade');
-    const peer = req.socket.remoteAddress ?? '';
-    const host = req.headers.host;
-    headers.push('x-forwarded-for', xff ? `${xff}, ${peer}` : peer, 'x-forwarded-proto', 'http');
-    if (host) headers.push('x-forwarded-host', host);
-    if (this.opts.forwarded) {
-      const self = forwardedElement(peer, host);
-      headers.push('forwarded', forwarded ? `${forwarded}, ${self}` : self);
-    }
-    return { headers, hasBody };
-  }
-
-  private retryable(method: string, hasBody: boolean): boolean {
+  retryable(method: string, hasBody: boolean): boolean {
     if (hasBody) return false;
     return IDEMPOTENT.has(method) || (method === 'DELETE' && this.opts.retryDelete === true);
   }
 
-  private forward(
-    slot: Slot,
-    backend: LiveBackend,
-    req: IncomingMessage,
-    res: ServerResponse,
-    headers: string[],
-    hasBody: boolean,
-    started: number,
-    attempt: number,
-  ): void {
-    const rt = this.slots[slot];
-    rt.inFlight++;
-    backend.inFlight++;
-    let status = 0;
-    let done = false;
-    let clientGone = false;
-    let ctrl: Dispatcher.DispatchController | undefined;
-    const method = req.method ?? 'GET';
-    const finish = (isError: boolean) => {
-      if (done) return;
-      done = true;
-      rt.inFlight--;
-      backend.inFlight--;
-      rt.metrics.record(performance.now() - started, isError);
-    };
-    const handler: Dispatcher.DispatchHandler = {
-      onRequestStart: (controller) => {
-        ctrl = controller;
-        if (clientGone) controller.abort(new Error('client closed the connection'));
-      },
-      onResponseStart: (_controller, statusCode, resHeaders) => {
-        if (statusCode < 200) return;
-        status = statusCode;
-        const named = connectionTokens(resHeaders.connection);
-        const out: Record<string, string | string[]> = {};
-        for (const k in resHeaders) {
-          const v = resHeaders[k];
-          if (v !== undefined && !HOP_BY_HOP.has(k) && !named?.has(k)) out[k] = v as string | string[];
-        }
-        // The sticky cookie (set on `res` when the slot was picked) goes out next to the app's own cookies.
-        const sticky = res.getHeader('set-cookie');
-        if (sticky !== undefined && out['set-cookie'] !== undefined)
-          out['set-cookie'] = ([] as string[]).concat(out['set-cookie'], sticky as string | string[]);
-        out['x-bulwark-slot'] = slot;
-        res.writeHead(statusCode, out);
-      },
-      onResponseData: (controller, chunk) => {
-        if (!res.write(chunk)) {
-          controller.pause();
-          res.once('drain', () => controller.resume());
-        }
-      },
-      onResponseEnd: () => {
-        res.end();
-        finish(status >= 500);
-      },
-      onResponseError: (_controller, err) => {
-        if (clientGone) return finish(false);
-        const code = (err as { code?: string }).code ?? '';
-        // A request that never reached the app (refused, or a reused idle socket the app had just
-        // closed) is sent again once, on the slot's next backend, only when sending it twice cannot
-        // do anything twice: an idempotent method without a body.
-        const retry =
-          !res.headersSent &&
-          attempt === 0 &&
-          this.retryable(method, hasBody) &&
-          /ECONNREFUSED|ECONNRESET|UND_ERR_SOCKET|EPIPE/.test(code);
-        if (retry && rt.backends.length > 0) {
-          done = true;
-          rt.inFlight--;
-          backend.inFlight--;
-          const next = rt.backends[rt.next++ % rt.backends.length]!;
-          this.forward(slot, next, req, res, headers, hasBody, started, attempt + 1);
-          return;
-        }
-        finish(true);
-        if (res.headersSent) {
-          // Part of the answer is out: ending it normally would write the final chunk (or leave a short
-          // Content-Length body waiting forever). Breaking the connection is the only honest signal.
-          res.destroy();
-          return;
-        }
-        const timedOut = /UND_ERR_CONNECT_TIMEOUT|UND_ERR_HEADERS_TIMEOUT|UND_ERR_BODY_TIMEOUT/.test(code);
-        res.writeHead(timedOut ? 504 : 502, { 'content-type': 'text/plain', 'x-bulwark-slot': slot });
-        res.end(timedOut ? 'backend timed out\n' : 'backend unreachable\n');
-      },
-    };
-    res.once('close', () => {
-      // Client went away before the answer finished: stop the upstream request too (not an app error).
-      if (!done && !res.writableFinished) {
-        clientGone = true;
-        ctrl?.abort(new Error('client closed the connection'));
-      }
-    });
-    backend.pool.dispatch(
-      {
-        origin: backend.origin,
-        method: method as Dispatcher.HttpMethod,
-        path: req.url ?? '/',
-        headers,
-        body: hasBody ? req : null,
-        headersTimeout: this.timeouts.headers,
-        bodyTimeout: this.timeouts.idle,
-      },
-      handler,
-    );
+  connectionClosed(conn: ClientConnection): void {
+    this.connections.delete(conn);
   }
 
   /**
@@ -451,22 +304,12 @@ export class EmbeddedRouter implements Router {
    * and from then on a byte tunnel both ways, whatever the backend answers (101, or a plain answer the
    * app chose). The tunnel stays on that backend across switches; `drain` of its slot closes it.
    */
-  private tunnel(req: IncomingMessage, client: Duplex, head: Buffer): void {
-    const started = performance.now();
+  tunnel(client: Socket, _head: Head, upstreamHead: string, rest: Buffer | null, route: Route, started: number): void {
     client.on('error', () => {});
-    const slot = this.pickSlot(req, undefined);
-    if (!slot) {
-      client.end(
-        'HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 17\r\nconnection: close\r\n\r\nno ready backend\n',
-      );
-      return;
-    }
+    const slot = route.slot;
     const rt = this.slots[slot];
     const backend = rt.backends[rt.next++ % rt.backends.length]!;
-    const { headers } = this.upstreamHeaders(req, true);
-    let lines = `${req.method} ${req.url} HTTP/1.1\r\n`;
-    for (let i = 0; i < headers.length; i += 2) lines += `${headers[i]}: ${headers[i + 1]}\r\n`;
-    const upstream = netConnect(backend.port, backend.hostname);
+    const upstream = netConnect({ port: backend.port, host: backend.hostname, noDelay: true });
     const t: Tunnel = { client, upstream };
     rt.tunnels.add(t);
     let answered = false;
@@ -477,18 +320,19 @@ export class EmbeddedRouter implements Router {
       // The client gets the answer below in full: the upstream's close must not cut it off.
       rt.tunnels.delete(t);
       upstream.removeAllListeners('close');
-      const text = status === 504 ? 'backend timed out\n' : 'backend unreachable\n';
       client.end(
-        `HTTP/1.1 ${status} ${status === 504 ? 'Gateway Timeout' : 'Bad Gateway'}\r\ncontent-type: text/plain\r\ncontent-length: ${text.length}\r\nconnection: close\r\nx-bulwark-slot: ${slot}\r\n\r\n${text}`,
+        localResponse(status, status === 504 ? 'backend timed out\n' : 'backend unreachable\n', true, slot),
+        'latin1',
       );
       upstream.destroy();
     };
     upstream.setTimeout(this.timeouts.connect, () => fail(504));
     upstream.once('connect', () => {
       upstream.setTimeout(this.timeouts.headers, () => fail(504));
-      upstream.write(`${lines}\r\n`);
-      if (head.length > 0) upstream.write(head);
+      upstream.write(upstreamHead, 'latin1');
+      if (rest && rest.length > 0) upstream.write(rest);
       client.pipe(upstream);
+      client.resume();
     });
     upstream.once('data', (first: Buffer) => {
       // The status line of the backend's answer is the request's outcome in the slot's metrics.
@@ -507,24 +351,17 @@ export class EmbeddedRouter implements Router {
 
   private liveBackend(id: string, url: string): LiveBackend {
     const u = new URL(url);
+    const hostname = u.hostname.replace(/^\[|\]$/g, '');
+    const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
     return {
       id,
       url,
-      origin: u.origin,
-      hostname: u.hostname.replace(/^\[|\]$/g, ''),
-      port: Number(u.port || (u.protocol === 'https:' ? 443 : 80)),
+      hostname,
+      port,
+      hostHeader: u.host,
       inFlight: 0,
-      pool: this.newPool(u.origin),
+      pool: new BackendPool(hostname, port, this.opts.connections ?? 128, 30_000),
     };
-  }
-
-  private newPool(origin: string): Pool {
-    return new Pool(origin, {
-      connections: this.opts.connections ?? 128,
-      keepAliveTimeout: 30_000,
-      keepAliveMaxTimeout: 60_000,
-      connect: { timeout: this.timeouts.connect },
-    });
   }
 
   // ---- persistence ------------------------------------------------------------------------------
@@ -681,25 +518,29 @@ export class EmbeddedRouterClient implements Router {
 /** Methods whose repetition has no further effect (RFC 9110 9.2.2); DELETE only with `retryDelete`. */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT']);
 
-/** Lower-case header names listed in a Connection header (undefined when there are none beyond the usual). */
-function connectionTokens(value: string | string[] | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined;
-  let set: Set<string> | undefined;
-  for (const v of Array.isArray(value) ? value : [value])
-    for (const token of v.split(',')) {
-      const t = token.trim().toLowerCase();
-      if (!t || t === 'keep-alive' || t === 'close' || t === 'upgrade') continue;
-      set ??= new Set();
-      set.add(t);
-    }
-  return set;
+/** All values of a request header, joined as one (undefined when absent). */
+function headerValues(head: Head, lower: string): string | undefined {
+  let v: string | undefined;
+  for (let i = 0; i < head.lower.length; i++)
+    if (head.lower[i] === lower) v = v === undefined ? head.values[i] : `${v}; ${head.values[i]}`;
+  return v;
 }
 
-/** One RFC 7239 element for this hop: the peer, the Host asked for, the scheme (quoted where not a token). */
-function forwardedElement(peer: string, host: string | undefined): string {
-  const quote = (v: string) => (/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`);
-  const forId = peer.includes(':') ? `"[${peer}]"` : peer;
-  return `for=${forId}${host ? `;host=${quote(host)}` : ''};proto=http`;
+/** Status of a GET on one backend (its own connection, closed after), 0 when it cannot be had in 5 s. */
+function probe(b: LiveBackend, path: string): Promise<number> {
+  return new Promise((resolve) => {
+    const req = httpRequest(
+      { host: b.hostname, port: b.port, path, method: 'GET', agent: false, timeout: 5000 },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+        res.on('error', () => resolve(0));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error('timed out')));
+    req.on('error', () => resolve(0));
+    req.end();
+  });
 }
 
 function closeTunnel(rt: SlotRuntime, t: Tunnel): void {
@@ -741,7 +582,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   return chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) : {};
 }
 
-function listen(server: Server, port: number, host: string): Promise<void> {
+function listen(server: Server | NetServer, port: number, host: string): Promise<void> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
     server.listen(port, host, () => {
