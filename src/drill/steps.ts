@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { physicalBackup, physicalRestore } from '../backup/index.js';
-import { crashNode, readState } from '../cluster/index.js';
+import { clusterPaths, crashNode, readState } from '../cluster/index.js';
 import { ORDERS_TABLE_SQL } from '../demo/index.js';
 import type { Deployer } from '../deploy/index.js';
 import { run } from '../lib/child.js';
@@ -99,12 +99,26 @@ async function servingVersion(url: string): Promise<string | undefined> {
 const WRITE_GAP_LIMIT_MS = 5000;
 const NO_ACKS = 'drill.load.acks is not configured (which answers of your scenario acknowledge a write)';
 
-/** PIDs of the WAL senders of a node (`postgres: <cluster_name>: walsender ...` in /proc). */
-function walSenders(node: string): number[] {
+/**
+ * PIDs of the WAL senders of node `node` of the local cluster in `pgDir`: children of that node's
+ * postmaster (postmaster.pid in its data folder) whose title says walsender. Not by title alone:
+ * `postgres: node1: walsender` is the title of every cluster's node1 on this machine, and the drill
+ * must never pause another cluster's replication.
+ */
+export function walSenders(pgDir: string, node: string): number[] {
+  let postmaster: number;
+  try {
+    postmaster = Number(readFileSync(join(clusterPaths(pgDir).dataDir(node), 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } catch {
+    return []; // not running
+  }
   const pids: number[] = [];
   for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== postmaster) continue;
       const cmd = readFileSync(`/proc/${e}/cmdline`, 'utf8');
       if (cmd.startsWith(`postgres: ${node}: walsender`)) pids.push(Number(e));
     } catch {
@@ -217,7 +231,7 @@ export const STEPS: Record<StepName, StepSpec> = {
         // commits exist only on the primary when it dies (what --sync protects against: there, commits
         // wait for a replica). Pausing the senders, not the receivers: WAL already in a socket buffer
         // would still reach a paused receiver.
-        paused = walSenders(primary.name);
+        paused = walSenders(parts.pgDir, primary.name);
         signalAll(paused, 'SIGSTOP');
         log(
           `WAL senders of ${primary.name} paused (SIGSTOP, ${paused.length} processes) for ${replicaLagMs} ms before the kill: the replicas fall behind`,
