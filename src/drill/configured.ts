@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openStorage, Repository } from '../backup/index.js';
@@ -8,7 +9,9 @@ import {
   readState,
   type Topology,
 } from '../cluster/index.js';
-import type { DrillSystem, FailoverParts } from './environment.js';
+import { type Deployer, deployerFromConfig } from '../deploy/index.js';
+import { cliEntry, type DeployParts, type DrillSystem, type FailoverParts } from './environment.js';
+import { DrillError } from './errors.js';
 import { type DrillTarget, requireBackupParts, targetHosts } from './target.js';
 
 /**
@@ -18,21 +21,23 @@ import { type DrillTarget, requireBackupParts, targetHosts } from './target.js';
  */
 export class ConfiguredSystem implements DrillSystem {
   readonly url: string;
-  readonly repo: Repository;
   readonly repoUri: string;
-  private readonly pg: string;
+  private readonly repository?: Repository;
+  private readonly pg?: string;
   private readonly primaryName: string;
   private readonly clusterDir?: string;
   private pool?: ClusterPool;
   failover?: FailoverParts;
+  readonly deploy?: DeployParts;
+  private readonly cleanups: Array<{ what: string; run: () => Promise<unknown> }> = [];
 
-  constructor(target: DrillTarget) {
-    const parts = requireBackupParts(target);
+  constructor(private readonly target: DrillTarget) {
     this.url = target.url.replace(/\/+$/, '');
-    this.pg = parts.pg;
+    this.pg = target.pg;
     this.clusterDir = target.clusterDir;
-    this.repoUri = parts.repo;
-    this.repo = new Repository(openStorage(parts.repo, target.s3 ?? {}));
+    this.repoUri = target.repo ?? '';
+    if (target.repo) this.repository = new Repository(openStorage(target.repo, target.s3 ?? {}));
+    if (target.deploy) this.deploy = configuredDeploy(target.deploy, target.file);
     // shown in logs and the journal: host and port only, never the user or password of the URL
     this.primaryName = targetHosts(target)
       .filter((h) => h.what.startsWith('database'))
@@ -40,7 +45,14 @@ export class ConfiguredSystem implements DrillSystem {
       .join(',');
   }
 
+  /** The configured repository (the steps that need one are refused up front without it). */
+  get repo(): Repository {
+    if (!this.repository) return requireBackupParts(this.target) as never;
+    return this.repository;
+  }
+
   primary(): { name: string; url: string } {
+    if (!this.pg) return requireBackupParts(this.target) as never;
     return { name: this.primaryName, url: this.pg };
   }
 
@@ -76,14 +88,59 @@ export class ConfiguredSystem implements DrillSystem {
     };
   }
 
+  onCleanup(what: string, fn: () => Promise<unknown>): void {
+    this.cleanups.push({ what, run: fn });
+  }
+
   async stop(): Promise<string[]> {
     const lines: string[] = [];
+    for (const c of this.cleanups.reverse())
+      await c.run().then(
+        () => lines.push(c.what),
+        (err) => lines.push(`${c.what}: ${(err as Error).message}`),
+      );
     if (this.pool)
       await this.pool.end().then(
         () => lines.push('routing pool closed'),
         (err) => lines.push(`routing pool closed: ${(err as Error).message}`),
       );
-    lines.push(`nothing started on ${this.url}, its database or cluster: the configured system was only used`);
+    lines.push(
+      this.deploy
+        ? `nothing stopped of ${this.url}, its database or cluster; ${this.deploy.app} keeps the release the drill deployed last (see bulwark deploy status ${this.deploy.app})`
+        : `nothing started on ${this.url}, its database or cluster: the configured system was only used`,
+    );
     return lines;
   }
+}
+
+/**
+ * The deploy steps against the config's app: `bulwark deploy`'s own Deployer (deployerFromConfig: the
+ * app's router, provider, plan, state and lock), so the drill deploys exactly as the user does.
+ */
+function configuredDeploy(d: NonNullable<DrillTarget['deploy']>, file: string): DeployParts {
+  const make = (log?: (s: string) => void): Deployer =>
+    deployerFromConfig(d.config, d.app, { baseDir: d.baseDir, log: log ? (s) => log(s) : undefined });
+  return {
+    app: d.app,
+    deployerFor: (kind, log) => ({ deployer: make(log), version: kind === 'bad' ? d.badRelease : d.goodRelease }),
+    // the router's live weights, not the state file: the version users get is what the router does
+    async serving() {
+      const deployer = make();
+      const router = await deployer.routerState();
+      if ('error' in router) throw new DrillError('BULWARK_E_DRILL', `router of ${d.app}: ${router.error}`);
+      const slot = (['blue', 'green'] as const).find((s) => router.slots[s].weight === 100);
+      return slot ? (deployer.status().slots[slot]?.version ?? undefined) : undefined;
+    },
+    afterDeploy(deployer) {
+      const warm = deployer.warmSlot();
+      if (!warm) return undefined;
+      // as `bulwark deploy` does: a detached helper stops the warm slot at the end of its warm period
+      spawn(
+        process.execPath,
+        [cliEntry(), 'deploy', 'expire-warm', d.app, '--id', warm.deploymentId, '--config', file],
+        { detached: true, stdio: 'ignore', cwd: d.baseDir },
+      ).unref();
+      return `${warm.version} stays warm on ${warm.slot} until ${warm.until} (deploy.apps.${d.app} keepOldFor), then it is stopped; \`bulwark deploy promote ${d.app}\` stops it now`;
+    },
+  };
 }

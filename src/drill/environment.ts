@@ -99,8 +99,26 @@ export interface DrillSystem {
   start(initial: Release): Promise<void>;
   /** Stop what the drill started; one line per thing. Never throws. */
   stop(): Promise<string[]>;
+  /** Run `fn` at cleanup (e.g. stop the PITR copy). */
+  onCleanup(what: string, fn: () => Promise<unknown>): void;
   /** A configured cluster's failover parts (the embedded environment's come from its own monitor). */
   readonly failover?: FailoverParts;
+  /** A configured app's deploy parts (the embedded environment builds its own releases of the demo shop). */
+  readonly deploy?: DeployParts;
+}
+
+/** What the deploy steps need: a Deployer for each release and which release serves users now. */
+export interface DeployParts {
+  app: string;
+  /** The Deployer of `kind`'s release, its version and the strategy it is deployed with (undefined: the app's). */
+  deployerFor(
+    kind: 'bad' | 'good',
+    log: (sentence: string) => void,
+  ): { deployer: Deployer; version: string; strategy?: 'blue-green' | 'canary' };
+  /** The version that serves users now (every request), or undefined when the router says otherwise. */
+  serving(): Promise<string | undefined>;
+  /** Said after a deploy step (e.g. an old release kept warm by the app's config). */
+  afterDeploy?(deployer: Deployer): string | undefined;
 }
 
 /** A failover as the drill saw it: the new primary, and the monitor's timings when it reports them. */

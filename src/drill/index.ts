@@ -1,6 +1,7 @@
 /** `bulwark drill`: a game day on one machine (cluster, backups, failover, deploys, PITR) with measured results. */
 import './errors.js';
 
+export { archivingProblem, requireArchivingIntoRepo, SCRATCH_ROWS, scratchTableName } from './configured-pitr.js';
 export { drillPlan, type Release } from './environment.js';
 export { DrillError, DrillErrorCodes } from './errors.js';
 export { formatProbe, lostOrders, parseSteps, verdict, writeGapMs } from './hypothesis.js';
@@ -13,6 +14,8 @@ export {
   type DrillTarget,
   isLocalHost,
   requireBackupParts,
+  requireDeployedApp,
+  requirePitrFolder,
   requireRunningMonitor,
   targetFromConfig,
   targetHosts,

@@ -2,13 +2,16 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import pg from 'pg';
 import { physicalBackup, physicalRestore } from '../backup/index.js';
-import { crashNode, readState } from '../cluster/index.js';
+import { clusterPaths, crashNode, readState } from '../cluster/index.js';
 import { ORDERS_TABLE_SQL } from '../demo/index.js';
+import type { Deployer } from '../deploy/index.js';
 import { run } from '../lib/child.js';
 import { freePort } from '../lib/net.js';
 import { POSTGRES_USER, pgBin } from '../lib/postgres.js';
+import { configuredPitr } from './configured-pitr.js';
 import {
   bulwarkCommand,
+  type DeployParts,
   type DrillEnvironment,
   type DrillSystem,
   type FailoverParts,
@@ -18,6 +21,7 @@ import {
 } from './environment.js';
 import { DrillError } from './errors.js';
 import { atMost, below, isTrue, lostOrders, orderKey, writeGapMs } from './hypothesis.js';
+import type { DrillTarget } from './target.js';
 import type { DrillTraffic } from './traffic.js';
 import type { Probe, StepName } from './types.js';
 
@@ -28,6 +32,8 @@ export interface StepContext {
   env?: DrillEnvironment;
   /** The system under test (the embedded environment, or the user's own from the config). */
   system: DrillSystem;
+  /** The user's system as the config names it (--config), else undefined. */
+  target?: DrillTarget;
   traffic: DrillTraffic;
   log: (line: string) => void;
   signal?: AbortSignal;
@@ -43,7 +49,8 @@ export interface StepOutcome {
 }
 
 export interface StepSpec {
-  hypothesis: (c: { sync: boolean }) => string;
+  /** `configured`: against the user's system (--config), where the releases are the user's own. */
+  hypothesis: (c: { sync: boolean; configured?: boolean }) => string;
   run: (c: StepContext) => Promise<StepOutcome>;
 }
 
@@ -90,13 +97,28 @@ async function servingVersion(url: string): Promise<string | undefined> {
 }
 
 const WRITE_GAP_LIMIT_MS = 5000;
+const NO_ACKS = 'drill.load.acks is not configured (which answers of your scenario acknowledge a write)';
 
-/** PIDs of the WAL senders of a node (`postgres: <cluster_name>: walsender ...` in /proc). */
-function walSenders(node: string): number[] {
+/**
+ * PIDs of the WAL senders of node `node` of the local cluster in `pgDir`: children of that node's
+ * postmaster (postmaster.pid in its data folder) whose title says walsender. Not by title alone:
+ * `postgres: node1: walsender` is the title of every cluster's node1 on this machine, and the drill
+ * must never pause another cluster's replication.
+ */
+export function walSenders(pgDir: string, node: string): number[] {
+  let postmaster: number;
+  try {
+    postmaster = Number(readFileSync(join(clusterPaths(pgDir).dataDir(node), 'postmaster.pid'), 'utf8').split('\n')[0]);
+  } catch {
+    return []; // not running
+  }
   const pids: number[] = [];
   for (const e of readdirSync('/proc')) {
     if (!/^\d+$/.test(e)) continue;
     try {
+      const stat = readFileSync(`/proc/${e}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== postmaster) continue;
       const cmd = readFileSync(`/proc/${e}/cmdline`, 'utf8');
       if (cmd.startsWith(`postgres: ${node}: walsender`)) pids.push(Number(e));
     } catch {
@@ -138,6 +160,27 @@ function failoverParts(c: StepContext): FailoverParts {
   };
 }
 
+/** The deploy steps' parts: the configured app's (bulwark deploy's Deployer), else the embedded shop's. */
+function deployParts(c: StepContext): DeployParts {
+  if (c.system.deploy) return c.system.deploy;
+  const env = embedded(c.env);
+  return {
+    app: 'shop',
+    deployerFor: (kind) => {
+      const release = kind === 'bad' ? c.releases.bad : c.releases.good;
+      const strategy = kind === 'bad' ? 'canary' : 'blue-green';
+      return { deployer: env.deployerFor(release, { strategy }), version: release.version, strategy };
+    },
+    serving: () => servingVersion(env.url),
+  };
+}
+
+/** The version serving every request before a deploy step (the stable one the bad release returns to). */
+function stableVersionOf(deployer: Deployer): string | undefined {
+  const s = deployer.status();
+  return s.active ? (s.slots[s.active]?.version ?? undefined) : undefined;
+}
+
 export const STEPS: Record<StepName, StepSpec> = {
   backup: {
     hypothesis: () =>
@@ -177,6 +220,7 @@ export const STEPS: Record<StepName, StepSpec> = {
       `after kill -9 of the primary, writes resume within ${WRITE_GAP_LIMIT_MS / 1000} s and no acknowledged order is lost${sync ? ' (synchronous replication)' : ' (asynchronous replication)'}`,
     async run(c) {
       const { traffic, log, signal, replicaLagMs } = c;
+      const rpoQuery = c.target?.load?.acks?.query;
       const parts = failoverParts(c);
       const primaryName = readState(parts.pgDir)?.primary;
       if (!primaryName) throw new DrillError('BULWARK_E_DRILL', `${parts.pgDir}: the cluster has no primary`);
@@ -187,7 +231,7 @@ export const STEPS: Record<StepName, StepSpec> = {
         // commits exist only on the primary when it dies (what --sync protects against: there, commits
         // wait for a replica). Pausing the senders, not the receivers: WAL already in a socket buffer
         // would still reach a paused receiver.
-        paused = walSenders(primary.name);
+        paused = walSenders(parts.pgDir, primary.name);
         signalAll(paused, 'SIGSTOP');
         log(
           `WAL senders of ${primary.name} paused (SIGSTOP, ${paused.length} processes) for ${replicaLagMs} ms before the kill: the replicas fall behind`,
@@ -209,7 +253,10 @@ export const STEPS: Record<StepName, StepSpec> = {
           ? `the cluster's monitor promoted ${entry.to} (seen in the cluster state)`
           : `monitor promoted ${entry.to} (${entry.durationMs} ms from the first failed probe, promotion ${entry.promoteMs} ms)`,
       );
-      const resumed = await waitUntil(() => traffic.acks.some((a) => a.at > killAt), 30_000, signal);
+      // Without acknowledged writes (the user's scenario names none) neither the write gap nor the RPO
+      // can be measured: they are reported as not measured, never as 0.
+      const measured = traffic.measuresAcks;
+      const resumed = measured && (await waitUntil(() => traffic.acks.some((a) => a.at > killAt), 30_000, signal));
       const gap = resumed
         ? writeGapMs(
             killAt,
@@ -217,26 +264,44 @@ export const STEPS: Record<StepName, StepSpec> = {
           )
         : null;
       log(
-        gap === null
-          ? 'no order acknowledged within 30 s of the kill'
-          : `write gap ${gap} ms (last order acknowledged before the kill to the first after it)`,
+        !measured
+          ? `write gap and RPO not measured: ${NO_ACKS}`
+          : gap === null
+            ? 'no write acknowledged within 30 s of the kill'
+            : `write gap ${gap} ms (last write acknowledged before the kill to the first after it)`,
       );
-      // RPO: every order the shop acknowledged so far must be on the new primary
+      // RPO: every write the app acknowledged so far must be on the new primary
       const acks = [...traffic.acks];
-      const r = await parts.pool.query('SELECT id, client_ref FROM orders WHERE id = ANY($1::bigint[])', [
-        acks.map((a) => a.id),
-      ]);
-      const lostKeys = new Set(
-        lostOrders(
-          acks.map((a) => orderKey(a.id, a.ref)),
-          r.rows.map((row: { id: string; client_ref: string | null }) => orderKey(row.id, row.client_ref)),
-        ),
-      );
-      const lost = acks.filter((a) => lostKeys.has(orderKey(a.id, a.ref))).map((a) => a.id);
-      for (const key of lostKeys) traffic.lost.add(key);
-      log(
-        `${acks.length} acknowledged orders checked on ${entry.to}: ${lost.length} missing${lost.length ? ` (ids ${lost.slice(0, 10).join(', ')}${lost.length > 10 ? ', ...' : ''})` : ''}`,
-      );
+      let lost: Array<number | string> | null = null;
+      if (measured && rpoQuery) {
+        // the user's query: $1 = the acknowledged ids (text[]); it answers those it finds (first column)
+        const r = await parts.pool.query(rpoQuery, [acks.map((a) => String(a.id))]);
+        const found = r.rows.map((row: Record<string, unknown>) => String(Object.values(row)[0]));
+        const lostIds = new Set(
+          lostOrders(
+            acks.map((a) => String(a.id)),
+            found,
+          ),
+        );
+        lost = acks.filter((a) => lostIds.has(String(a.id))).map((a) => a.id);
+        for (const a of acks) if (lostIds.has(String(a.id))) traffic.lost.add(orderKey(a.id, a.ref));
+      } else if (measured) {
+        const r = await parts.pool.query('SELECT id, client_ref FROM orders WHERE id = ANY($1::bigint[])', [
+          acks.map((a) => a.id),
+        ]);
+        const lostKeys = new Set(
+          lostOrders(
+            acks.map((a) => orderKey(a.id, a.ref)),
+            r.rows.map((row: { id: string; client_ref: string | null }) => orderKey(row.id, row.client_ref)),
+          ),
+        );
+        lost = acks.filter((a) => lostKeys.has(orderKey(a.id, a.ref))).map((a) => a.id);
+        for (const key of lostKeys) traffic.lost.add(key);
+      }
+      if (lost)
+        log(
+          `${acks.length} acknowledged writes checked on ${entry.to}${rpoQuery ? ' (drill.load.acks.query)' : ''}: ${lost.length} missing${lost.length ? ` (ids ${lost.slice(0, 10).join(', ')}${lost.length > 10 ? ', ...' : ''})` : ''}`,
+        );
       const rejoined = await waitUntil(() => parts.rejoined(primary.name), 60_000, signal);
       const rejoinS = (Date.now() - killAt) / 1000;
       log(
@@ -246,19 +311,22 @@ export const STEPS: Record<StepName, StepSpec> = {
       );
       return {
         faultAt: killAt,
-        probes: [
-          below('write gap (RTO)', gap, WRITE_GAP_LIMIT_MS, 'ms'),
-          atMost('acknowledged orders lost (RPO)', lost.length, 0),
-        ],
+        probes: lost
+          ? [
+              below('write gap (RTO)', gap, WRITE_GAP_LIMIT_MS, 'ms'),
+              atMost('acknowledged orders lost (RPO)', lost.length, 0),
+            ]
+          : [isTrue('another node became primary', entry.to !== primary.name, `new primary ${entry.to}`)],
         measured: {
           killedNode: primary.name,
           newPrimary: entry.to,
           rtoMs: gap,
           monitorFailoverMs: entry.durationMs,
           promoteMs: entry.promoteMs,
-          ordersAcknowledged: acks.length,
-          lostOrders: lost.length,
-          lostOrderIds: lost.slice(0, 100).join(','),
+          ordersAcknowledged: lost ? acks.length : null,
+          lostOrders: lost ? lost.length : null,
+          lostOrderIds: lost ? lost.slice(0, 100).join(',') : null,
+          rpo: lost ? lost.length : `not measured (${NO_ACKS})`,
           oldPrimaryRejoined: rejoined,
         },
       };
@@ -266,33 +334,39 @@ export const STEPS: Record<StepName, StepSpec> = {
   },
 
   'bad-release': {
-    hypothesis: () =>
-      'a release that answers 500 on 20 % of requests is rolled back automatically by the canary analysis, and all traffic returns to the stable version',
-    async run({ env: maybeEnv, traffic, log, releases }) {
-      const env = embedded(maybeEnv);
-      const stable = env.store!.load();
-      const stableVersion = stable.active ? stable.slots[stable.active]?.version : undefined;
-      const bad = releases.bad;
+    hypothesis: ({ configured }) =>
+      configured
+        ? "the bad release fails the app's analysis and is rolled back automatically, and all traffic returns to the stable version"
+        : 'a release that answers 500 on 20 % of requests is rolled back automatically by the canary analysis, and all traffic returns to the stable version',
+    async run(c) {
+      const { traffic, log } = c;
+      const parts = deployParts(c);
+      const { deployer, version, strategy } = parts.deployerFor('bad', log);
+      const stableVersion = stableVersionOf(deployer);
       const before = traffic.snapshot();
       const t0 = Date.now();
-      log(`canary of ${bad.version} (20 % of traffic) next to ${stableVersion}`);
+      log(
+        strategy === 'canary'
+          ? `canary of ${version} (20 % of traffic) next to ${stableVersion}`
+          : `deploy of ${version} (${parts.app}'s own strategy and analysis) over ${stableVersion}`,
+      );
       let outcome = 'deployed';
       try {
-        await env.deployerFor(bad, { strategy: 'canary' }).deploy(bad.version);
+        await deployer.deploy(version, strategy ? { strategy } : {});
       } catch (err) {
         outcome = (err as { code?: string }).code ?? (err as Error).message;
       }
       const settledMs = Date.now() - t0;
-      const history = env.store!.history();
-      const record = [...history].reverse().find((d) => d.version === bad.version);
+      const history = deployer.history();
+      const record = [...history].reverse().find((d) => d.version === version);
       const rolledBack = record?.status === 'rolled-back';
       const reason = record?.events.map((e) => e.sentence).find((s) => /analysis|rollback|rolled/.test(s));
       if (reason) log(reason);
-      const serving = await servingVersion(env.url);
+      const serving = await parts.serving();
       const failed = traffic.failures - before.failures;
       const requests = traffic.requests - before.requests;
       log(
-        `${bad.version}: ${record?.status ?? outcome} after ${(settledMs / 1000).toFixed(1)} s; ${failed} failed requests of ${requests}; now serving ${serving}`,
+        `${version}: ${record?.status ?? outcome} after ${(settledMs / 1000).toFixed(1)} s; ${failed} failed requests of ${requests}; now serving ${serving}`,
       );
       return {
         faultAt: t0,
@@ -300,51 +374,58 @@ export const STEPS: Record<StepName, StepSpec> = {
           isTrue('rolled back automatically', rolledBack, record ? `deploy ${record.status}` : outcome),
           isTrue(
             `traffic back on the stable version (${stableVersion})`,
-            serving === stableVersion,
+            serving !== undefined && serving === stableVersion,
             `serving ${serving}`,
           ),
         ],
         measured: {
-          release: bad.version,
+          release: version,
           deployStatus: record?.status ?? outcome,
           rollbackAfterMs: settledMs,
           failedRequests: failed,
           requests,
+          servingAfter: serving ?? null,
         },
       };
     },
   },
 
   'good-release': {
-    hypothesis: () => 'a blue-green deploy of a good release switches all traffic with zero failed requests',
-    async run({ env: maybeEnv, traffic, log, releases }) {
-      const env = embedded(maybeEnv);
-      const good = releases.good;
+    hypothesis: ({ configured }) =>
+      configured
+        ? "a deploy of the good release (the app's own strategy) switches all traffic to it with zero failed requests"
+        : 'a blue-green deploy of a good release switches all traffic with zero failed requests',
+    async run(c) {
+      const { traffic, log } = c;
+      const parts = deployParts(c);
+      const { deployer, version, strategy } = parts.deployerFor('good', log);
       const before = traffic.snapshot();
       const t0 = Date.now();
-      log(`blue-green deploy of ${good.version}`);
+      log(strategy ? `${strategy} deploy of ${version}` : `deploy of ${version} (${parts.app}'s own strategy)`);
       let error: string | undefined;
       try {
-        await env.deployerFor(good, { strategy: 'blue-green' }).deploy(good.version);
+        await deployer.deploy(version, strategy ? { strategy } : {});
       } catch (err) {
         error = (err as Error).message;
         log(`deploy failed: ${error}`);
       }
       const tookMs = Date.now() - t0;
-      const serving = await servingVersion(env.url);
+      const warm = parts.afterDeploy?.(deployer);
+      if (warm) log(warm);
+      const serving = await parts.serving();
       const failed = traffic.failures - before.failures;
       const requests = traffic.requests - before.requests;
       log(
-        `${good.version}: ${error ? 'failed' : 'deployed'} in ${(tookMs / 1000).toFixed(1)} s; ${failed} failed requests of ${requests}; now serving ${serving}`,
+        `${version}: ${error ? 'failed' : 'deployed'} in ${(tookMs / 1000).toFixed(1)} s; ${failed} failed requests of ${requests}; now serving ${serving}`,
       );
       return {
         faultAt: t0,
         probes: [
-          isTrue('deploy succeeded', !error && serving === good.version, error ?? `serving ${serving}`),
+          isTrue('deploy succeeded', !error && serving === version, error ?? `serving ${serving}`),
           atMost('failed requests during the deploy', failed, 0),
         ],
         measured: {
-          release: good.version,
+          release: version,
           deployMs: tookMs,
           failedRequests: failed,
           requests,
@@ -355,9 +436,19 @@ export const STEPS: Record<StepName, StepSpec> = {
   },
 
   pitr: {
-    hypothesis: () =>
-      'after the orders table is dropped by mistake, a point-in-time recovery to just before the drop gives a queryable copy holding every order acknowledged before it',
-    async run({ env: maybeEnv, traffic, log }) {
+    hypothesis: ({ configured }) =>
+      configured
+        ? "after the drill's own scratch table is dropped by mistake, a point-in-time recovery to just before the drop into a new local instance gives a queryable copy holding every row of it, and your table as it was before the drop"
+        : 'after the orders table is dropped by mistake, a point-in-time recovery to just before the drop gives a queryable copy holding every order acknowledged before it',
+    async run({ env: maybeEnv, traffic, log, target, system, signal }) {
+      if (target?.pitr)
+        return configuredPitr({
+          target,
+          repo: system.repo,
+          log,
+          onCleanup: (what, fn) => system.onCleanup(what, fn),
+          waitUntil: (what, ms) => waitUntil(what, ms, signal),
+        });
       const env = embedded(maybeEnv);
       const pool = env.pool!;
       // Taken before the server's clock is read: an order acknowledged by then committed before the target.
@@ -419,7 +510,7 @@ export const STEPS: Record<StepName, StepSpec> = {
       const betweenTargetAndDrop = traffic.acks.filter((a) => a.at > targetAt && a.at <= dropAt).length;
       // Put the orders back in production, as the on-call engineer would, so the shop takes orders again.
       const r0 = Date.now();
-      const maxAcked = traffic.acks.reduce((m, a) => Math.max(m, a.id), 0);
+      const maxAcked = traffic.acks.reduce((m, a) => Math.max(m, Number(a.id)), 0);
       const client = await pool.connect();
       try {
         // one transaction: the shop's inserts fail until the table is back whole (never half-filled)

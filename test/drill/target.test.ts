@@ -63,16 +63,24 @@ describe('drill --config: which targets are local (pure)', () => {
   });
 
   it('steps a configured system cannot support are refused up front with the reason; default = the supported ones', () => {
-    const f = { file: 'f' };
-    const withCluster = { file: 'f', clusterDir: '/c' };
+    const f = { file: 'f', pg: 'postgresql://127.0.0.1/x', repo: 'file:///r' };
+    const withCluster = { ...f, clusterDir: '/c' };
     expect(configuredSteps(undefined, f)).toEqual(['backup']);
     expect(configuredSteps(undefined, withCluster)).toEqual(['backup', 'failover']);
     expect(configuredSteps(['failover'], withCluster)).toEqual(['failover']);
     expect(() => configuredSteps(['backup', 'failover'], f)).toThrow(
       /f: step failover cannot run with --config: .*cluster\.dir/,
     );
-    expect(() => configuredSteps(['good-release'], withCluster)).toThrow(/step good-release cannot run with --config/);
-    expect(() => configuredSteps(['pitr'], withCluster)).toThrow(/schema/);
+    expect(() => configuredSteps(['good-release'], withCluster)).toThrow(
+      /step good-release cannot run with --config: it needs drill\.deploy/,
+    );
+    expect(() => configuredSteps(undefined, { file: 'f' })).toThrow(/f: drill\.pg \(or backup\.pg\): missing/);
+    expect(() => configuredSteps(['pitr'], withCluster)).toThrow(
+      /step pitr cannot run with --config: it needs drill\.pitr/,
+    );
+    const pitr = { dir: '/copy', table: 'orders', count: 'SELECT count(*) FROM orders', scratchTable: false };
+    expect(() => configuredSteps(['pitr'], { ...f, pitr })).toThrow(/drill\.pitr\.scratchTable is not true/);
+    expect(configuredSteps(undefined, { ...f, pitr: { ...pitr, scratchTable: true } })).toEqual(['backup', 'pitr']);
   });
 
   it('drill config section: unknown keys rejected naming the file and key; backup.pg/repo are the defaults', () => {
@@ -87,5 +95,91 @@ describe('drill --config: which targets are local (pure)', () => {
     );
     expect(targetFromConfig(cfg, 'c.ts')).toMatchObject({ pg: local.pg, repo: local.repo, url: local.url });
     expect(() => targetFromConfig({}, 'c.ts')).toThrow(/c\.ts: drill: missing/);
+  });
+});
+
+describe('drill --config: the deploy steps against an app of the config (pure)', () => {
+  const app = (router: object, provider: object = { type: 'process', command: 'sh app.sh' }) => ({
+    deploy: { apps: { shop: { router, provider } } },
+  });
+  const embedded = { type: 'embedded', port: 8400, adminPort: 8401 };
+  const releases = { app: 'shop', goodRelease: 'v3', badRelease: 'v2-bad' };
+
+  it('drill.deploy adds bad-release and good-release; the load goes to the app router (drill.url defaults to it)', () => {
+    const cfg = validateConfig(configSchema, { ...app(embedded), drill: { deploy: releases } }, '/x/c.ts');
+    const t = targetFromConfig(cfg, '/x/c.ts');
+    expect(t.url).toBe('http://127.0.0.1:8400');
+    expect(t.deploy).toMatchObject({ app: 'shop', goodRelease: 'v3', badRelease: 'v2-bad', baseDir: '/x' });
+    expect(configuredSteps(undefined, t)).toEqual(['bad-release', 'good-release']);
+    expect(targetHosts(t).map((h) => `${h.what} ${h.host} ${h.local}`)).toEqual([
+      'shop (drill.url) 127.0.0.1:8400 true',
+      'router frontend (deploy.apps.shop.router) 127.0.0.1:8400 true',
+      'router admin API (deploy.apps.shop.router) 127.0.0.1:8401 true',
+    ]);
+    // backup parts too: all four steps
+    const both = validateConfig(
+      configSchema,
+      { ...app(embedded), backup: { pg: local.pg, repo: local.repo }, drill: { deploy: releases } },
+      '/x/c.ts',
+    );
+    expect(configuredSteps(undefined, targetFromConfig(both, '/x/c.ts'))).toEqual([
+      'backup',
+      'bad-release',
+      'good-release',
+    ]);
+  });
+
+  it('refuses a load URL that bypasses the router, an unknown app, and a cloud router or provider without --yes-i-mean-it', () => {
+    const bypass = validateConfig(
+      configSchema,
+      { ...app(embedded), drill: { url: 'http://127.0.0.1:9999', deploy: releases } },
+      '/x/c.ts',
+    );
+    expect(() => targetFromConfig(bypass, '/x/c.ts')).toThrow(
+      /\/x\/c\.ts: drill\.url: http:\/\/127\.0\.0\.1:9999 is not the router of deploy\.apps\.shop/,
+    );
+    const unknown = validateConfig(
+      configSchema,
+      { ...app(embedded), drill: { deploy: { ...releases, app: 'nope' } } },
+      'c.ts',
+    );
+    expect(() => targetFromConfig(unknown, 'c.ts')).toThrow(
+      /drill\.deploy\.app: c\.ts: deploy\.apps\.nope is not defined/,
+    );
+    const ecs = validateConfig(
+      configSchema,
+      {
+        ...app(embedded, {
+          type: 'aws-ecs',
+          cluster: 'prod',
+          services: { blue: 'b', green: 'g' },
+          taskDefinition: 'shop:{version}',
+        }),
+        drill: { deploy: releases },
+      },
+      'c.ts',
+    );
+    expect(() => assertTargetsAllowed(targetFromConfig(ecs, 'c.ts'), false)).toThrow(
+      /provider \(deploy\.apps\.shop\.provider: AWS ECS\) prod: not local/,
+    );
+    const hooked = validateConfig(
+      configSchema,
+      {
+        deploy: { ...app(embedded).deploy, webhooks: [{ url: 'https://hooks.example.com/x?token=s3cret' }] },
+        drill: { deploy: releases },
+      },
+      'c.ts',
+    );
+    expect(() => assertTargetsAllowed(targetFromConfig(hooked, 'c.ts'), false)).toThrow(
+      /webhook \(deploy\.webhooks\) hooks\.example\.com: not local/,
+    );
+  });
+
+  it('drill.deploy is validated: unknown keys, the same release twice, a release that is no version; url or deploy needed', () => {
+    const v = (drill: object) => () => validateConfig(configSchema, { ...app(embedded), drill }, 'c.ts');
+    expect(v({ deploy: { ...releases, strategy: 'canary' } })).toThrow(/^c\.ts: drill\.deploy: .*strategy/);
+    expect(v({ deploy: { ...releases, badRelease: 'v3' } })).toThrow(/^c\.ts: drill\.deploy\.badRelease: .*different/);
+    expect(v({ deploy: { ...releases, goodRelease: 'v 3' } })).toThrow(/^c\.ts: drill\.deploy\.goodRelease: /);
+    expect(v({ rate: 5 })).toThrow(/^c\.ts: drill\.url: missing/);
   });
 });

@@ -24,7 +24,7 @@ export function registerDrillCommands(program: Command): void {
     .option('--html <file>', 'write a self-contained HTML report: verdict, steps, charts with the faults marked')
     .option(
       '-c, --config <file>',
-      'run against your own system named in the config (drill section: shop URL; backup: database, repository; cluster.dir) instead of embedded defaults',
+      'run against your own system named in the config (drill section: shop URL, deploy app and releases; backup: database, repository; cluster.dir) instead of embedded defaults',
     )
     .option('--yes-i-mean-it', 'with --config: allow targets that are not on this machine (anything but loopback)')
     .action(async (opts, command: Command) => {
@@ -48,11 +48,24 @@ export function registerDrillCommands(program: Command): void {
         target = drill.targetFromConfig(loaded.config, loaded.file);
         drill.assertTargetsAllowed(target, Boolean(opts.yesIMeanIt));
         steps = drill.configuredSteps(opts.steps === 'all' ? undefined : steps, target);
-        drill.requireBackupParts(target);
         if (steps.includes('failover')) drill.requireRunningMonitor(target);
+        if (steps.includes('bad-release') || steps.includes('good-release')) drill.requireDeployedApp(target);
+        if (steps.includes('pitr')) {
+          drill.requirePitrFolder(target);
+          await drill.requireArchivingIntoRepo(target); // the one check that connects (the guard has passed)
+        } else target.pitr = undefined;
         if (command.getOptionValueSource('rate') === 'default' && target.rate) opts.rate = target.rate;
       }
       const steadyMs = parseDuration(opts.duration, '--duration');
+      // the user's scenario is bundled and checked here: a bad file is exit 2, before anything runs
+      let load: import('../../drill/traffic.js').UserLoad | undefined;
+      let unloadScenario = () => {};
+      if (target?.load) {
+        const { loadScenarioFile } = await import('../../load/loader.js');
+        const loaded = await loadScenarioFile(target.load.scenario, { typecheck: false });
+        unloadScenario = () => loaded.cleanup();
+        load = { definition: loaded.definition, acks: target.load.acks };
+      }
       const controller = new AbortController();
       let interrupts = 0;
       const onSignal = () => {
@@ -81,6 +94,7 @@ export function registerDrillCommands(program: Command): void {
           rate: opts.rate,
           dir: opts.dir,
           target,
+          load,
           signal: controller.signal,
           onEvent: view,
           beforeCleanup: opts.keep
@@ -109,6 +123,7 @@ export function registerDrillCommands(program: Command): void {
               ? 130
               : 1;
       } finally {
+        unloadScenario();
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
       }

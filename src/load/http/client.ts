@@ -1,7 +1,9 @@
-import { Client, type Dispatcher } from 'undici';
+import { createRequire } from 'node:module';
+import type { Client, Dispatcher } from 'undici';
 import { parseDuration } from '../../config/duration.js';
 import { turns } from '../turns.js';
 import { CookieJar } from './cookies.js';
+import { buildHead, type LeanExchange, type LeanOrigin, LeanPool, leanOrigin } from './lean.js';
 import type {
   BatchRequest,
   HttpClient,
@@ -26,6 +28,31 @@ interface Target {
   origin: string;
   host: string;
   path: string;
+  /** The lean client's record of a plain-http origin; undefined for https (served by undici). */
+  lean: LeanOrigin | undefined;
+}
+
+/**
+ * `BULWARK_LOAD_HTTP=undici` sends plain-http requests through undici too (the client used for
+ * https): an escape hatch, and the A/B baseline of bench/load-throughput.
+ */
+const LEAN = process.env.BULWARK_LOAD_HTTP !== 'undici';
+
+function targetOf(u: URL, path: string): Target {
+  return {
+    origin: u.origin,
+    host: u.host,
+    path,
+    lean: LEAN && u.protocol === 'http:' ? leanOrigin(u) : undefined,
+  };
+}
+
+// undici is loaded only when an https origin (or BULWARK_LOAD_HTTP=undici) needs it: it costs
+// memory a plain-http run does not need.
+let undiciClient: typeof Client | undefined;
+function newUndiciClient(origin: string): Client {
+  undiciClient ??= (createRequire(import.meta.url)('undici') as typeof import('undici')).Client;
+  return new undiciClient(origin, { pipelining: 1, keepAliveTimeout: 60_000, connect: { timeout: 10_000 } });
 }
 
 /** One keep-alive connection of a VU to an origin. */
@@ -120,9 +147,16 @@ function statusClass(status: number): string {
  * instead of a dozen (closures, timings, sample), which is what keeps the GC out of the way at 1,000
  * connections.
  */
-class Exchange implements HttpResponse, Dispatcher.DispatchHandler, RequestSample {
+class Exchange implements HttpResponse, Dispatcher.DispatchHandler, RequestSample, LeanExchange {
   status = 0;
   rawHeaders: Buffer[] | undefined;
+  /** The lean client's header block (lines without the status line), parsed only if read. */
+  headerText: string | undefined;
+  hasSetCookie = false;
+  wire: Buffer = EMPTY;
+  wireBody: Buffer | undefined;
+  timeoutMs = 0;
+  retried = false;
   private chunks: Buffer[] | undefined;
   private single: Buffer | undefined;
   private bytes: Buffer | undefined;
@@ -197,12 +231,13 @@ class Exchange implements HttpResponse, Dispatcher.DispatchHandler, RequestSampl
     this.complete(undefined);
   }
 
-  complete(error: string | undefined): void {
-    const end = performance.now();
+  complete(error: string | undefined, end = performance.now()): void {
     const slot = this.slot;
-    if (slot) slot.busy--;
-    const connect =
-      !slot || this.wasConnected || slot.connectedAt < this.start ? 0 : Math.max(0, slot.connectedAt - this.start);
+    let connect = this.connectMs;
+    if (slot) {
+      slot.busy--;
+      connect = this.wasConnected || slot.connectedAt < this.start ? 0 : Math.max(0, slot.connectedAt - this.start);
+    }
     const sentAt = this.sentAt || this.start + connect;
     this.connectMs = connect;
     this.waitingMs = this.headersAt ? this.headersAt - sentAt : end - sentAt;
@@ -235,6 +270,10 @@ class Exchange implements HttpResponse, Dispatcher.DispatchHandler, RequestSampl
   get headers(): Record<string, string | string[]> {
     if (!this.headerObj) {
       const h: Record<string, string | string[]> = {};
+      if (this.headerText !== undefined) {
+        this.headerObj = parseHeaderText(this.headerText);
+        return this.headerObj;
+      }
       const raw = this.rawHeaders ?? [];
       for (let i = 0; i + 1 < raw.length; i += 2) {
         const k = raw[i]!.toString('latin1').toLowerCase();
@@ -260,6 +299,27 @@ class Exchange implements HttpResponse, Dispatcher.DispatchHandler, RequestSampl
   }
 }
 
+/** "Name: value" lines (CRLF-separated) as Node does: lower-case names, repeated ones as arrays. */
+export function parseHeaderText(text: string): Record<string, string | string[]> {
+  const h: Record<string, string | string[]> = {};
+  let i = 0;
+  while (i < text.length) {
+    let eol = text.indexOf('\r\n', i);
+    if (eol === -1) eol = text.length;
+    const colon = text.indexOf(':', i);
+    if (colon !== -1 && colon < eol) {
+      const k = text.slice(i, colon).trim().toLowerCase();
+      const v = text.slice(colon + 1, eol).trim();
+      const prior = h[k];
+      if (prior === undefined) h[k] = v;
+      else if (Array.isArray(prior)) prior.push(v);
+      else h[k] = [prior, v];
+    }
+    i = eol + 2;
+  }
+  return h;
+}
+
 /**
  * One keep-alive connection per origin for one VU (a VU is a user with its own browser-like
  * connection, as Locust's FastHttpUser), requests dispatched through undici's low-level handler API
@@ -270,6 +330,9 @@ export class VuHttp implements HttpClient {
   // Most VUs talk to one origin: keep its pool in a field; other origins go to a Map made on demand.
   private primary: OriginPool | undefined;
   private others: Map<string, OriginPool> | undefined;
+  // The lean client's pools (plain http), kept the same way.
+  private leanPrimary: LeanPool | undefined;
+  private leanOthers: Map<LeanOrigin, LeanPool> | undefined;
   private jarStore: CookieJar | undefined;
   private readonly baseTarget: Target | undefined;
   private closed = false;
@@ -279,11 +342,7 @@ export class VuHttp implements HttpClient {
   constructor(private readonly ctx: HttpContext) {
     if (ctx.baseUrl) {
       const u = new URL(ctx.baseUrl);
-      this.baseTarget = {
-        origin: u.origin,
-        host: u.host,
-        path: u.pathname === '/' ? '' : u.pathname.replace(/\/$/, ''),
-      };
+      this.baseTarget = targetOf(u, u.pathname === '/' ? '' : u.pathname.replace(/\/$/, ''));
     }
   }
 
@@ -334,6 +393,10 @@ export class VuHttp implements HttpClient {
     const pools = [...(this.primary ? [this.primary] : []), ...(this.others?.values() ?? [])];
     this.primary = undefined;
     this.others = undefined;
+    this.leanPrimary?.destroy();
+    if (this.leanOthers) for (const p of this.leanOthers.values()) p.destroy();
+    this.leanPrimary = undefined;
+    this.leanOthers = undefined;
     await Promise.all(pools.flatMap((p) => p.slots.map((c) => c.client.destroy().catch(() => {}))));
   }
 
@@ -361,7 +424,7 @@ export class VuHttp implements HttpClient {
       if (!least || slot.busy < least.busy) least = slot;
     }
     if (least && slots.length >= MAX_CONNECTIONS_PER_ORIGIN) return least;
-    const client = new Client(origin, { pipelining: 1, keepAliveTimeout: 60_000, connect: { timeout: 10_000 } });
+    const client = newUndiciClient(origin);
     const slot: Slot = { client, connected: false, connectedAt: 0, busy: 0 };
     CLIENT_SLOT.set(client, slot);
     client.on('connect', onClientConnect);
@@ -376,7 +439,7 @@ export class VuHttp implements HttpClient {
     if (url.charCodeAt(0) === 47 /* / */ && target) path = target.path ? target.path + url : url;
     else if (/^https?:\/\//i.test(url)) {
       const u = new URL(url);
-      target = { origin: u.origin, host: u.host, path: '' };
+      target = targetOf(u, '');
       path = u.pathname + u.search;
     } else if (target) path = `${target.path}/${url}`;
     else throw new Error(`relative URL "${url}" but the scenario has no host (set host or --host)`);
@@ -414,6 +477,10 @@ export class VuHttp implements HttpClient {
     }
     const timeoutMs =
       options.timeout === undefined ? this.ctx.defaultTimeoutMs : parseDuration(options.timeout, 'timeout');
+    if (target.lean) {
+      this.sendLean(method, target.lean, path, name, options, headers, body, timeoutMs, redirectsLeft, resolve);
+      return;
+    }
     let bytesSent = method.length + path.length + 12;
     if (body !== undefined) bytesSent += typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
     if (headers) for (const k in headers) bytesSent += k.length + (headers[k]?.length ?? 0) + 4;
@@ -445,6 +512,81 @@ export class VuHttp implements HttpClient {
     );
   }
 
+  private sendLean(
+    method: string,
+    origin: LeanOrigin,
+    path: string,
+    name: string,
+    options: RequestOptions,
+    headers: Record<string, string> | undefined,
+    body: string | Buffer | Uint8Array | undefined,
+    timeoutMs: number,
+    redirectsLeft: number,
+    resolve: (r: HttpResponse) => void,
+  ): void {
+    let wire: Buffer | string;
+    let wireBody: Buffer | undefined;
+    if (headers === undefined && body === undefined) wire = origin.plainHead(method, path);
+    else {
+      const bodyBytes =
+        body === undefined
+          ? undefined
+          : typeof body === 'string'
+            ? Buffer.from(body)
+            : Buffer.isBuffer(body)
+              ? body
+              : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+      wire = buildHead(method, path, origin.hostHeader, headers, bodyBytes ? bodyBytes.length : -1);
+      if (typeof wire !== 'string' && bodyBytes && bodyBytes.length > 0) {
+        // A small body goes out in the same write as the head.
+        if (bodyBytes.length <= 16 * 1024) wire = Buffer.concat([wire, bodyBytes]);
+        else wireBody = bodyBytes;
+      }
+    }
+    const x = new Exchange(
+      this,
+      undefined,
+      false,
+      origin.origin,
+      path,
+      name,
+      method,
+      options,
+      typeof wire === 'string' ? 0 : wire.length + (wireBody?.length ?? 0),
+    );
+    x.resolve = resolve;
+    x.redirectsLeft = redirectsLeft;
+    x.timeoutMs = timeoutMs;
+    x.start = performance.now();
+    if (typeof wire === 'string') {
+      // Invalid method, path or header: fails as undici's invalid-argument error did.
+      x.complete(`network error UND_ERR_INVALID_ARG: ${wire}`, x.start);
+      return;
+    }
+    x.wire = wire;
+    x.wireBody = wireBody;
+    if (this.closed) {
+      x.complete('aborted', x.start);
+      return;
+    }
+    this.leanPool(origin).dispatch(x, x.start);
+  }
+
+  private leanPool(origin: LeanOrigin): LeanPool {
+    const primary = this.leanPrimary;
+    if (primary?.origin === origin) return primary;
+    let pool = this.leanOthers?.get(origin);
+    if (!pool) {
+      pool = new LeanPool(origin, MAX_CONNECTIONS_PER_ORIGIN);
+      if (!primary) this.leanPrimary = pool;
+      else {
+        this.leanOthers ??= new Map();
+        this.leanOthers.set(origin, pool);
+      }
+    }
+    return pool;
+  }
+
   /** Send the request x's redirect leads to; it resolves the caller's promise. */
   private follow(x: Exchange, next: URL, resolve: (r: HttpResponse) => void): void {
     const s = x.status;
@@ -459,7 +601,7 @@ export class VuHttp implements HttpClient {
       for (const k in options.headers) if (k.toLowerCase() !== 'authorization') headers[k] = options.headers[k]!;
       options = { ...options, headers };
     }
-    const target = { origin: next.origin, host: next.host, path: '' };
+    const target = targetOf(next, '');
     const path = next.pathname + next.search;
     const name = x.options.name ?? (next.origin === this.baseTarget?.origin ? path : next.href);
     this.send(method, target, path, name, options, toGet ? undefined : options.body, x.redirectsLeft - 1, resolve);
@@ -480,6 +622,11 @@ export class VuHttp implements HttpClient {
       return false;
     }
     if (x.rawHeaders) this.storeCookies(x.origin, x.rawHeaders);
+    else if (x.hasSetCookie) {
+      const set = x.headers['set-cookie'];
+      const host = new URL(x.origin).host;
+      for (const c of Array.isArray(set) ? set : [set!]) this.jar.setFromHeader(host, c);
+    }
     let failure: string | undefined;
     const expect = x.options.expect;
     const next = resolve && x.redirectsLeft > 0 && !x.error && !this.closed ? redirectTarget(x) : undefined;
