@@ -57,6 +57,28 @@ const drillPitrSchema = z
   .strict();
 
 /**
+ * `drill.load`: the user's own scenario file instead of the drill's shopper. `acks` says how to tell an
+ * acknowledged write (RPO after a failover); without it the write gap and RPO are "not measured".
+ */
+const drillLoadSchema = z
+  .object({
+    /** A `bulwark load` scenario file (relative to the config file's folder); its users and tasks run at drill.rate. */
+    scenario: z.string().min(1),
+    acks: z
+      .object({
+        /** The endpoint name a write is recorded under (the request's `name`, else its URL path). */
+        request: z.string().min(1),
+        /** Dot path of the id in the JSON answer of that request (e.g. `order_id` or `order.id`). */
+        id: z.string().regex(/^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$/, 'a dot path of JSON keys (e.g. order.id)'),
+        /** SQL run on the (new) primary with $1 = the acknowledged ids as text[]: answers the ids it finds (first column). */
+        query: z.string().includes('$1', { message: 'must use $1 (the acknowledged ids, text[])' }),
+      })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
+/**
  * `drill` section of bulwark.config.ts: which parts of the user's own system `bulwark drill --config`
  * runs its game day against. Only what the supported steps need (see src/drill/target.ts); the
  * database and repository default to the `backup` section's `pg` and `repo`.
@@ -78,6 +100,8 @@ export const drillConfigSchema = z
     deploy: drillDeploySchema.optional(),
     /** The pitr step: where the copy goes, which table it must hold, and consent to a scratch table. */
     pitr: drillPitrSchema.optional(),
+    /** The load: your scenario file instead of the drill's shopper (which needs the demo shop's API). */
+    load: drillLoadSchema.optional(),
   })
   .strict()
   .refine((d) => d.url !== undefined || d.deploy !== undefined, {

@@ -28,6 +28,8 @@ export interface DrillTarget {
   deploy?: DrillDeployTarget;
   /** The pitr step (drill.pitr): the copy's data folder (absolute), the table, its count query. */
   pitr?: { dir: string; table: string; count: string; scratchTable: boolean };
+  /** The user's scenario (drill.load, absolute path) and how its acknowledged writes are checked. */
+  load?: { scenario: string; acks?: { request: string; id: string; query: string } };
 }
 
 export interface DrillDeployTarget {
@@ -201,6 +203,7 @@ export function targetFromConfig(config: BulwarkConfig, file: string): DrillTarg
     s3: config.backup?.s3,
     rate: d.rate,
     ...clusterOf(config.cluster?.dir, file),
+    ...(d.load ? { load: { scenario: resolve(dirname(file), d.load.scenario), acks: d.load.acks } } : {}),
     ...(d.pitr
       ? {
           pitr: {
@@ -254,6 +257,15 @@ function deployTargetOf(
       const u = new URL(r.frontendUrl);
       hosts.push({ what: `router frontend (${where})`, host: u.host, hostname: u.hostname, url: u.origin });
     }
+  }
+  if (app.analysis.source !== 'router') {
+    const u = new URL(app.analysis.source.url);
+    hosts.push({ what: `metrics (deploy.apps.${d.app}.analysis.source)`, host: u.host, hostname: u.hostname });
+  }
+  // a deploy notifies the webhooks: the drill's deploys would too
+  for (const w of config.deploy.webhooks) {
+    const u = new URL(w.url);
+    hosts.push({ what: 'webhook (deploy.webhooks)', host: u.host, hostname: u.hostname });
   }
   if (app.provider.type === 'aws-ecs')
     hosts.push({

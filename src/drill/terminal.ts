@@ -72,15 +72,19 @@ export function formatVerdict(j: DrillJournal): string {
   ];
   for (const s of j.steps) {
     const key = Object.entries(s.measured)
-      .filter(([k, v]) => typeof v === 'number' && /Ms$|^lost|^missing|failed|rows/i.test(k))
-      .map(([k, v]) => `${k} ${v}`)
+      .filter(
+        ([k, v]) =>
+          (typeof v === 'number' && /Ms$|^lost|^missing|failed|rows/i.test(k)) ||
+          (k === 'rpo' && typeof v === 'string'),
+      )
+      .map(([k, v]) => (typeof v === 'string' ? `${k} not measured` : `${k} ${v}`))
       .join(', ');
     lines.push(`  ${s.status === 'succeeded' ? 'ok  ' : 'FAIL'} ${s.index}. ${s.title}${key ? `: ${key}` : ''}`);
   }
   if (j.error) lines.push(`  the drill could not run to its end: ${j.error}`);
   const m = j.measured;
   lines.push(
-    `  traffic: ${m.requests} requests, ${m.failedRequests} failed, ${m.ordersAcknowledged} orders acknowledged`,
+    `  traffic: ${m.requests} requests, ${m.failedRequests} failed, ${m.ordersAcknowledged === null ? 'acknowledged writes not measured' : `${m.ordersAcknowledged} orders acknowledged`}`,
   );
   return lines.join('\n');
 }

@@ -1,4 +1,5 @@
 import {
+  type HttpClient,
   type HttpResponse,
   type LoadResult,
   type Progress,
@@ -11,6 +12,26 @@ import {
 import type { TimelinePoint } from './types.js';
 
 /**
+ * The user's own scenario (drill.load) instead of the shopper: its user types, tasks, setup and
+ * teardown, run at the drill's open-model rate. `acks` says which answers acknowledge a write: the
+ * successful answers of the endpoint named `request`, the id at the JSON path `id` of their body.
+ */
+export interface UserLoad {
+  definition: ScenarioDefinition;
+  acks?: { request: string; id: string };
+}
+
+/** The value at a dot path of a JSON body (`order.id`), when it is a string or a number. */
+export function pickId(body: unknown, path: string): string | undefined {
+  let v: unknown = body;
+  for (const key of path.split('.')) {
+    if (v === null || typeof v !== 'object') return undefined;
+    v = (v as Record<string, unknown>)[key];
+  }
+  return typeof v === 'string' || typeof v === 'number' ? String(v) : undefined;
+}
+
+/**
  * The drill's steady open-model traffic through the router: shoppers who log in, list products and
  * place orders, at a constant arrival rate (new iterations start on schedule whatever the latency, so
  * a stall shows as queued work and errors, not as politely fewer requests).
@@ -21,7 +42,7 @@ import type { TimelinePoint } from './types.js';
  */
 export class DrillTraffic {
   /** Order ids the shop acknowledged, with the epoch ms the 201 arrived. Bounded by the drill's length. */
-  readonly acks: Array<{ id: number; ref: string; at: number }> = [];
+  readonly acks: Array<{ id: number | string; ref: string; at: number }> = [];
   private refs = 0;
   /** Orders (orderKey) a failover lost: later steps do not count them against themselves. */
   readonly lost = new Set<string>();
@@ -35,7 +56,92 @@ export class DrillTraffic {
   private running?: Promise<LoadResult>;
   startedAt = 0;
 
-  constructor(private readonly o: { url: string; rate: number; maxDuration?: string }) {}
+  constructor(private readonly o: { url: string; rate: number; maxDuration?: string; user?: UserLoad }) {}
+
+  /** False when the user's scenario names no acknowledged writes: RTO/RPO from acks are not measured then. */
+  get measuresAcks(): boolean {
+    return !this.o.user || Boolean(this.o.user.acks);
+  }
+
+  /** The user's scenario, each VU's http client recording every answer (and the acknowledged writes). */
+  private userScenario(u: UserLoad): ScenarioDefinition {
+    const wrapped = new WeakMap<VU, VU>();
+    const seen = (r: HttpResponse): HttpResponse => {
+      this.record(r);
+      if (u.acks && r.ok && r.status >= 200 && r.status < 300 && r.name === u.acks.request) {
+        let id: string | undefined;
+        try {
+          id = pickId(r.json(), u.acks.id);
+        } catch {
+          // not JSON: not an acknowledgement the drill can check
+        }
+        if (id !== undefined) this.acks.push({ id, ref: '', at: Date.now() });
+      }
+      return r;
+    };
+    const wrap = (vu: VU): VU => {
+      let w = wrapped.get(vu);
+      if (!w) {
+        const http = vu.http;
+        const recorded: HttpClient = {
+          get: (url, o) => http.get(url, o).then(seen),
+          post: (url, o) => http.post(url, o).then(seen),
+          put: (url, o) => http.put(url, o).then(seen),
+          patch: (url, o) => http.patch(url, o).then(seen),
+          delete: (url, o) => http.delete(url, o).then(seen),
+          head: (url, o) => http.head(url, o).then(seen),
+          request: (method, url, o) => http.request(method, url, o).then(seen),
+          batch: (requests) => http.batch(requests).then((rs) => rs.map(seen)),
+          cookies: (host) => http.cookies(host),
+        };
+        // everything else is the VU's own (live iteration counters, state, random, check, sleep)
+        w = Object.create(vu, {
+          http: { value: recorded },
+          state: {
+            get: () => vu.state,
+            set: (v) => {
+              vu.state = v;
+            },
+          },
+        }) as VU;
+        wrapped.set(vu, w);
+      }
+      return w;
+    };
+    const d = u.definition;
+    return scenario({
+      host: d.host,
+      users: d.users.map((t) => ({
+        ...t,
+        onStart: t.onStart && ((vu: VU) => t.onStart!(wrap(vu))),
+        onStop: t.onStop && ((vu: VU) => t.onStop!(wrap(vu))),
+        tasks: t.tasks.map((task) =>
+          typeof task === 'function'
+            ? { name: task.name || undefined, run: (vu: VU) => task(wrap(vu)) }
+            : { ...task, name: task.name ?? (task.run.name || undefined), run: (vu: VU) => task.run(wrap(vu)) },
+        ),
+      })),
+      setup: d.setup,
+      teardown: d.teardown,
+      tags: d.tags,
+      redirects: d.redirects,
+      load: this.openModel(),
+      timeout: d.timeout ?? '20s',
+    });
+  }
+
+  /** The drill's steady open-model load: a constant arrival rate whatever the latency. */
+  private openModel(): ScenarioDefinition['load'] {
+    return {
+      executor: 'constant-arrival-rate',
+      rate: this.o.rate,
+      timeUnit: '1s',
+      duration: this.o.maxDuration ?? '30m',
+      preAllocatedVUs: Math.max(5, Math.ceil(this.o.rate / 4)),
+      maxVUs: Math.max(50, this.o.rate * 20),
+      gracefulStop: '3s',
+    };
+  }
 
   private record(r: HttpResponse): void {
     const now = Date.now();
@@ -84,6 +190,7 @@ export class DrillTraffic {
   }
 
   scenario(): ScenarioDefinition {
+    if (this.o.user) return this.userScenario(this.o.user);
     const self = this;
     return scenario({
       users: [
@@ -122,15 +229,7 @@ export class DrillTraffic {
           ],
         }),
       ],
-      load: {
-        executor: 'constant-arrival-rate',
-        rate: this.o.rate,
-        timeUnit: '1s',
-        duration: this.o.maxDuration ?? '30m',
-        preAllocatedVUs: Math.max(5, Math.ceil(this.o.rate / 4)),
-        maxVUs: Math.max(50, this.o.rate * 20),
-        gracefulStop: '3s',
-      },
+      load: this.openModel(),
       timeout: '20s',
     });
   }

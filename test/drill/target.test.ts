@@ -162,6 +162,17 @@ describe('drill --config: the deploy steps against an app of the config (pure)',
     expect(() => assertTargetsAllowed(targetFromConfig(ecs, 'c.ts'), false)).toThrow(
       /provider \(deploy\.apps\.shop\.provider: AWS ECS\) prod: not local/,
     );
+    const hooked = validateConfig(
+      configSchema,
+      {
+        deploy: { ...app(embedded).deploy, webhooks: [{ url: 'https://hooks.example.com/x?token=s3cret' }] },
+        drill: { deploy: releases },
+      },
+      'c.ts',
+    );
+    expect(() => assertTargetsAllowed(targetFromConfig(hooked, 'c.ts'), false)).toThrow(
+      /webhook \(deploy\.webhooks\) hooks\.example\.com: not local/,
+    );
   });
 
   it('drill.deploy is validated: unknown keys, the same release twice, a release that is no version; url or deploy needed', () => {

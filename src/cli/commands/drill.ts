@@ -57,6 +57,15 @@ export function registerDrillCommands(program: Command): void {
         if (command.getOptionValueSource('rate') === 'default' && target.rate) opts.rate = target.rate;
       }
       const steadyMs = parseDuration(opts.duration, '--duration');
+      // the user's scenario is bundled and checked here: a bad file is exit 2, before anything runs
+      let load: import('../../drill/traffic.js').UserLoad | undefined;
+      let unloadScenario = () => {};
+      if (target?.load) {
+        const { loadScenarioFile } = await import('../../load/loader.js');
+        const loaded = await loadScenarioFile(target.load.scenario, { typecheck: false });
+        unloadScenario = () => loaded.cleanup();
+        load = { definition: loaded.definition, acks: target.load.acks };
+      }
       const controller = new AbortController();
       let interrupts = 0;
       const onSignal = () => {
@@ -85,6 +94,7 @@ export function registerDrillCommands(program: Command): void {
           rate: opts.rate,
           dir: opts.dir,
           target,
+          load,
           signal: controller.signal,
           onEvent: view,
           beforeCleanup: opts.keep
@@ -113,6 +123,7 @@ export function registerDrillCommands(program: Command): void {
               ? 130
               : 1;
       } finally {
+        unloadScenario();
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);
       }
