@@ -6,6 +6,7 @@
 //
 //   flock /tmp/bulwark-heavy.lock node bench/router/run.mjs
 //   DURATION=10 CONNS=50 RATE=2000 REPS=3 SWITCHES=5 flock /tmp/bulwark-heavy.lock node bench/router/run.mjs
+//   RATE=2000,5000 ... measures each fixed rate in the same run (same processes, interleaved reps).
 //
 // Needs: npm run build (dist/), haproxy and wrk on PATH. Every process it starts is stopped by PID.
 import { spawn, spawnSync } from 'node:child_process';
@@ -20,7 +21,10 @@ const here = dirname(fileURLToPath(import.meta.url));
 const MAIN = join(here, '../../dist/cli/main.js');
 const DURATION = Number(process.env.DURATION ?? 10);
 const CONNS = Number(process.env.CONNS ?? 50);
-const RATE = Number(process.env.RATE ?? 2000);
+const RATES = String(process.env.RATE ?? 2000)
+  .split(',')
+  .map(Number)
+  .filter((r) => r > 0);
 const REPS = Number(process.env.REPS ?? 3);
 const SWITCHES = Number(process.env.SWITCHES ?? 5);
 const dir = mkdtempSync(join(tmpdir(), 'bulwark-bench-router-'));
@@ -100,7 +104,7 @@ function wrk(url) {
 }
 
 /** bulwark load at a fixed rate: p99 ms and failures. */
-function fixedRate(url, name) {
+function fixedRate(url, name, rate) {
   const summary = join(dir, `${name}.json`);
   spawnSync(
     'timeout',
@@ -117,7 +121,7 @@ function fixedRate(url, name) {
       '--quiet',
       '--no-typecheck',
     ],
-    { encoding: 'utf8', env: { ...process.env, RATE: String(RATE), DURATION: `${DURATION}s` } },
+    { encoding: 'utf8', env: { ...process.env, RATE: String(rate), DURATION: `${DURATION}s` } },
   );
   const s = JSON.parse(readFileSync(summary, 'utf8'));
   return {
@@ -219,10 +223,12 @@ backend be
   };
   for (const url of Object.values(targets)) wrk(url); // warm-up (JIT, connections) — not recorded
   const runs = { direct: [], embedded: [], haproxy: [] };
-  const rated = { direct: [], embedded: [], haproxy: [] };
+  const rated = Object.fromEntries(RATES.map((r) => [r, { direct: [], embedded: [], haproxy: [] }]));
   for (let rep = 0; rep < REPS; rep++) {
     for (const name of Object.keys(targets)) runs[name].push(wrk(targets[name]));
-    for (const name of Object.keys(targets)) rated[name].push(fixedRate(targets[name], `${name}-${rep}`));
+    for (const rate of RATES)
+      for (const name of Object.keys(targets))
+        rated[rate][name].push(fixedRate(targets[name], `${name}-${rate}-${rep}`, rate));
   }
 
   const switches = { embedded: [], haproxy: [] };
@@ -256,32 +262,47 @@ backend be
     );
   }
 
-  const row = (name) => {
-    const rps = median(runs[name].map((r) => r.rps));
-    const p99 = median(runs[name].map((r) => r.p99));
-    const err = runs[name].reduce((n, r) => n + r.errors, 0);
-    const rp99 = median(rated[name].map((r) => r.p99));
-    const rp50 = median(rated[name].map((r) => r.p50));
-    const rfail = rated[name].reduce((n, r) => n + r.failures, 0);
-    const achieved = median(rated[name].map((r) => r.rps));
-    return { name, rps, p99, err, rp99, rp50, rfail, achieved };
-  };
-  const rows = ['direct', 'embedded', 'haproxy'].map(row);
-  const d = rows[0];
-  console.log(
-    `\nrouter bench — ${REPS} reps x ${DURATION}s, wrk -t1 -c${CONNS}; fixed rate ${RATE}/s with bulwark load; medians\n`,
-  );
-  console.log(
-    '| target | wrk req/s | vs direct | wrk p99 ms | errors | fixed-rate achieved/s | p50 ms | p99 ms | added p99 ms | failures |',
-  );
-  console.log('|---|---|---|---|---|---|---|---|---|---|');
-  for (const r of rows)
-    console.log(
-      `| ${r.name} | ${f(r.rps, 0)} | ${f(r.rps / d.rps)} | ${f(r.p99)} | ${r.err} | ${f(r.achieved, 0)} | ${f(r.rp50)} | ${f(r.rp99)} | ${r.name === 'direct' ? '-' : f(r.rp99 - d.rp99)} | ${r.rfail} |`,
-    );
-  console.log(
-    `\nembedded / haproxy: req/s ${f(rows[1].rps / rows[2].rps)}, added p99 at ${RATE}/s ${f(rows[1].rp99 - d.rp99)} ms vs ${f(rows[2].rp99 - d.rp99)} ms`,
-  );
+  const wrkRow = (name) => ({
+    name,
+    rps: median(runs[name].map((r) => r.rps)),
+    p99: median(runs[name].map((r) => r.p99)),
+    err: runs[name].reduce((n, r) => n + r.errors, 0),
+  });
+  const w = ['direct', 'embedded', 'haproxy'].map(wrkRow);
+  console.log(`\nrouter bench — ${REPS} reps x ${DURATION}s; medians\n`);
+  console.log(`closed loop (wrk -t1 -c${CONNS}):\n`);
+  console.log('| target | wrk req/s | vs direct | wrk p99 ms | errors |');
+  console.log('|---|---|---|---|---|');
+  for (const r of w) console.log(`| ${r.name} | ${f(r.rps, 0)} | ${f(r.rps / w[0].rps)} | ${f(r.p99)} | ${r.err} |`);
+  const ratios = [`closed-loop throughput embedded/haproxy: ${f(w[1].rps / w[2].rps)} (goal >= 0.75)`];
+  for (const rate of RATES) {
+    const row = (name) => {
+      const xs = rated[rate][name];
+      return {
+        name,
+        rp99: median(xs.map((r) => r.p99)),
+        rp50: median(xs.map((r) => r.p50)),
+        rfail: xs.reduce((n, r) => n + r.failures, 0),
+        achieved: median(xs.map((r) => r.rps)),
+      };
+    };
+    const rows = ['direct', 'embedded', 'haproxy'].map(row);
+    const d = rows[0];
+    console.log(`\nfixed rate ${rate}/s (bulwark load, open model):\n`);
+    console.log('| target | achieved/s | p50 ms | p99 ms | added p99 ms | failures |');
+    console.log('|---|---|---|---|---|---|');
+    for (const r of rows)
+      console.log(
+        `| ${r.name} | ${f(r.achieved, 0)} | ${f(r.rp50)} | ${f(r.rp99)} | ${r.name === 'direct' ? '-' : f(r.rp99 - d.rp99)} | ${r.rfail} |`,
+      );
+    const addE = rows[1].rp99 - d.rp99;
+    const addH = rows[2].rp99 - d.rp99;
+    // A ratio to a non-positive HAProxy figure means nothing: say so instead of printing one.
+    const ratio = addH > 0 ? f(addE / addH) : `n/a (HAProxy added ${f(addH)} ms)`;
+    ratios.push(`added p99 at ${rate}/s embedded/haproxy: ${ratio} (${f(addE)} ms vs ${f(addH)} ms; goal <= 1.5)`);
+  }
+  console.log('\nsame-run ratios:');
+  for (const line of ratios) console.log(`  ${line}`);
   console.log(
     `\nswitch (16 keep-alive clients, ${SWITCHES} switches each): switch call -> first response from the new slot\n`,
   );

@@ -207,6 +207,18 @@ export default defineConfig((env) => ({
     }
     throw new Error(`${version} never paused`);
   };
+  /** The resumed process holds the deploy lock (observed, not a guessed sleep: a loaded machine starts it late). */
+  const waitLockHeldBy = async (pid: number | undefined) => {
+    for (let i = 0; i < 400; i++) {
+      try {
+        if (JSON.parse(readFileSync(join(dir, '.bulwark/deploy/shop/lock'), 'utf8')).pid === pid) return;
+      } catch {
+        // not written yet
+      }
+      await sleep(50);
+    }
+    throw new Error(`the deploy lock was never taken by pid ${pid}`);
+  };
 
   it('an interrupted deploy blocks new ones until it is aborted cleanly', async () => {
     const run = cliChild(['deploy', 'shop', '--version', 'v7'], dir);
@@ -235,7 +247,7 @@ export default defineConfig((env) => ({
     first.child.kill('SIGKILL');
     await first.done;
     const resumed = cliChild(['deploy', 'shop', '--resume'], dir);
-    await sleep(500);
+    await waitLockHeldBy(resumed.child.pid);
     await waitPaused('v9');
     const promote = await cli(['deploy', 'promote', 'shop'], dir);
     expect(promote.stdout).toMatch(/asked the running deploy \(pid \d+\) to promote/);
@@ -286,7 +298,7 @@ export default defineConfig((env) => ({
     first.child.kill('SIGKILL');
     await first.done;
     const resumed = cliChild(['deploy', 'shop', '--resume'], dir);
-    await sleep(500);
+    await waitLockHeldBy(resumed.child.pid);
     await waitPaused('v14');
     const promote = await cli(['deploy', 'promote', 'shop', '--full'], dir);
     expect(promote.stdout).toMatch(/to promote-full/);

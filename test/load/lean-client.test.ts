@@ -333,6 +333,34 @@ describe('lean HTTP/1.1 client: connections', () => {
     await http.close();
   });
 
+  it('counts the bytes sent and received once, exactly as they crossed the wire', async () => {
+    const response = ok('twelve bytes', 'x-a: b\r\n');
+    let request = '';
+    handler = (r, socket, answered) => {
+      answered();
+      request = `${r.method} ${r.path}`;
+      socket.write(response);
+    };
+    const { http, samples } = client();
+    await http.get('/bytes');
+    expect(request).toBe('GET /bytes');
+    expect(samples[0]!.bytesReceived).toBe(Buffer.byteLength(response));
+    const head = `GET /bytes HTTP/1.1\r\nhost: ${new URL(base).host}\r\nconnection: keep-alive\r\n\r\n`;
+    expect(samples[0]!.bytesSent).toBe(head.length);
+    await http.close();
+  });
+
+  it('sends https origins through undici (a refused https connection is classified the same way)', async () => {
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const { port } = probe.address() as { port: number };
+    await new Promise((r) => probe.close(r));
+    const { http } = client();
+    const res = await http.get(`https://127.0.0.1:${port}/secure`);
+    expect([res.status, res.error]).toEqual([0, 'connection refused']);
+    await http.close();
+  });
+
   it('reports a refused connection as connection refused', async () => {
     const probe = createServer();
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));

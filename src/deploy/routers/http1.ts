@@ -50,8 +50,10 @@ function parseHeaderLines(lines: string[], head: Head, onError: number): void {
     const colon = line.indexOf(':');
     if (colon <= 0) throw new HeadError(onError, `malformed header line ${JSON.stringify(line.slice(0, 60))}`);
     const name = line.slice(0, colon);
-    // Also rejects obs-fold (a line starting with a space) and a space before the colon.
-    if (!TOKEN.test(name)) throw new HeadError(onError, `invalid header name ${JSON.stringify(name.slice(0, 60))}`);
+    // Also rejects obs-fold (a line starting with a space) and a space before the colon. A backend's
+    // header names are only checked for that (CR/LF/NUL are excluded for the whole head already).
+    if (onError === 400 ? !TOKEN.test(name) : isSpace(name.charCodeAt(0)) || isSpace(name.charCodeAt(colon - 1)))
+      throw new HeadError(onError, `invalid header name ${JSON.stringify(name.slice(0, 60))}`);
     const value = line.slice(colon + 1).trim();
     const lower = name.toLowerCase();
     head.names.push(name);
@@ -244,6 +246,10 @@ export class ChunkedScanner {
     }
     return -1;
   }
+}
+
+function isSpace(c: number): boolean {
+  return c === 0x20 || c === 0x09;
 }
 
 function hexValue(c: number): number {

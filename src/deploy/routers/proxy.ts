@@ -180,6 +180,9 @@ export function localResponse(status: number, text: string, close: boolean, slot
 
 // ---- upstream connection pool -------------------------------------------------------------------
 
+/** Reads from every upstream connection land here; valid only during the read callback. */
+const UPSTREAM_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
 /** One keep-alive connection to a backend; its listeners stay for its life and call whoever owns it now. */
 export class UpstreamConnection {
   readonly socket: Socket;
@@ -194,15 +197,26 @@ export class UpstreamConnection {
 
   constructor(readonly pool: BackendPool) {
     this.keepAliveMs = pool.keepAliveMs;
-    const socket = connect({ host: pool.hostname, port: pool.port, noDelay: true });
+    // `onread`: the bytes arrive in one shared buffer, straight to onUpstreamData, without the stream
+    // machinery and an allocation per read (the data path copies what it keeps: see onUpstreamData).
+    const socket = connect({
+      host: pool.hostname,
+      port: pool.port,
+      noDelay: true,
+      onread: {
+        buffer: UPSTREAM_READ_BUFFER,
+        callback: (n: number, buf: Uint8Array) => {
+          const d = Buffer.from(buf.buffer, buf.byteOffset, n);
+          if (this.owner) this.owner.onUpstreamData(d);
+          else socket.destroy(); // bytes nobody asked for: the connection cannot be trusted any more
+          return true;
+        },
+      },
+    });
     this.socket = socket;
     socket.on('connect', () => {
       this.connecting = false;
       this.owner?.onUpstreamConnect();
-    });
-    socket.on('data', (d: Buffer) => {
-      if (this.owner) this.owner.onUpstreamData(d);
-      else socket.destroy(); // bytes nobody asked for: the connection cannot be trusted any more
     });
     socket.on('error', (err) => {
       this.error = err;
@@ -662,7 +676,7 @@ export class Exchange {
             this.fail('BAD_RESPONSE');
             return;
           }
-          this.resBuf = buf;
+          this.resBuf = Buffer.from(buf); // a copy: `d` lives in the shared read buffer
           return;
         }
         try {
@@ -716,7 +730,7 @@ export class Exchange {
     } else {
       const body = this.bodyPart(d);
       if (body === undefined) return;
-      out = body;
+      out = Buffer.from(body); // a copy: `d` lives in the shared read buffer
     }
     const complete =
       this.framing === 'none' ||

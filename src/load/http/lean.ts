@@ -222,7 +222,14 @@ export class LeanPool {
       }
     }
     if (conns.length < this.max) {
-      const c = new LeanConnection(this);
+      let c: LeanConnection;
+      try {
+        c = new LeanConnection(this);
+      } catch (err) {
+        // net.connect refusing its arguments: a failed request, never an exception in the VU.
+        x.complete(`network error: ${(err as Error)?.message ?? String(err)}`);
+        return;
+      }
       conns.push(c);
       c.send(x, at);
       return;
@@ -525,9 +532,8 @@ export class LeanConnection {
         case Phase.ChunkData:
         case Phase.UntilClose: {
           const take = this.phase === Phase.UntilClose ? end - pos : Math.min(this.remaining, end - pos);
-          // Copied: the read buffer is reused by the next read.
-          x.onData(Buffer.from(data.subarray(pos, pos + take)));
-          x.bytesReceived += take;
+          // Copied: the read buffer is reused by the next read (onData counts the bytes received).
+          x.onData(Buffer.copyBytesFrom(data, pos, take));
           pos += take;
           if (this.phase === Phase.UntilClose) break;
           this.remaining -= take;
