@@ -10,7 +10,7 @@ import { type HaproxyHarness, startHaproxy } from '../harness/haproxy.js';
  * `bulwark drill --config` with drill.deploy: the bad-release and good-release steps against the user's
  * own app of the deploy section — its embedded router running as its own process (`bulwark deploy
  * router`), its process provider starting the demo shop per version (test/deploy/fixtures/app.sh: a
- * version ending in -err20 answers 500 on 20 % of /api requests), its state folder and lock. The drill
+ * version ending in -err answers 500 on half of its /api requests), its state folder and lock. The drill
  * deploys with bulwark deploy's own Deployer; its load goes through that router.
  */
 describe('bulwark drill --config: bad and good release of the config app, through its router', () => {
@@ -51,7 +51,7 @@ describe('bulwark drill --config: bad and good release of the config app, throug
       },
     };
     file = writeConfig('bulwark.config.mjs', {
-      deploy: { app: 'shop', badRelease: 'v2-err20', goodRelease: 'v3' },
+      deploy: { app: 'shop', badRelease: 'v2-err', goodRelease: 'v3' },
       rate: 40,
     });
     router = await startCli(['deploy', 'router', 'shop', '--config', file], dir, /listening on/);
@@ -110,14 +110,14 @@ describe('bulwark drill --config: bad and good release of the config app, throug
       file,
       url: routerUrl,
       app: 'shop',
-      badRelease: 'v2-err20',
+      badRelease: 'v2-err',
       goodRelease: 'v3',
     });
     const [bad, good] = journal.steps;
     expect(bad.measured.deployStatus).toBe('rolled-back');
     expect(bad.measured.servingAfter).toBe('v2-fine');
     // the analysis (router metrics) saw the drill's load on the bad release: it went through the router
-    expect(bad.log.join('\n')).toMatch(/analysis of \w+ \(v2-err20\)[^\n]*: failed: /);
+    expect(bad.log.join('\n')).toMatch(/analysis of \w+ \(v2-err\)[^\n]*: failed: /);
     expect(bad.measured.failedRequests).toBeGreaterThan(0);
     expect(good.measured.failedRequests).toBe(0);
     expect(good.measured.requests).toBeGreaterThan(0);
@@ -130,7 +130,7 @@ describe('bulwark drill --config: bad and good release of the config app, throug
       .split('\n')
       .map((l) => JSON.parse(l) as { version: string; status: string });
     expect(history.map((d) => `${d.version} ${d.status}`)).toEqual(
-      expect.arrayContaining(['v2-err20 rolled-back', 'v3 succeeded']),
+      expect.arrayContaining(['v2-err rolled-back', 'v3 succeeded']),
     );
     expect(journal.cleanup.join('\n')).toMatch(/nothing stopped of/);
   }, 180_000);
@@ -174,7 +174,7 @@ describe('bulwark drill --config: bad and good release of an app behind HAProxy'
           },
         },
       },
-      drill: { deploy: { app: 'shop', badRelease: 'v2-err20', goodRelease: 'v3' }, rate: 40 },
+      drill: { deploy: { app: 'shop', badRelease: 'v2-err', goodRelease: 'v3' }, rate: 40 },
     };
     writeFileSync(file, `export default ${JSON.stringify(config, null, 2)};\n`);
   }, 60_000);
@@ -196,7 +196,7 @@ describe('bulwark drill --config: bad and good release of an app behind HAProxy'
     const [bad, good] = journal.steps;
     expect(bad.measured.deployStatus).toBe('rolled-back');
     expect(bad.measured.servingAfter).toBe('v1');
-    expect(bad.log.join('\n')).toMatch(/analysis of \w+ \(v2-err20\)[^\n]*: failed: /);
+    expect(bad.log.join('\n')).toMatch(/analysis of \w+ \(v2-err\)[^\n]*: failed: /);
     expect(good.measured.failedRequests).toBe(0);
     expect(good.measured.servingAfter).toBe('v3');
     const after = (await (await fetch(`${hap.frontendUrl}/health`)).json()) as { label: string };

@@ -24,7 +24,7 @@ export function registerDrillCommands(program: Command): void {
     .option('--html <file>', 'write a self-contained HTML report: verdict, steps, charts with the faults marked')
     .option(
       '-c, --config <file>',
-      'run against your own system named in the config (drill section: shop URL, deploy app and releases; backup: database, repository; cluster.dir) instead of embedded defaults',
+      'run against your own system named in the config (drill section: shop URL, deploy app and releases, pitr copy folder and table, load scenario; backup: database, repository; cluster.dir) instead of embedded defaults',
     )
     .option('--yes-i-mean-it', 'with --config: allow targets that are not on this machine (anything but loopback)')
     .action(async (opts, command: Command) => {
