@@ -159,7 +159,9 @@ export async function configuredPitr(o: {
     repo: o.repo,
     pgdata: p.dir,
     target: { kind: 'time', time: before.at },
-    restoreCommand: `${bulwarkCommand()} wal fetch "%f" "%p" --repo ${shellArg(repoUri)}`,
+    // backup.s3 options (endpoint, region...) reach `wal fetch` through the config file, as they reach
+    // `wal push` in an archive_command that names it
+    restoreCommand: `${bulwarkCommand()} wal fetch "%f" "%p" --repo ${shellArg(repoUri)}${repoUri.startsWith('s3://') && t.s3 && Object.keys(t.s3).length ? ` --config ${shellArg(t.file)}` : ''}`,
     start: true,
     archiveMode: 'off',
     // the copy listens on a socket in its own folder only (no TCP), trust for that socket alone

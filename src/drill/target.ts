@@ -86,8 +86,6 @@ export function configuredSteps(
       if (!t.pitr.scratchTable)
         return 'drill.pitr.scratchTable is not true: the step drops a table to recover it, and it only ever drops its own (bulwark_drill_oops_<run id>), created in your database with your consent';
       if (!t.pg || !t.repo) return NO_BACKUP_PARTS;
-      if (t.repo.startsWith('s3://') && t.s3 && Object.keys(t.s3).length)
-        return 'the restore_command of the copy names the repository by its URI only; backup.s3 options (endpoint, region...) are not passed to it: put the endpoint in the URI (s3://bucket/prefix?endpoint=...)';
       return undefined;
     }
     return CONFIGURED_STEP_REFUSALS[step];

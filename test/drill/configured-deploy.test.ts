@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from '../../src/lib/net.js';
 import { APP_SH, cli, startCli } from '../deploy/cli.js';
+import { type HaproxyHarness, startHaproxy } from '../harness/haproxy.js';
 
 /**
  * `bulwark drill --config` with drill.deploy: the bad-release and good-release steps against the user's
@@ -132,5 +133,73 @@ describe('bulwark drill --config: bad and good release of the config app, throug
       expect.arrayContaining(['v2-err20 rolled-back', 'v3 succeeded']),
     );
     expect(journal.cleanup.join('\n')).toMatch(/nothing stopped of/);
+  }, 180_000);
+});
+
+/**
+ * The same two steps with the app behind Debian's HAProxy (the haproxy router driving it through its
+ * runtime API): the load goes to HAProxy's frontend (drill.url defaults to router.frontendUrl), the
+ * analysis reads HAProxy's counters, and which release serves is read from HAProxy's weights.
+ */
+describe('bulwark drill --config: bad and good release of an app behind HAProxy', () => {
+  let dir: string;
+  let hap: HaproxyHarness;
+  let file: string;
+
+  beforeAll(async () => {
+    hap = await startHaproxy({ perSlot: 1 });
+    dir = mkdtempSync(join(tmpdir(), 'bulwark-drill-haproxy-'));
+    file = join(dir, 'bulwark.config.mjs');
+    const config = {
+      deploy: {
+        apps: {
+          shop: {
+            router: {
+              type: 'haproxy',
+              socket: hap.socket,
+              backend: hap.backend,
+              servers: hap.servers,
+              frontendUrl: hap.frontendUrl,
+            },
+            provider: {
+              type: 'process',
+              command: `sh ${APP_SH}`,
+              env: { BULWARK_DEMO_TOKEN_SECRET: 'drill-test-secret' },
+            },
+            strategy: 'canary',
+            healthChecks: [{ path: '/health', bodyContains: 'ok' }],
+            analysis: { interval: '1s', minRequests: 20, maxErrorRate: 0.05 },
+            canary: { steps: [{ weight: 20, pause: '6s' }], keepOldFor: 0 },
+            drainTimeout: '5s',
+          },
+        },
+      },
+      drill: { deploy: { app: 'shop', badRelease: 'v2-err20', goodRelease: 'v3' }, rate: 40 },
+    };
+    writeFileSync(file, `export default ${JSON.stringify(config, null, 2)};\n`);
+  }, 60_000);
+
+  afterAll(async () => {
+    if (dir) await cli(['deploy', 'down', 'shop', '--config', file], dir);
+    await hap?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  it('rolls the bad release back and deploys the good one with zero failed requests through HAProxy (exit 0)', async () => {
+    const first = await cli(['deploy', 'shop', '--version', 'v1', '--config', file], dir);
+    expect(first.code, first.stderr + first.stdout).toBe(0);
+    const journalFile = join(dir, 'drill.json');
+    const r = await cli(['drill', '--config', file, '--duration', '2s', '--json', journalFile], dir, {}, 150_000);
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const journal = JSON.parse(readFileSync(journalFile, 'utf8'));
+    expect(journal.experiment.configuration.target.url).toBe(hap.frontendUrl);
+    const [bad, good] = journal.steps;
+    expect(bad.measured.deployStatus).toBe('rolled-back');
+    expect(bad.measured.servingAfter).toBe('v1');
+    expect(bad.log.join('\n')).toMatch(/analysis of \w+ \(v2-err20\)[^\n]*: failed: /);
+    expect(good.measured.failedRequests).toBe(0);
+    expect(good.measured.servingAfter).toBe('v3');
+    const after = (await (await fetch(`${hap.frontendUrl}/health`)).json()) as { label: string };
+    expect(after.label).toBe('v3');
   }, 180_000);
 });

@@ -9,6 +9,7 @@ import { archivingProblem, SCRATCH_ROWS, scratchTableName } from '../../src/dril
 import { isRoot } from '../../src/lib/child.js';
 import { postgresIds } from '../../src/lib/postgres.js';
 import { CLI, runCli } from '../harness/cli.js';
+import { startTestS3, type TestS3 } from '../harness/s3.js';
 
 const shellArg = (s: string) => `"${s.replace(/(["\\$`])/g, '\\$1')}"`;
 
@@ -172,5 +173,84 @@ describe('bulwark drill --config: pitr against the configured database and repos
     // the copy was the drill's: stopped and its folder removed at the end
     expect(existsSync(copyDir)).toBe(false);
     expect(journal.cleanup.join('\n')).toContain(`PITR copy stopped and ${copyDir} removed`);
+  }, 300_000);
+});
+
+/**
+ * The same step with the repository on S3 (s3rver over real HTTP), its endpoint in the config's
+ * backup.s3 (not in the URI): the archive_command reads it through --config, and so must the copy's
+ * restore_command.
+ */
+describe('bulwark drill --config: pitr with an S3 repository configured in backup.s3', () => {
+  let dir: string;
+  let pgDir: string;
+  let s3: TestS3;
+  let shop: ChildProcess | undefined;
+  let shopUrl: string;
+  let file: string;
+  const repo = 's3://bulwark-test/drill-pitr';
+
+  beforeAll(async () => {
+    s3 = await startTestS3();
+    dir = mkdtempSync(join(tmpdir(), 'bulwark-drill-pitr-s3-'));
+    chmodSync(dir, 0o755);
+    pgDir = join(dir, 'pg');
+    file = join(dir, 'bulwark.config.mjs');
+    await initCluster({
+      dir: pgDir,
+      replicas: 0,
+      name: 'drillpitrs3',
+      settings: {
+        archive_mode: 'on',
+        archive_command: `${shellArg(process.execPath)} ${shellArg(CLI)} wal push "%p" --repo ${shellArg(repo)} --config ${shellArg(file)}`,
+      },
+    });
+    const primary = readSpec(pgDir).nodes[0]!;
+    shop = spawn(process.execPath, [CLI, 'demo-server', '--port', '0', '--cluster-dir', pgDir], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    shopUrl = await new Promise<string>((resolve, reject) => {
+      let out = '';
+      shop!.stdout!.setEncoding('utf8').on('data', (d) => {
+        out += d;
+        const m = /listening on (http:\/\/\S+)/.exec(out);
+        if (m) resolve(m[1]!);
+      });
+      shop!.on('exit', (code) => reject(new Error(`demo-server exited ${code}`)));
+    });
+    writeFileSync(
+      file,
+      `export default ${JSON.stringify(
+        {
+          backup: {
+            pg: `postgresql://postgres@127.0.0.1:${primary.port}/postgres`,
+            repo,
+            s3: { endpoint: s3.endpoint, forcePathStyle: true, region: 'us-east-1' },
+          },
+          drill: { url: shopUrl, rate: 20, pitr: { dir: join(dir, 'copy'), table: 'orders', scratchTable: true } },
+        },
+        null,
+        2,
+      )};\n`,
+    );
+  }, 120_000);
+
+  afterAll(async () => {
+    shop?.kill('SIGTERM');
+    await destroyCluster(pgDir).catch(() => {});
+    await s3?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }, 60_000);
+
+  it('restores the copy from S3 with the endpoint of backup.s3 (exit 0: every scratch row back)', async () => {
+    const journalFile = join(dir, 'pitr.json');
+    const r = await runCli(['drill', '--config', file, '--steps', 'pitr', '--duration', '2s', '--json', journalFile], {
+      timeoutMs: 240_000,
+    });
+    expect(r.code, r.stderr + r.stdout).toBe(0);
+    const [step] = JSON.parse(readFileSync(journalFile, 'utf8')).steps;
+    expect(step.measured.rowsRecovered).toBe(SCRATCH_ROWS);
+    expect(step.measured.tableCountInCopy).toBeGreaterThanOrEqual(step.measured.tableCountBeforeTarget);
+    expect(existsSync(join(dir, 'copy'))).toBe(false);
   }, 300_000);
 });

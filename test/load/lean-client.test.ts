@@ -172,6 +172,22 @@ describe('lean HTTP/1.1 client: response framing', () => {
     await http.close();
   });
 
+  it('never reads stale bytes of the shared read buffer as part of a later response', async () => {
+    // The first body leaves blank lines all over the read buffer; the second head arrives in two
+    // reads, and its first part must not be "completed" by what the buffer held before.
+    const stale = '\r\n\r\n'.repeat(8000);
+    handler = (r, socket, answered) => {
+      answered();
+      if (r.path === '/stale') socket.write(ok(stale));
+      else void writeInPieces(socket, ['HTTP/1.1 200 OK\r\nx-part: 1\r\n', 'content-length: 5\r\n\r\nfresh']);
+    };
+    const { http } = client();
+    expect((await http.get('/stale')).body).toBe(stale);
+    const res = await http.get('/fresh');
+    expect([res.status, res.body, res.headers['x-part']]).toEqual([200, 'fresh', '1']);
+    await http.close();
+  });
+
   it('skips a 100 Continue before the real response', async () => {
     handler = (_r, socket, answered) => {
       answered();
@@ -330,6 +346,34 @@ describe('lean HTTP/1.1 client: connections', () => {
     expect(bad.error).toMatch(/invalid header x-evil/);
     expect(received).toHaveLength(2);
     expect(samples.at(-1)!.failed).toBe(true);
+    await http.close();
+  });
+
+  it('counts the bytes sent and received once, exactly as they crossed the wire', async () => {
+    const response = ok('twelve bytes', 'x-a: b\r\n');
+    let request = '';
+    handler = (r, socket, answered) => {
+      answered();
+      request = `${r.method} ${r.path}`;
+      socket.write(response);
+    };
+    const { http, samples } = client();
+    await http.get('/bytes');
+    expect(request).toBe('GET /bytes');
+    expect(samples[0]!.bytesReceived).toBe(Buffer.byteLength(response));
+    const head = `GET /bytes HTTP/1.1\r\nhost: ${new URL(base).host}\r\nconnection: keep-alive\r\n\r\n`;
+    expect(samples[0]!.bytesSent).toBe(head.length);
+    await http.close();
+  });
+
+  it('sends https origins through undici (a refused https connection is classified the same way)', async () => {
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const { port } = probe.address() as { port: number };
+    await new Promise((r) => probe.close(r));
+    const { http } = client();
+    const res = await http.get(`https://127.0.0.1:${port}/secure`);
+    expect([res.status, res.error]).toEqual([0, 'connection refused']);
     await http.close();
   });
 
