@@ -391,6 +391,36 @@ describe('embedded router: HTTP/1.1 data path', () => {
     expect((JSON.parse(half!.body) as Seen).url).toBe('/half');
   });
 
+  it('drops interim 1xx answers of the backend (103 Early Hints) and passes the final answer', async () => {
+    const up = await rawUpstream((socket) => {
+      socket.write('HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n');
+      socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal');
+    });
+    const router = await routerTo(up.url);
+    const stream = await rawClient(router.url, ['GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n']);
+    const [answer, ...more] = splitAnswers(stream);
+    expect(answer!.status).toBe('HTTP/1.1 200 OK');
+    expect(answer!.body).toBe('final');
+    expect(more).toEqual([]);
+  });
+
+  it('queues requests beyond the connection limit per backend and answers them all over that many connections', async () => {
+    const up = await echoUpstream();
+    const router = await startEmbeddedRouter({ port: 0, connections: 2 });
+    cleanups.push(() => router.close());
+    await router.setBackends('blue', [{ id: 'b', url: up.url }]);
+    await router.setWeights({ blue: 100, green: 0 });
+    const answers = await Promise.all(
+      Array.from({ length: 12 }, async (_, i) => {
+        const r = await request(`${router.url}/q${i}`, { method: 'POST', body: `body-${i}` });
+        return { status: r.statusCode, seen: (await r.body.json()) as Seen };
+      }),
+    );
+    expect(answers.map((a) => a.status)).toEqual(Array(12).fill(200));
+    expect(answers.map((a) => a.seen.url)).toEqual(Array.from({ length: 12 }, (_, i) => `/q${i}`));
+    expect(up.connections()).toBeLessThanOrEqual(2);
+  });
+
   it('forwards a chunked answer byte for byte, trailers included, and ends it properly', async () => {
     const body = '4\r\nwiki\r\n5;ext=1\r\npedia\r\n0\r\nX-Checksum: 42\r\n\r\n';
     const up = await rawUpstream((socket) => {

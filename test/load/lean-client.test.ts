@@ -172,6 +172,22 @@ describe('lean HTTP/1.1 client: response framing', () => {
     await http.close();
   });
 
+  it('never reads stale bytes of the shared read buffer as part of a later response', async () => {
+    // The first body leaves blank lines all over the read buffer; the second head arrives in two
+    // reads, and its first part must not be "completed" by what the buffer held before.
+    const stale = '\r\n\r\n'.repeat(8000);
+    handler = (r, socket, answered) => {
+      answered();
+      if (r.path === '/stale') socket.write(ok(stale));
+      else void writeInPieces(socket, ['HTTP/1.1 200 OK\r\nx-part: 1\r\n', 'content-length: 5\r\n\r\nfresh']);
+    };
+    const { http } = client();
+    expect((await http.get('/stale')).body).toBe(stale);
+    const res = await http.get('/fresh');
+    expect([res.status, res.body, res.headers['x-part']]).toEqual([200, 'fresh', '1']);
+    await http.close();
+  });
+
   it('skips a 100 Continue before the real response', async () => {
     handler = (_r, socket, answered) => {
       answered();

@@ -410,29 +410,29 @@ export class LeanConnection {
       return;
     }
     this.gotBytes = true;
-    let data: Buffer;
     if (this.pending) {
-      data = Buffer.concat([this.pending, buf.subarray(0, n)]);
+      const data = Buffer.concat([this.pending, buf.subarray(0, n)]);
       this.pending = undefined;
-    } else data = buf.subarray(0, n);
-    this.parse(x, data);
+      this.parse(x, data, data.length);
+    } else this.parse(x, buf, n); // the shared buffer itself: bytes past n are stale
   }
 
-  private parse(x: LeanExchange, data: Buffer): void {
-    const end = data.length;
+  /** Parse data[0, end): `data` may be the shared read buffer, so searches ignore matches past `end`. */
+  private parse(x: LeanExchange, data: Buffer, end: number): void {
     let pos = 0;
     let now = 0;
     while (pos < end || this.phase === Phase.Head) {
       switch (this.phase) {
         case Phase.Head: {
           if (pos >= end) return;
-          const idx = data.indexOf(CRLFCRLF, pos);
+          let idx = data.indexOf(CRLFCRLF, pos);
+          if (idx + 4 > end) idx = -1;
           if (idx === -1) {
             if (end - pos > MAX_HEAD_BYTES) {
               this.fail('headers too large');
               return;
             }
-            this.pending = Buffer.from(data.subarray(pos));
+            this.pending = Buffer.copyBytesFrom(data, pos, end - pos);
             return;
           }
           if (idx - pos > MAX_HEAD_BYTES) {
@@ -441,6 +441,7 @@ export class LeanConnection {
           }
           // "HTTP/1.x SSS"
           if (
+            idx - pos < 12 ||
             data[pos] !== 72 /* H */ ||
             data[pos + 4] !== 47 /* / */ ||
             data[pos + 5] !== 49 /* 1 */ ||
@@ -557,13 +558,14 @@ export class LeanConnection {
         }
         case Phase.ChunkSize:
         case Phase.Trailers: {
-          const eol = data.indexOf(CRLF, pos);
+          let eol = data.indexOf(CRLF, pos);
+          if (eol + 2 > end) eol = -1;
           if (eol === -1) {
             if (end - pos > MAX_HEAD_BYTES) {
               this.fail('network error: invalid chunked body');
               return;
             }
-            this.pending = Buffer.from(data.subarray(pos));
+            this.pending = Buffer.copyBytesFrom(data, pos, end - pos);
             return;
           }
           x.bytesReceived += eol + 2 - pos;
