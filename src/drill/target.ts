@@ -24,6 +24,8 @@ export interface DrillTarget {
   /** Local cluster folder (cluster.dir) for the failover step, and the host its nodes listen on. */
   clusterDir?: string;
   clusterHost?: string;
+  /** The config's monitors coordinate through etcd (cluster.monitor.etcd): their state is not in the folder. */
+  clusterEtcd?: boolean;
   /** The deploy steps: an app of the config's deploy section, its two releases, its router's hosts. */
   deploy?: DrillDeployTarget;
   /** The pitr step (drill.pitr): the copy's data folder (absolute), the table, its count query. */
@@ -69,17 +71,22 @@ const NO_BACKUP_PARTS =
 const NO_CLUSTER_DIR =
   'kill -9 of the primary needs a local cluster folder (cluster.dir) whose processes the drill can signal';
 
+// The drill finds the primary it kills, and the one your monitor promotes, in the folder's state files;
+// monitors coordinated through etcd publish that state in etcd instead, which the drill does not read.
+const ETCD_MONITORS =
+  'your monitors coordinate through etcd (cluster.monitor.etcd), and the drill reads the failover state only from the cluster folder (a monitor with its lock file there): not supported yet';
+
 /**
  * The steps of `bulwark drill --config`: all the config supports when none were chosen; a chosen step
  * that cannot run against it is refused up front, with the reason.
  */
 export function configuredSteps(
   chosen: StepName[] | undefined,
-  t: Pick<DrillTarget, 'file' | 'clusterDir' | 'deploy' | 'pg' | 'repo' | 'pitr' | 's3'>,
+  t: Pick<DrillTarget, 'file' | 'clusterDir' | 'clusterEtcd' | 'deploy' | 'pg' | 'repo' | 'pitr' | 's3'>,
 ): StepName[] {
   const why = (step: StepName): string | undefined => {
     if (step === 'backup') return t.pg && t.repo ? undefined : NO_BACKUP_PARTS;
-    if (step === 'failover') return t.clusterDir ? undefined : NO_CLUSTER_DIR;
+    if (step === 'failover') return !t.clusterDir ? NO_CLUSTER_DIR : t.clusterEtcd ? ETCD_MONITORS : undefined;
     if (step === 'bad-release' || step === 'good-release') return t.deploy ? undefined : CONFIGURED_STEP_REFUSALS[step];
     if (step === 'pitr') {
       if (!t.pitr) return CONFIGURED_STEP_REFUSALS.pitr;
@@ -201,6 +208,7 @@ export function targetFromConfig(config: BulwarkConfig, file: string): DrillTarg
     s3: config.backup?.s3,
     rate: d.rate,
     ...clusterOf(config.cluster?.dir, file),
+    ...(config.cluster?.monitor?.etcd ? { clusterEtcd: true } : {}),
     ...(d.load ? { load: { scenario: resolve(dirname(file), d.load.scenario), acks: d.load.acks } } : {}),
     ...(d.pitr
       ? {

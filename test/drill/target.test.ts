@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { validateConfig } from '../../src/config/index.js';
 import { configSchema } from '../../src/config/schema.js';
@@ -60,6 +63,34 @@ describe('drill --config: which targets are local (pure)', () => {
     expect(() => assertTargetsAllowed({ ...local, url: 'http://staging.example.com' }, false)).toThrow(
       /shop \(drill.url\) staging.example.com/,
     );
+  });
+
+  it('refuses the failover step for monitors coordinated through etcd (their state is not in the folder) instead of saying none runs', () => {
+    const etcd = { file: 'f', pg: 'postgresql://127.0.0.1/x', repo: 'file:///r', clusterDir: '/c', clusterEtcd: true };
+    expect(() => configuredSteps(['failover'], etcd)).toThrow(
+      /f: step failover cannot run with --config: your monitors coordinate through etcd \(cluster\.monitor\.etcd\)/,
+    );
+    expect(configuredSteps(undefined, etcd)).toEqual(['backup']);
+    // read from the config's cluster section: a folder whose monitors were given etcd hosts
+    const dir = mkdtempSync(join(tmpdir(), 'bulwark-drill-etcd-'));
+    try {
+      writeFileSync(join(dir, 'cluster.json'), JSON.stringify({ host: '127.0.0.1' }));
+      const raw = {
+        backup: { pg: 'postgresql://127.0.0.1/x', repo: 'file:///r' },
+        drill: { url: 'http://127.0.0.1:1' },
+      };
+      const file = join(dir, 'c.ts');
+      const cfg = validateConfig(
+        configSchema,
+        { ...raw, cluster: { dir, monitor: { etcd: { hosts: ['http://127.0.0.1:2379'] } } } },
+        file,
+      );
+      expect(targetFromConfig(cfg, file).clusterEtcd).toBe(true);
+      const plain = validateConfig(configSchema, { ...raw, cluster: { dir } }, file);
+      expect(targetFromConfig(plain, file).clusterEtcd).toBeUndefined();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('steps a configured system cannot support are refused up front with the reason; default = the supported ones', () => {
