@@ -1,15 +1,8 @@
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { openStorage, Repository } from '../backup/index.js';
-import {
-  type ClusterPool,
-  createClusterPool,
-  localConnectionStrings,
-  readState,
-  type Topology,
-} from '../cluster/index.js';
+import { type ClusterPool, createClusterPool, localConnectionStrings } from '../cluster/index.js';
 import { type Deployer, deployerFromConfig } from '../deploy/index.js';
+import { type ClusterStateReader, clusterStateReader } from './cluster-state.js';
 import { cliEntry, type DeployParts, type DrillSystem, type FailoverParts } from './environment.js';
 import { DrillError } from './errors.js';
 import { type DrillTarget, requireBackupParts, targetHosts } from './target.js';
@@ -27,6 +20,7 @@ export class ConfiguredSystem implements DrillSystem {
   private readonly primaryName: string;
   private readonly clusterDir?: string;
   private pool?: ClusterPool;
+  private stateReader?: ClusterStateReader;
   failover?: FailoverParts;
   readonly deploy?: DeployParts;
   private readonly cleanups: Array<{ what: string; run: () => Promise<unknown> }> = [];
@@ -62,29 +56,25 @@ export class ConfiguredSystem implements DrillSystem {
     const pool = createClusterPool({ nodes: localConnectionStrings(dir), max: 2, writeTimeoutMillis: 20_000 });
     pool.on('error', () => {}); // a node going away is the pool's business (it re-routes)
     this.pool = pool;
+    // the user's monitor acts; the drill only reads what it published (in the folder, or in etcd)
+    const state = clusterStateReader(dir, this.target.clusterEtcd);
+    this.stateReader = state;
     this.failover = {
       pgDir: dir,
       pool,
-      // the user's monitor acts; the drill only reads what it wrote (state.json, topology.json)
+      primary: () => state.primary(),
       watchFailover: (from) =>
         new Promise((resolve) => {
           const started = Date.now();
-          const timer = setInterval(() => {
-            const now = readState(dir)?.primary;
-            if (now && now !== from) {
-              clearInterval(timer);
-              resolve({ to: now, durationMs: null, promoteMs: null });
-            } else if (Date.now() - started > 120_000) clearInterval(timer); // the step gives up at 60 s
-          }, 100);
+          const poll = async () => {
+            const now = await state.primary();
+            if (now && now !== from) resolve({ to: now, durationMs: null, promoteMs: null });
+            else if (Date.now() - started <= 120_000) setTimeout(poll, 100); // the step gives up at 60 s
+          };
+          void poll();
         }),
-      rejoined: (node) => {
-        try {
-          const t = JSON.parse(readFileSync(join(dir, 'topology.json'), 'utf8')) as Topology;
-          return t.nodes.some((n) => n.name === node && n.role === 'replica' && n.streaming);
-        } catch {
-          return false;
-        }
-      },
+      rejoined: async (node) =>
+        Boolean((await state.topology())?.nodes.some((n) => n.name === node && n.role === 'replica' && n.streaming)),
     };
   }
 
@@ -99,6 +89,7 @@ export class ConfiguredSystem implements DrillSystem {
         () => lines.push(c.what),
         (err) => lines.push(`${c.what}: ${(err as Error).message}`),
       );
+    if (this.stateReader) await this.stateReader.close().catch(() => {});
     if (this.pool)
       await this.pool.end().then(
         () => lines.push('routing pool closed'),

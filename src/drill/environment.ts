@@ -134,10 +134,12 @@ export interface FailoverParts {
   pgDir: string;
   /** Routing pool over the cluster's nodes (the RPO query goes to whichever is primary). */
   pool: ClusterPool;
+  /** The node the failover monitor holds for primary now (the one the step kills). */
+  primary(): Promise<string | undefined>;
   /** Called right before the kill of `from`: resolves when another node is primary. */
   watchFailover(from: string): Promise<FailoverSeen>;
   /** True once `node` streams again as a replica. */
-  rejoined(node: string): boolean;
+  rejoined(node: string): boolean | Promise<boolean>;
 }
 
 /**

@@ -152,6 +152,7 @@ function failoverParts(c: StepContext): FailoverParts {
   return {
     pgDir: env.pgDir,
     pool: env.pool!,
+    primary: async () => readState(env.pgDir)?.primary ?? undefined,
     watchFailover: () =>
       new Promise<FailoverSeen>((resolve) =>
         monitor.once('failover', (e: { to: string; durationMs: number; promoteMs: number }) => resolve(e)),
@@ -222,7 +223,7 @@ export const STEPS: Record<StepName, StepSpec> = {
       const { traffic, log, signal, replicaLagMs } = c;
       const rpoQuery = c.target?.load?.acks?.query;
       const parts = failoverParts(c);
-      const primaryName = readState(parts.pgDir)?.primary;
+      const primaryName = await parts.primary();
       if (!primaryName) throw new DrillError('BULWARK_E_DRILL', `${parts.pgDir}: the cluster has no primary`);
       const primary = { name: primaryName };
       let paused: number[] = [];

@@ -1,10 +1,11 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { readSpec } from '../cluster/index.js';
 import type { DeployConfig } from '../config/deploy.js';
 import type { BulwarkConfig } from '../config/schema.js';
 import { appConfigOf, storeFor } from '../deploy/index.js';
+import { clusterStateReader } from './cluster-state.js';
 import { DrillError } from './errors.js';
 import type { StepName } from './types.js';
 
@@ -24,8 +25,8 @@ export interface DrillTarget {
   /** Local cluster folder (cluster.dir) for the failover step, and the host its nodes listen on. */
   clusterDir?: string;
   clusterHost?: string;
-  /** The config's monitors coordinate through etcd (cluster.monitor.etcd): their state is not in the folder. */
-  clusterEtcd?: boolean;
+  /** The config's monitors coordinate through etcd (cluster.monitor.etcd): the failover state is read there. */
+  clusterEtcd?: { hosts: string[]; scope: string };
   /** The deploy steps: an app of the config's deploy section, its two releases, its router's hosts. */
   deploy?: DrillDeployTarget;
   /** The pitr step (drill.pitr): the copy's data folder (absolute), the table, its count query. */
@@ -71,22 +72,17 @@ const NO_BACKUP_PARTS =
 const NO_CLUSTER_DIR =
   'kill -9 of the primary needs a local cluster folder (cluster.dir) whose processes the drill can signal';
 
-// The drill finds the primary it kills, and the one your monitor promotes, in the folder's state files;
-// monitors coordinated through etcd publish that state in etcd instead, which the drill does not read.
-const ETCD_MONITORS =
-  'your monitors coordinate through etcd (cluster.monitor.etcd), and the drill reads the failover state only from the cluster folder (a monitor with its lock file there): not supported yet';
-
 /**
  * The steps of `bulwark drill --config`: all the config supports when none were chosen; a chosen step
  * that cannot run against it is refused up front, with the reason.
  */
 export function configuredSteps(
   chosen: StepName[] | undefined,
-  t: Pick<DrillTarget, 'file' | 'clusterDir' | 'clusterEtcd' | 'deploy' | 'pg' | 'repo' | 'pitr' | 's3'>,
+  t: Pick<DrillTarget, 'file' | 'clusterDir' | 'deploy' | 'pg' | 'repo' | 'pitr' | 's3'>,
 ): StepName[] {
   const why = (step: StepName): string | undefined => {
     if (step === 'backup') return t.pg && t.repo ? undefined : NO_BACKUP_PARTS;
-    if (step === 'failover') return !t.clusterDir ? NO_CLUSTER_DIR : t.clusterEtcd ? ETCD_MONITORS : undefined;
+    if (step === 'failover') return t.clusterDir ? undefined : NO_CLUSTER_DIR;
     if (step === 'bad-release' || step === 'good-release') return t.deploy ? undefined : CONFIGURED_STEP_REFUSALS[step];
     if (step === 'pitr') {
       if (!t.pitr) return CONFIGURED_STEP_REFUSALS.pitr;
@@ -148,6 +144,10 @@ export function targetHosts(t: DrillTarget): Array<{ what: string; host: string;
   const shop = new URL(t.url);
   add('shop (drill.url)', shop.host, shop.hostname);
   if (t.clusterHost !== undefined) add('cluster (cluster.dir)', t.clusterHost);
+  for (const h of t.clusterEtcd?.hosts ?? []) {
+    const u = new URL(h);
+    add('etcd (cluster.monitor.etcd)', u.host, u.hostname);
+  }
   for (const h of t.deploy?.hosts ?? []) add(h.what, h.host, h.hostname);
   if (t.pg)
     for (const h of pgHosts(t.pg, t.file))
@@ -207,8 +207,7 @@ export function targetFromConfig(config: BulwarkConfig, file: string): DrillTarg
     repo: d.repo ?? config.backup?.repo,
     s3: config.backup?.s3,
     rate: d.rate,
-    ...clusterOf(config.cluster?.dir, file),
-    ...(config.cluster?.monitor?.etcd ? { clusterEtcd: true } : {}),
+    ...clusterOf(config.cluster?.dir, file, config.cluster?.monitor?.etcd),
     ...(d.load ? { load: { scenario: resolve(dirname(file), d.load.scenario), acks: d.load.acks } } : {}),
     ...(d.pitr
       ? {
@@ -341,38 +340,46 @@ export function requireBackupParts(t: DrillTarget): { pg: string; repo: string }
   return { pg: t.pg, repo: t.repo };
 }
 
-/** The cluster folder of the config (a local file read, nothing contacted) and its nodes' host. */
-function clusterOf(dir: string | undefined, file: string): Pick<DrillTarget, 'clusterDir' | 'clusterHost'> {
+/**
+ * The cluster folder of the config (a local file read, nothing contacted), its nodes' host, and where
+ * its monitors publish their state when they coordinate through etcd (scope: as `cluster monitor`).
+ */
+function clusterOf(
+  dir: string | undefined,
+  file: string,
+  etcd: { hosts: string[]; scope?: string } | undefined,
+): Pick<DrillTarget, 'clusterDir' | 'clusterHost' | 'clusterEtcd'> {
   if (!dir) return {};
   const abs = resolve(dirname(file), dir);
   if (!existsSync(join(abs, 'cluster.json')))
     throw new DrillError('BULWARK_E_DRILL_TARGET', `${file}: cluster.dir: ${abs} holds no cluster (cluster.json)`);
-  return { clusterDir: abs, clusterHost: readSpec(abs).host };
+  const spec = readSpec(abs);
+  return {
+    clusterDir: abs,
+    clusterHost: spec.host,
+    ...(etcd ? { clusterEtcd: { hosts: etcd.hosts, scope: etcd.scope ?? spec.name } } : {}),
+  };
 }
 
 /**
  * The failover step tests the user's own failover: a monitor must hold the cluster folder's lock
- * (bulwark cluster monitor --dir ...). The drill never brings a second one (two would race).
+ * (bulwark cluster monitor --dir ...) or, for monitors coordinated through etcd, the etcd leader key.
+ * The drill never brings a second one (two would race).
  */
-export function requireRunningMonitor(t: DrillTarget): void {
+export async function requireRunningMonitor(t: DrillTarget): Promise<void> {
   if (!t.clusterDir) return;
-  let pid: number | undefined;
+  const reader = clusterStateReader(t.clusterDir, t.clusterEtcd);
+  let running: boolean;
   try {
-    pid = JSON.parse(readFileSync(join(t.clusterDir, 'monitor.lock'), 'utf8')).pid;
-  } catch {
-    // no lock: no local monitor
+    running = await reader.monitorRunning();
+  } finally {
+    await reader.close();
   }
-  let alive = false;
-  if (pid)
-    try {
-      process.kill(pid, 0);
-      alive = true;
-    } catch (err) {
-      alive = (err as NodeJS.ErrnoException).code === 'EPERM';
-    }
-  if (!alive)
+  if (!running)
     throw new DrillError(
       'BULWARK_E_DRILL_TARGET',
-      `${t.file}: step failover: no failover monitor is running on ${t.clusterDir} (start \`bulwark cluster monitor --dir ${t.clusterDir}\`): the drill tests your failover, it does not bring its own`,
+      t.clusterEtcd
+        ? `${t.file}: step failover: no failover monitor holds the leadership in ${reader.where} (start \`bulwark cluster monitor --dir ${t.clusterDir} --etcd ...\`): the drill tests your failover, it does not bring its own`
+        : `${t.file}: step failover: no failover monitor is running on ${t.clusterDir} (start \`bulwark cluster monitor --dir ${t.clusterDir}\`): the drill tests your failover, it does not bring its own`,
     );
 }

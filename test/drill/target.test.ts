@@ -65,29 +65,27 @@ describe('drill --config: which targets are local (pure)', () => {
     );
   });
 
-  it('refuses the failover step for monitors coordinated through etcd (their state is not in the folder) instead of saying none runs', () => {
-    const etcd = { file: 'f', pg: 'postgresql://127.0.0.1/x', repo: 'file:///r', clusterDir: '/c', clusterEtcd: true };
-    expect(() => configuredSteps(['failover'], etcd)).toThrow(
-      /f: step failover cannot run with --config: your monitors coordinate through etcd \(cluster\.monitor\.etcd\)/,
-    );
-    expect(configuredSteps(undefined, etcd)).toEqual(['backup']);
-    // read from the config's cluster section: a folder whose monitors were given etcd hosts
+  it('reads the failover state of monitors coordinated through etcd there (cluster.monitor.etcd), and guards the etcd hosts', () => {
     const dir = mkdtempSync(join(tmpdir(), 'bulwark-drill-etcd-'));
     try {
-      writeFileSync(join(dir, 'cluster.json'), JSON.stringify({ host: '127.0.0.1' }));
+      writeFileSync(join(dir, 'cluster.json'), JSON.stringify({ name: 'staging-pg', host: '127.0.0.1' }));
       const raw = {
         backup: { pg: 'postgresql://127.0.0.1/x', repo: 'file:///r' },
         drill: { url: 'http://127.0.0.1:1' },
       };
       const file = join(dir, 'c.ts');
-      const cfg = validateConfig(
-        configSchema,
-        { ...raw, cluster: { dir, monitor: { etcd: { hosts: ['http://127.0.0.1:2379'] } } } },
-        file,
-      );
-      expect(targetFromConfig(cfg, file).clusterEtcd).toBe(true);
-      const plain = validateConfig(configSchema, { ...raw, cluster: { dir } }, file);
-      expect(targetFromConfig(plain, file).clusterEtcd).toBeUndefined();
+      const etcd = (e: object) =>
+        targetFromConfig(validateConfig(configSchema, { ...raw, cluster: { dir, monitor: { etcd: e } } }, file), file);
+      const t = etcd({ hosts: ['http://127.0.0.1:2379'] });
+      // the scope defaults to the cluster's name, as `bulwark cluster monitor --etcd` does
+      expect(t.clusterEtcd).toEqual({ hosts: ['http://127.0.0.1:2379'], scope: 'staging-pg' });
+      expect(configuredSteps(undefined, t)).toEqual(['backup', 'failover']);
+      expect(etcd({ hosts: ['http://127.0.0.1:2379'], scope: 'x' }).clusterEtcd?.scope).toBe('x');
+      const plain = targetFromConfig(validateConfig(configSchema, { ...raw, cluster: { dir } }, file), file);
+      expect(plain.clusterEtcd).toBeUndefined();
+      // an etcd that is not on this machine is a target of the guard (the drill reads it, kills the primary)
+      const remote = etcd({ hosts: ['http://192.0.2.7:2379'] });
+      expect(() => assertTargetsAllowed(remote, false)).toThrow(/etcd \(cluster\.monitor\.etcd\) 192\.0\.2\.7:2379/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -48,7 +48,7 @@ export function registerDrillCommands(program: Command): void {
         target = drill.targetFromConfig(loaded.config, loaded.file);
         drill.assertTargetsAllowed(target, Boolean(opts.yesIMeanIt));
         steps = drill.configuredSteps(opts.steps === 'all' ? undefined : steps, target);
-        if (steps.includes('failover')) drill.requireRunningMonitor(target);
+        if (steps.includes('failover')) await drill.requireRunningMonitor(target);
         if (steps.includes('bad-release') || steps.includes('good-release')) drill.requireDeployedApp(target);
         if (steps.includes('pitr')) {
           drill.requirePitrFolder(target);
