@@ -290,13 +290,25 @@ ${servers}
     const [primary] = await c.writable();
     const victim = c.hosts.find((h) => h !== primary)!;
     await c.stopAgent(victim);
+    const logBefore = c.agentLog(victim).length; // the log is appended to: read only what comes now
     // make it look like a fenced former primary whose folder pg_rewind cannot read
     rmSync(join(c.dataDir(victim), 'global', 'pg_control'));
     writeFileSync(join(c.dataDir(victim), 'bulwark.rewind'), 'test\n');
     c.startAgent(victim);
+    // pg_rewind fails, then pg_basebackup: "rejoined ... (clone)"; when that first clone attempt fails
+    // (it removes the folder first), the agent's next loop finds an empty folder and clones it then:
+    // "cloned from the leader (pg_basebackup)". Either way the node is a fresh copy of the leader.
     await waitFor(
       'the re-clone log line',
-      async () => c.agentLog(victim).includes(`rejoined as a replica of ${primary!.name} (clone)`),
+      async () => {
+        const log = c.agentLog(victim).slice(logBefore);
+        if (
+          log.includes(`rejoined as a replica of ${primary!.name} (clone)`) ||
+          log.includes('cloned from the leader (pg_basebackup)')
+        )
+          return true;
+        throw new Error(`agent log of ${victim.name} so far:\n${log.split('\n').slice(-15).join('\n')}`);
+      },
       60_000,
     );
     expect(await c.waitHealthy(60_000)).toBe(primary);
