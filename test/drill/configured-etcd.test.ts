@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { destroyCluster, EtcdDcs, initCluster, readSpec, readState } from '../../src/cluster/index.js';
 import { CLI, runCli } from '../harness/cli.js';
 import { startTestEtcd, type TestEtcd } from '../harness/etcd.js';
+import { startStagingShop } from './staging-shop.js';
 
 // The user's monitors coordinate through etcd (`bulwark cluster monitor --etcd`): they publish the
 // cluster state there, not in the folder, and hold no lock file in it. The drill must read the
@@ -45,18 +46,7 @@ describe('bulwark drill --config: failover of a cluster whose monitors coordinat
     chmodSync(dir, 0o755); // PostgreSQL runs as the postgres user
     pgDir = join(dir, 'pg');
     await initCluster({ dir: pgDir, replicas: 1, name: scope });
-    shop = spawn(process.execPath, [CLI, 'demo-server', '--port', '0', '--label', 'staging', '--cluster-dir', pgDir], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    shopUrl = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      shop!.stdout!.setEncoding('utf8').on('data', (d) => {
-        out += d;
-        const m = /listening on (http:\/\/\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      shop!.on('exit', (code) => reject(new Error(`demo-server exited ${code}`)));
-    });
+    ({ child: shop, url: shopUrl } = await startStagingShop(pgDir));
   }, 120_000);
 
   afterAll(async () => {

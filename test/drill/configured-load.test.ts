@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { destroyCluster, initCluster, readSpec, readState } from '../../src/cluster/index.js';
 import { pickId } from '../../src/drill/traffic.js';
 import { CLI, runCli } from '../harness/cli.js';
+import { startStagingShop } from './staging-shop.js';
 
 const CHECKOUT = join(import.meta.dirname, 'fixtures/checkout.ts');
 // the demo shop answers order_id "ord_<id>"; the user's query finds the acknowledged ones by that text
@@ -85,18 +86,7 @@ describe('bulwark drill --config: your own load scenario and RPO query', () => {
     chmodSync(dir, 0o755);
     pgDir = join(dir, 'pg');
     await initCluster({ dir: pgDir, replicas: 1, name: 'drillload' });
-    shop = spawn(process.execPath, [CLI, 'demo-server', '--port', '0', '--label', 'staging', '--cluster-dir', pgDir], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    shopUrl = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      shop!.stdout!.setEncoding('utf8').on('data', (d) => {
-        out += d;
-        const m = /listening on (http:\/\/\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      shop!.on('exit', (code) => reject(new Error(`demo-server exited ${code}`)));
-    });
+    ({ child: shop, url: shopUrl } = await startStagingShop(pgDir));
     monitor = spawn(
       process.execPath,
       [CLI, 'cluster', 'monitor', '--dir', pgDir, '--interval', '500ms', '--failures', '3', '--log-format', 'text'],

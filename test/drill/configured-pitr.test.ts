@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,7 @@ import { isRoot } from '../../src/lib/child.js';
 import { postgresIds } from '../../src/lib/postgres.js';
 import { CLI, runCli } from '../harness/cli.js';
 import { startTestS3, type TestS3 } from '../harness/s3.js';
+import { startStagingShop } from './staging-shop.js';
 
 const shellArg = (s: string) => `"${s.replace(/(["\\$`])/g, '\\$1')}"`;
 
@@ -79,18 +80,7 @@ describe('bulwark drill --config: pitr against the configured database and repos
     });
     const primary = readSpec(pgDir).nodes[0]!;
     pgUrl = `postgresql://postgres@127.0.0.1:${primary.port}/postgres`;
-    shop = spawn(process.execPath, [CLI, 'demo-server', '--port', '0', '--label', 'staging', '--cluster-dir', pgDir], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    shopUrl = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      shop!.stdout!.setEncoding('utf8').on('data', (d) => {
-        out += d;
-        const m = /listening on (http:\/\/\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      shop!.on('exit', (code) => reject(new Error(`demo-server exited ${code}`)));
-    });
+    ({ child: shop, url: shopUrl } = await startStagingShop(pgDir));
   }, 120_000);
 
   afterAll(async () => {
@@ -206,18 +196,7 @@ describe('bulwark drill --config: pitr with an S3 repository configured in backu
       },
     });
     const primary = readSpec(pgDir).nodes[0]!;
-    shop = spawn(process.execPath, [CLI, 'demo-server', '--port', '0', '--cluster-dir', pgDir], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    shopUrl = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      shop!.stdout!.setEncoding('utf8').on('data', (d) => {
-        out += d;
-        const m = /listening on (http:\/\/\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      shop!.on('exit', (code) => reject(new Error(`demo-server exited ${code}`)));
-    });
+    ({ child: shop, url: shopUrl } = await startStagingShop(pgDir, 'demo'));
     writeFileSync(
       file,
       `export default ${JSON.stringify(

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStorage, Repository } from '../../src/backup/index.js';
 import { destroyCluster, initCluster, readSpec, readState } from '../../src/cluster/index.js';
 import { CLI, runCli } from '../harness/cli.js';
+import { startStagingShop } from './staging-shop.js';
 
 /** A loopback TCP server that only counts connections: proves the drill contacted nothing. */
 async function connectionCounter(): Promise<{ server: Server; port: number; count: () => number }> {
@@ -109,18 +110,7 @@ describe('bulwark drill --config: against a local system named in the config', (
     pgDir = join(dir, 'pg');
     await initCluster({ dir: pgDir, replicas: 1, name: 'drillcfg' });
     // the user's shop: the demo shop storing orders in that cluster, started by the test, not the drill
-    shop = spawn(process.execPath, [CLI, 'demo-server', '--port', '0', '--label', 'staging', '--cluster-dir', pgDir], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    shopUrl = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      shop!.stdout!.setEncoding('utf8').on('data', (d) => {
-        out += d;
-        const m = /listening on (http:\/\/\S+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      shop!.on('exit', (code) => reject(new Error(`demo-server exited ${code}`)));
-    });
+    ({ child: shop, url: shopUrl } = await startStagingShop(pgDir));
   }, 120_000);
 
   afterAll(async () => {
