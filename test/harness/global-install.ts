@@ -1,7 +1,8 @@
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
+import { inject } from 'vitest';
 
 export interface GlobalInstall {
   /** Absolute path of the installed `bulwark` executable. */
@@ -17,28 +18,13 @@ export interface GlobalInstall {
  * postgres user (archive_command runs as postgres) can execute it.
  */
 export function installGlobally(): GlobalInstall {
-  const repo = resolve(import.meta.dirname, '..', '..');
   const prefix = mkdtempSync(join(tmpdir(), 'bulwark-global-'));
   chmodSync(prefix, 0o755);
-  execFileSync('npm', ['pack', '--silent', '--pack-destination', prefix], {
-    cwd: repo,
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const tgz = readdirSync(prefix).find((f) => f.endsWith('.tgz'));
-  if (!tgz) throw new Error('npm pack produced no tarball');
+  // packed once per run by test/harness/pack-once.ts (vitest globalSetup)
+  const tarball = inject('bulwarkTarball');
   execFileSync(
     'npm',
-    [
-      'install',
-      '-g',
-      '--prefix',
-      prefix,
-      '--no-audit',
-      '--no-fund',
-      '--loglevel=error',
-      '--prefer-offline',
-      join(prefix, tgz),
-    ],
+    ['install', '-g', '--prefix', prefix, '--no-audit', '--no-fund', '--loglevel=error', '--prefer-offline', tarball],
     { stdio: ['ignore', 'ignore', 'inherit'] },
   );
   execFileSync('chmod', ['-R', 'a+rX', prefix]);
