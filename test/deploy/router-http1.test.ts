@@ -434,4 +434,28 @@ describe('embedded router: HTTP/1.1 data path', () => {
     expect(stream.slice(0, end)).toMatch(/Transfer-Encoding: chunked/);
     expect(stream.slice(end + 4)).toBe(body);
   });
+
+  it('close() waits for an answer in flight: the client gets it whole, then the router is closed', async () => {
+    let answer: (() => void) | undefined;
+    const up = await rawUpstream((socket) => {
+      answer = () => socket.write('HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello');
+    });
+    const router = await startEmbeddedRouter({ port: 0 });
+    await router.setBackends('blue', [{ id: 'b', url: up.url }]);
+    await router.setWeights({ blue: 100, green: 0 });
+    const got = rawClient(router.url, ['GET / HTTP/1.1\r\nHost: a\r\n\r\n']);
+    while (!answer) await new Promise((r) => setTimeout(r, 10));
+    let closed = false;
+    const closing = router.close().then(() => {
+      closed = true;
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    // Still open while the answer is pending: it has not resolved, and it did not cut the request off.
+    expect(closed).toBe(false);
+    answer();
+    await closing;
+    const stream = await got;
+    expect(stream).toMatch(/^HTTP\/1\.1 200 OK\r\n/);
+    expect(stream.endsWith('\r\n\r\nhello')).toBe(true);
+  });
 });

@@ -31,6 +31,7 @@ import {
 } from '../types.js';
 import type { Head } from './http1.js';
 import {
+  acceptWithOnread,
   BackendPool,
   ClientConnection,
   type LiveBackend,
@@ -89,6 +90,7 @@ export class EmbeddedRouter implements Router, ProxyContext {
   private server!: NetServer;
   private adminServer?: Server;
   private readonly connections = new Set<ClientConnection>();
+  private whenNoConnections?: () => void;
   private sweeper?: NodeJS.Timeout;
   // No traffic target until the first setWeights: requests get 503 rather than a guess.
   private weights: Weights = { blue: 0, green: 0 };
@@ -124,6 +126,11 @@ export class EmbeddedRouter implements Router, ProxyContext {
       this.connections.add(new ClientConnection(this, socket));
     });
     await listen(this.server, this.opts.port, this.opts.host ?? '127.0.0.1');
+    acceptWithOnread(this.server, (socket, ownReads) => {
+      const conn = new ClientConnection(this, socket, ownReads);
+      this.connections.add(conn);
+      return conn;
+    });
     // Idle upstream connections past their keep-alive are closed by one timer, not one per request.
     this.sweeper = setInterval(() => {
       const now = Date.now();
@@ -240,16 +247,21 @@ export class EmbeddedRouter implements Router, ProxyContext {
 
   /** Stop accepting; idle client connections close now, busy ones after their answer (2 s at most). */
   private closeProxy(): Promise<void> {
-    return new Promise((resolve) => {
-      this.server.close(() => resolve());
-      for (const c of this.connections) {
-        if (c.idle) c.socket.destroy();
-        else c.ending = true;
-      }
-      setTimeout(() => {
-        for (const c of this.connections) c.socket.destroy();
-      }, 2000).unref();
+    // Waits for the listener and for every client connection: sockets accepted by acceptWithOnread are
+    // not counted by net.Server, so its close callback alone would not wait for them.
+    const listenerClosed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    const connectionsGone = new Promise<void>((resolve) => {
+      this.whenNoConnections = resolve;
+      if (this.connections.size === 0) resolve();
     });
+    for (const c of this.connections) {
+      if (c.idle) c.socket.destroy();
+      else c.ending = true;
+    }
+    setTimeout(() => {
+      for (const c of this.connections) c.socket.destroy();
+    }, 2000).unref();
+    return Promise.all([listenerClosed, connectionsGone]).then(() => {});
   }
 
   // ---- data path (proxy.ts) ----------------------------------------------------------------------
@@ -297,6 +309,7 @@ export class EmbeddedRouter implements Router, ProxyContext {
 
   connectionClosed(conn: ClientConnection): void {
     this.connections.delete(conn);
+    if (this.connections.size === 0) this.whenNoConnections?.();
   }
 
   /**
