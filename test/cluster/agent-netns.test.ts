@@ -228,7 +228,11 @@ ${servers}
     // the agent logs the method once the rewound node is up again (pg_rewind, not a fresh clone)
     await waitFor(
       'the rejoin log line',
-      async () => c.agentLog(old!).includes(`rejoined as a replica of ${primary.name} (rewind)`),
+      async () => {
+        const log = c.agentLog(old!);
+        if (log.includes(`rejoined as a replica of ${primary.name} (rewind)`)) return true;
+        throw new Error(`agent log of ${old!.name} so far:\n${log.trim().split('\n').slice(-15).join('\n')}`);
+      },
       30_000,
     );
     await writeThroughPool('after heal');
