@@ -219,7 +219,10 @@ describe('analysis with the embedded router under fixed-rate traffic', () => {
         outcomes.push(`${version}:${d.status}`);
         // each canary step was judged on real traffic: at least one passing judgement with >= 50 requests
         const passed = judgements(d).filter((e) => e.judgement!.verdict === 'pass');
-        expect(passed.length, version).toBeGreaterThan(0);
+        // On failure, say what the deploy did (a CI run once saw a deploy here end without any pass).
+        expect(passed.length, `${version} ${d.status}: ${d.events.map((e) => e.sentence).join(' | ')}`).toBeGreaterThan(
+          0,
+        );
         expect(passed[0]!.judgement!.evidence.candidate.requests).toBeGreaterThanOrEqual(50);
       }
     } finally {
