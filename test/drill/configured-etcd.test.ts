@@ -1,12 +1,12 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { destroyCluster, EtcdDcs, initCluster, readSpec, readState } from '../../src/cluster/index.js';
+import { EtcdDcs, initCluster, readSpec, readState } from '../../src/cluster/index.js';
 import { CLI, runCli } from '../harness/cli.js';
 import { startTestEtcd, type TestEtcd } from '../harness/etcd.js';
-import { startStagingShop } from './staging-shop.js';
+import { startStagingShop, stopStagingSystem } from './staging-shop.js';
 
 // The user's monitors coordinate through etcd (`bulwark cluster monitor --etcd`): they publish the
 // cluster state there, not in the folder, and hold no lock file in it. The drill must read the
@@ -50,14 +50,8 @@ describe('bulwark drill --config: failover of a cluster whose monitors coordinat
   }, 120_000);
 
   afterAll(async () => {
-    shop?.kill('SIGTERM');
-    if (monitor && monitor.exitCode === null) {
-      monitor.kill('SIGTERM');
-      await new Promise((r) => monitor!.once('exit', r));
-    }
-    await destroyCluster(pgDir).catch(() => {});
+    await stopStagingSystem({ shop, monitor, pgDir, dir });
     await etcd?.stop();
-    rmSync(dir, { recursive: true, force: true });
   }, 60_000);
 
   it('refuses the failover step up front while no monitor holds the leadership in etcd', async () => {

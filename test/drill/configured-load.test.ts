@@ -1,13 +1,13 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { destroyCluster, initCluster, readSpec, readState } from '../../src/cluster/index.js';
+import { initCluster, readSpec, readState } from '../../src/cluster/index.js';
 import { pickId } from '../../src/drill/traffic.js';
 import { CLI, runCli } from '../harness/cli.js';
-import { startStagingShop } from './staging-shop.js';
+import { startStagingShop, stopStagingSystem } from './staging-shop.js';
 
 const CHECKOUT = join(import.meta.dirname, 'fixtures/checkout.ts');
 // the demo shop answers order_id "ord_<id>"; the user's query finds the acknowledged ones by that text
@@ -96,15 +96,7 @@ describe('bulwark drill --config: your own load scenario and RPO query', () => {
     for (let i = 0; i < 100 && !existsSync(lock); i++) await new Promise((r) => setTimeout(r, 100));
   }, 120_000);
 
-  afterAll(async () => {
-    shop?.kill('SIGTERM');
-    if (monitor && monitor.exitCode === null) {
-      monitor.kill('SIGTERM');
-      await new Promise((r) => monitor!.once('exit', r));
-    }
-    await destroyCluster(pgDir).catch(() => {});
-    rmSync(dir, { recursive: true, force: true });
-  }, 60_000);
+  afterAll(() => stopStagingSystem({ shop, monitor, pgDir, dir }), 60_000);
 
   it('refuses a bad drill.load with exit 2 and one line: missing scenario file, a query without $1, an unknown key', async () => {
     const missing = writeConfig({ url: shopUrl, load: { scenario: './nope.ts' } });

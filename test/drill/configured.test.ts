@@ -6,9 +6,9 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openStorage, Repository } from '../../src/backup/index.js';
-import { destroyCluster, initCluster, readSpec, readState } from '../../src/cluster/index.js';
+import { initCluster, readSpec, readState } from '../../src/cluster/index.js';
 import { CLI, runCli } from '../harness/cli.js';
-import { startStagingShop } from './staging-shop.js';
+import { startStagingShop, stopStagingSystem } from './staging-shop.js';
 
 /** A loopback TCP server that only counts connections: proves the drill contacted nothing. */
 async function connectionCounter(): Promise<{ server: Server; port: number; count: () => number }> {
@@ -113,15 +113,7 @@ describe('bulwark drill --config: against a local system named in the config', (
     ({ child: shop, url: shopUrl } = await startStagingShop(pgDir));
   }, 120_000);
 
-  afterAll(async () => {
-    shop?.kill('SIGTERM');
-    if (monitor && monitor.exitCode === null) {
-      monitor.kill('SIGTERM');
-      await new Promise((r) => monitor!.once('exit', r));
-    }
-    await destroyCluster(pgDir).catch(() => {});
-    rmSync(dir, { recursive: true, force: true });
-  }, 60_000);
+  afterAll(() => stopStagingSystem({ shop, monitor, pgDir, dir }), 60_000);
 
   it('refuses the failover step up front when no monitor runs on the configured cluster (the drill brings none)', async () => {
     const primary = readSpec(pgDir).nodes[0]!;

@@ -1,4 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { destroyCluster } from '../../src/cluster/index.js';
 import { CLI } from '../harness/cli.js';
 
 /**
@@ -22,4 +24,24 @@ export async function startStagingShop(
     child.on('exit', (code) => reject(new Error(`demo-server exited ${code}`)));
   });
   return { child, url };
+}
+
+/**
+ * Tear down what a configured-drill test started: the shop, a `cluster monitor` process (waited for,
+ * so it releases its lock before the cluster goes), the cluster folder's servers and the temp folder.
+ */
+export async function stopStagingSystem(s: {
+  shop?: ChildProcess;
+  monitor?: ChildProcess;
+  pgDir?: string;
+  dir?: string;
+}): Promise<void> {
+  s.shop?.kill('SIGTERM');
+  const monitor = s.monitor;
+  if (monitor && monitor.exitCode === null && monitor.signalCode === null) {
+    monitor.kill('SIGTERM');
+    await new Promise((r) => monitor.once('exit', r));
+  }
+  if (s.pgDir) await destroyCluster(s.pgDir).catch(() => {});
+  if (s.dir) rmSync(s.dir, { recursive: true, force: true });
 }
