@@ -1,6 +1,4 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { EtcdDcs, readState, type Topology } from '../cluster/index.js';
+import { type Dcs, EtcdDcs, LocalDcs, readState, type Topology } from '../cluster/index.js';
 
 /**
  * Where a configured drill reads what the user's failover monitor decided: the current primary, the
@@ -20,44 +18,18 @@ export interface ClusterStateReader {
 }
 
 export function clusterStateReader(dir: string, etcd?: { hosts: string[]; scope: string }): ClusterStateReader {
-  if (etcd) {
-    const dcs = new EtcdDcs({ hosts: etcd.hosts, cluster: etcd.scope, name: 'bulwark-drill-reader' });
-    // etcd answering late or not at all is "not known yet" for a poll, never a crash of the step
-    const orNull = <T>(p: Promise<T>) => p.catch(() => null);
-    return {
-      where: `etcd ${etcd.hosts.join(',')} /bulwark/${etcd.scope}/`,
-      // as the monitors themselves: until a leader writes a state in etcd, the folder's is on record
-      primary: async () => (await orNull(dcs.readState()))?.primary ?? readState(dir)?.primary ?? undefined,
-      topology: async () => (await orNull(dcs.readTopology())) as Topology | null,
-      monitorRunning: async () => Boolean(await orNull(dcs.leader())),
-      close: () => dcs.close(),
-    };
-  }
+  // The monitors' own store, read only (the reader never acquires, so it never takes the leadership).
+  const dcs: Dcs = etcd
+    ? new EtcdDcs({ hosts: etcd.hosts, cluster: etcd.scope, name: 'bulwark-drill-reader' })
+    : new LocalDcs(dir, { name: 'bulwark-drill-reader' });
+  // a store answering late, not at all or half-written is "not known yet" for a poll, never a crash of the step
+  const orNull = <T>(p: Promise<T>) => p.catch(() => null);
   return {
-    where: dir,
-    primary: async () => readState(dir)?.primary ?? undefined,
-    topology: async () => {
-      try {
-        return JSON.parse(readFileSync(join(dir, 'topology.json'), 'utf8')) as Topology;
-      } catch {
-        return null;
-      }
-    },
-    monitorRunning: async () => {
-      let pid: number | undefined;
-      try {
-        pid = JSON.parse(readFileSync(join(dir, 'monitor.lock'), 'utf8')).pid;
-      } catch {
-        return false; // no lock: no local monitor
-      }
-      if (!pid) return false;
-      try {
-        process.kill(pid, 0);
-        return true;
-      } catch (err) {
-        return (err as NodeJS.ErrnoException).code === 'EPERM';
-      }
-    },
-    close: async () => {},
+    where: etcd ? `etcd ${etcd.hosts.join(',')} /bulwark/${etcd.scope}/` : dir,
+    // as the monitors themselves: until a leader writes a state in etcd, the folder's is on record
+    primary: async () => (await orNull(dcs.readState()))?.primary ?? readState(dir)?.primary ?? undefined,
+    topology: async () => (await orNull(dcs.readTopology())) as Topology | null,
+    monitorRunning: async () => Boolean(await orNull(dcs.leader())),
+    close: () => dcs.close(),
   };
 }
