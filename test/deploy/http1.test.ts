@@ -42,6 +42,20 @@ describe('http1: request heads', () => {
     expect(parseRequestHead('POST / HTTP/1.1\r\nContent-Length: 3, 3\r\nContent-Length: 3').contentLength).toBe(3);
   });
 
+  it('trims only SP and HTAB around a value (RFC 9110 5.6.3), so a length padded with other bytes is refused', () => {
+    const h = parseRequestHead('GET / HTTP/1.1\r\nX-A: \t a b \t\r\nX-B:\r\nX-C: \u00a0x\u00a0');
+    expect(h.values).toEqual(['a b', '', '\u00a0x\u00a0']);
+    expect(h.lower).toEqual(['x-a', 'x-b', 'x-c']);
+    expect(() => parseRequestHead('POST / HTTP/1.1\r\nContent-Length: \v5')).toThrow(/invalid Content-Length/);
+    expect(() => parseRequestHead('POST / HTTP/1.1\r\nContent-Length: 1, 2')).toThrow(/conflicting/);
+    expect(() => parseRequestHead('GET / HTTP/1.1\r\nX-A: b\r\n')).toThrow(/malformed header line/);
+    expect(() => parseRequestHead('GET / HTTP/1.1\r\nX: \0')).toThrow(/bare CR, LF or NUL/);
+    expect(() => parseResponseHead('HTTP/1.1 200 OK\r\nX: a\r')).toThrow(/bare CR, LF or NUL/);
+    expect(parseResponseHead('HTTP/1.0 404').reason).toBe('');
+    expect(parseResponseHead('HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1').status).toBe(503);
+    expect(() => parseResponseHead('HTTP/1.1 2000')).toThrow(/malformed status line/);
+  });
+
   it('keep-alive: HTTP/1.1 unless close, HTTP/1.0 only when asked', () => {
     expect(keepsAlive(parseRequestHead('GET / HTTP/1.1'))).toBe(true);
     expect(keepsAlive(parseRequestHead('GET / HTTP/1.1\r\nConnection: close'))).toBe(false);
