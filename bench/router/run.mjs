@@ -225,10 +225,13 @@ backend be
   const runs = { direct: [], embedded: [], haproxy: [] };
   const rated = Object.fromEntries(RATES.map((r) => [r, { direct: [], embedded: [], haproxy: [] }]));
   for (let rep = 0; rep < REPS; rep++) {
-    for (const name of Object.keys(targets)) runs[name].push(wrk(targets[name]));
+    // The order rotates each rep (direct, embedded, haproxy; then embedded, haproxy, direct; ...), so no
+    // target always runs first after a pause or right after the same neighbour.
+    const names = Object.keys(targets);
+    const order = names.map((_, i) => names[(i + rep) % names.length]);
+    for (const name of order) runs[name].push(wrk(targets[name]));
     for (const rate of RATES)
-      for (const name of Object.keys(targets))
-        rated[rate][name].push(fixedRate(targets[name], `${name}-${rate}-${rep}`, rate));
+      for (const name of order) rated[rate][name].push(fixedRate(targets[name], `${name}-${rate}-${rep}`, rate));
   }
 
   const switches = { embedded: [], haproxy: [] };
