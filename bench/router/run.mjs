@@ -7,6 +7,8 @@
 //   flock /tmp/bulwark-heavy.lock node bench/router/run.mjs
 //   DURATION=10 CONNS=50 RATE=2000 REPS=3 SWITCHES=5 flock /tmp/bulwark-heavy.lock node bench/router/run.mjs
 //   RATE=2000,5000 ... measures each fixed rate in the same run (same processes, interleaved reps).
+//   CONTROL=1 adds a second, identical HAProxy as a fourth target and prints its ratios to the first:
+//   an A/A control, the spread this machine gives two routers that are the same.
 //
 // Needs: npm run build (dist/), haproxy and wrk on PATH. Every process it starts is stopped by PID.
 import { spawn, spawnSync } from 'node:child_process';
@@ -27,6 +29,7 @@ const RATES = String(process.env.RATE ?? 2000)
   .filter((r) => r > 0);
 const REPS = Number(process.env.REPS ?? 3);
 const SWITCHES = Number(process.env.SWITCHES ?? 5);
+const CONTROL = process.env.CONTROL === '1';
 const dir = mkdtempSync(join(tmpdir(), 'bulwark-bench-router-'));
 const children = [];
 
@@ -175,8 +178,8 @@ const median = (xs) => {
 const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 
 try {
-  const [bluePort, greenPort, routerPort, adminPort, hapPort] = await Promise.all(
-    [1, 2, 3, 4, 5].map(() => freePort()),
+  const [bluePort, greenPort, routerPort, adminPort, hapPort, controlPort] = await Promise.all(
+    [1, 2, 3, 4, 5, 6].map(() => freePort()),
   );
   await start(process.execPath, [join(here, 'upstream.mjs'), bluePort, 'blue'], /listening/);
   await start(process.execPath, [join(here, 'upstream.mjs'), greenPort, 'green'], /listening/);
@@ -189,13 +192,14 @@ try {
     /listening router/,
   );
   const socket = join(dir, 'haproxy.sock');
-  const cfg = join(dir, 'haproxy.cfg');
-  writeFileSync(
-    cfg,
-    `global
+  const startHaproxy = async (name, port, stats) => {
+    const cfg = join(dir, `${name}.cfg`);
+    writeFileSync(
+      cfg,
+      `global
     nbthread 1
     maxconn 4000
-    stats socket ${socket} mode 600 level admin
+    stats socket ${stats} mode 600 level admin
 defaults
     mode http
     option http-keep-alive
@@ -204,30 +208,33 @@ defaults
     timeout server 30s
     timeout http-keep-alive 30s
 frontend fe
-    bind 127.0.0.1:${hapPort}
+    bind 127.0.0.1:${port}
     default_backend be
 backend be
     balance roundrobin
     server blue 127.0.0.1:${bluePort} weight 100
     server green 127.0.0.1:${greenPort} weight 100 disabled
 `,
-  );
-  const hapChild = spawn('haproxy', ['-f', cfg, '-db'], { stdio: 'ignore' });
-  children.push(hapChild);
-  await waitSocket(socket);
+    );
+    children.push(spawn('haproxy', ['-f', cfg, '-db'], { stdio: 'ignore' }));
+    await waitSocket(stats);
+  };
+  await startHaproxy('haproxy', hapPort, socket);
+  if (CONTROL) await startHaproxy('control', controlPort, join(dir, 'control.sock'));
 
   const targets = {
     direct: blue,
     embedded: `http://127.0.0.1:${routerPort}`,
     haproxy: `http://127.0.0.1:${hapPort}`,
+    ...(CONTROL ? { control: `http://127.0.0.1:${controlPort}` } : {}),
   };
+  const names = Object.keys(targets);
   for (const url of Object.values(targets)) wrk(url); // warm-up (JIT, connections) — not recorded
-  const runs = { direct: [], embedded: [], haproxy: [] };
-  const rated = Object.fromEntries(RATES.map((r) => [r, { direct: [], embedded: [], haproxy: [] }]));
+  const runs = Object.fromEntries(names.map((n) => [n, []]));
+  const rated = Object.fromEntries(RATES.map((r) => [r, Object.fromEntries(names.map((n) => [n, []]))]));
   for (let rep = 0; rep < REPS; rep++) {
     // The order rotates each rep (direct, embedded, haproxy; then embedded, haproxy, direct; ...), so no
     // target always runs first after a pause or right after the same neighbour.
-    const names = Object.keys(targets);
     const order = names.map((_, i) => names[(i + rep) % names.length]);
     for (const name of order) runs[name].push(wrk(targets[name]));
     for (const rate of RATES)
@@ -271,13 +278,15 @@ backend be
     p99: median(runs[name].map((r) => r.p99)),
     err: runs[name].reduce((n, r) => n + r.errors, 0),
   });
-  const w = ['direct', 'embedded', 'haproxy'].map(wrkRow);
+  const w = names.map(wrkRow);
+  const wOf = Object.fromEntries(w.map((r) => [r.name, r]));
   console.log(`\nrouter bench — ${REPS} reps x ${DURATION}s; medians\n`);
   console.log(`closed loop (wrk -t1 -c${CONNS}):\n`);
   console.log('| target | wrk req/s | vs direct | wrk p99 ms | errors |');
   console.log('|---|---|---|---|---|');
   for (const r of w) console.log(`| ${r.name} | ${f(r.rps, 0)} | ${f(r.rps / w[0].rps)} | ${f(r.p99)} | ${r.err} |`);
-  const ratios = [`closed-loop throughput embedded/haproxy: ${f(w[1].rps / w[2].rps)} (goal >= 0.75)`];
+  const ratios = [`closed-loop throughput embedded/haproxy: ${f(wOf.embedded.rps / wOf.haproxy.rps)} (goal >= 0.75)`];
+  const control = CONTROL ? [`closed-loop throughput control/haproxy: ${f(wOf.control.rps / wOf.haproxy.rps)}`] : [];
   for (const rate of RATES) {
     const row = (name) => {
       const xs = rated[rate][name];
@@ -287,25 +296,34 @@ backend be
         rp50: median(xs.map((r) => r.p50)),
         rfail: xs.reduce((n, r) => n + r.failures, 0),
         achieved: median(xs.map((r) => r.rps)),
+        perRep: xs.map((r) => f(r.p99)).join(' / '),
       };
     };
-    const rows = ['direct', 'embedded', 'haproxy'].map(row);
-    const d = rows[0];
+    const rows = names.map(row);
+    const rowOf = Object.fromEntries(rows.map((r) => [r.name, r]));
+    const d = rowOf.direct;
     console.log(`\nfixed rate ${rate}/s (bulwark load, open model):\n`);
-    console.log('| target | achieved/s | p50 ms | p99 ms | added p99 ms | failures |');
-    console.log('|---|---|---|---|---|---|');
+    console.log('| target | achieved/s | p50 ms | p99 ms | added p99 ms | failures | p99 ms per rep |');
+    console.log('|---|---|---|---|---|---|---|');
     for (const r of rows)
       console.log(
-        `| ${r.name} | ${f(r.achieved, 0)} | ${f(r.rp50)} | ${f(r.rp99)} | ${r.name === 'direct' ? '-' : f(r.rp99 - d.rp99)} | ${r.rfail} |`,
+        `| ${r.name} | ${f(r.achieved, 0)} | ${f(r.rp50)} | ${f(r.rp99)} | ${r.name === 'direct' ? '-' : f(r.rp99 - d.rp99)} | ${r.rfail} | ${r.perRep} |`,
       );
-    const addE = rows[1].rp99 - d.rp99;
-    const addH = rows[2].rp99 - d.rp99;
+    const addH = rowOf.haproxy.rp99 - d.rp99;
     // A ratio to a non-positive HAProxy figure means nothing: say so instead of printing one.
-    const ratio = addH > 0 ? f(addE / addH) : `n/a (HAProxy added ${f(addH)} ms)`;
-    ratios.push(`added p99 at ${rate}/s embedded/haproxy: ${ratio} (${f(addE)} ms vs ${f(addH)} ms; goal <= 1.5)`);
+    const versus = (name) => {
+      const add = rowOf[name].rp99 - d.rp99;
+      return `${addH > 0 ? f(add / addH) : `n/a (HAProxy added ${f(addH)} ms)`} (${f(add)} ms vs ${f(addH)} ms`;
+    };
+    ratios.push(`added p99 at ${rate}/s embedded/haproxy: ${versus('embedded')}; goal <= 1.5)`);
+    if (CONTROL) control.push(`added p99 at ${rate}/s control/haproxy: ${versus('control')})`);
   }
   console.log('\nsame-run ratios:');
   for (const line of ratios) console.log(`  ${line}`);
+  if (CONTROL) {
+    console.log('A/A control (a second HAProxy, same config, measured like the others):');
+    for (const line of control) console.log(`  ${line}`);
+  }
   console.log(
     `\nswitch (16 keep-alive clients, ${SWITCHES} switches each): switch call -> first response from the new slot\n`,
   );
