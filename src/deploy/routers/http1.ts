@@ -80,34 +80,34 @@ function trimOws(text: string, from: number, to: number): string {
 
 /** Content-Length: digits, or a list of equal ones (RFC 9110 8.6); -2 when invalid, -3 when they differ. */
 function contentLengthOf(value: string): number {
-  const n = value.length;
-  if (n > 0 && n <= 15) {
-    let v = 0;
-    let i = 0;
-    for (; i < n; i++) {
-      const c = value.charCodeAt(i);
-      if (c < 48 || c > 57) break;
-      v = v * 10 + (c - 48);
-    }
-    if (i === n) return v;
-  }
   let cl = -1;
-  for (const part of value.split(',')) {
-    const v = trimOws(part, 0, part.length);
-    if (v.length === 0 || v.length > 15 || !isDigits(v)) return -2;
-    const len = Number(v);
+  let from = 0;
+  while (from <= value.length) {
+    let to = value.indexOf(',', from);
+    if (to < 0) to = value.length;
+    let a = from;
+    let b = to;
+    while (a < b && isSpace(value.charCodeAt(a))) a++;
+    while (b > a && isSpace(value.charCodeAt(b - 1))) b--;
+    const len = decimal(value, a, b);
+    if (len < 0) return -2;
     if (cl >= 0 && len !== cl) return -3;
     cl = len;
+    from = to + 1;
   }
   return cl;
 }
 
-function isDigits(v: string): boolean {
-  for (let i = 0; i < v.length; i++) {
-    const c = v.charCodeAt(i);
-    if (c < 48 || c > 57) return false;
+/** The value of text[from, to) when it is 1 to 15 decimal digits, else -1. */
+function decimal(text: string, from: number, to: number): number {
+  if (to <= from || to - from > 15) return -1;
+  let v = 0;
+  for (let i = from; i < to; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 48 || c > 57) return -1;
+    v = v * 10 + (c - 48);
   }
-  return true;
+  return v;
 }
 
 /**
