@@ -8,10 +8,18 @@
 //   DURATION=10 CONNS=50 RATE=2000 REPS=3 SWITCHES=5 flock /tmp/bulwark-heavy.lock node bench/router/run.mjs
 //   RATE=2000,5000 ... measures each fixed rate in the same run (same processes, interleaved reps).
 //   CONTROL=1 adds a second, identical HAProxy as a fourth target and prints its ratios to the first:
-//   an A/A control, the spread this machine gives two routers that are the same.
+//   an A/A control, the spread this machine gives two routers that are the same. CONTROL=plain makes
+//   that fourth target a bare HAProxy instead (see below), which measures what the shared features cost.
+//
+// HAProxy is configured to do the embedded router's job, as a Bulwark deploy runs it: it adds
+// X-Forwarded-For/-Proto/-Host to every request (the embedded router always does, #10 item 4) and sends
+// its per-request log (the log-format Bulwark's haproxy driver reads for latency percentiles, #10 item 10;
+// the embedded router keeps those percentiles in process) to a UDP port this script holds open. HAPROXY=plain
+// runs HAProxy bare (no forwarded headers, no log) instead, the comparison before 2026-12-03 session 5.
 //
 // Needs: npm run build (dist/), haproxy and wrk on PATH. Every process it starts is stopped by PID.
 import { spawn, spawnSync } from 'node:child_process';
+import { createSocket } from 'node:dgram';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -29,9 +37,12 @@ const RATES = String(process.env.RATE ?? 2000)
   .filter((r) => r > 0);
 const REPS = Number(process.env.REPS ?? 3);
 const SWITCHES = Number(process.env.SWITCHES ?? 5);
-const CONTROL = process.env.CONTROL === '1';
+const CONTROL = process.env.CONTROL === '1' || process.env.CONTROL === 'plain';
+const CONTROL_PLAIN = process.env.CONTROL === 'plain';
+const HAPROXY_PLAIN = process.env.HAPROXY === 'plain';
 const dir = mkdtempSync(join(tmpdir(), 'bulwark-bench-router-'));
 const children = [];
+let logSink;
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -106,9 +117,20 @@ function wrk(url) {
   return { rps, p99: p99 ? toMs(p99[1], p99[2]) : Number.NaN, errors };
 }
 
-/** bulwark load at a fixed rate: p99 ms and failures. */
+/** CPU time stolen by the hypervisor and total CPU time so far (/proc/stat, in ticks); NaN elsewhere. */
+function cpuTicks() {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    return { steal: f[7] ?? 0, total: f.reduce((a, b) => a + b, 0) };
+  } catch {
+    return { steal: Number.NaN, total: Number.NaN };
+  }
+}
+
+/** bulwark load at a fixed rate: p99 ms, failures, and the share of CPU the hypervisor took meanwhile. */
 function fixedRate(url, name, rate) {
   const summary = join(dir, `${name}.json`);
+  const before = cpuTicks();
   spawnSync(
     'timeout',
     [
@@ -126,8 +148,10 @@ function fixedRate(url, name, rate) {
     ],
     { encoding: 'utf8', env: { ...process.env, RATE: String(rate), DURATION: `${DURATION}s` } },
   );
+  const after = cpuTicks();
   const s = JSON.parse(readFileSync(summary, 'utf8'));
   return {
+    steal: (100 * (after.steal - before.steal)) / (after.total - before.total),
     rps: s.totals.rps,
     p99: s.totals.latencyMs.p99,
     p50: s.totals.latencyMs.p50,
@@ -192,24 +216,37 @@ try {
     /listening router/,
   );
   const socket = join(dir, 'haproxy.sock');
-  const startHaproxy = async (name, port, stats) => {
+  // The request log goes to a socket that is bound but not read while a measurement runs (this process
+  // waits in spawnSync): HAProxy pays for each line as in a deploy, the datagrams cost no reader CPU.
+  logSink = createSocket('udp4');
+  await new Promise((resolve) => logSink.bind(0, '127.0.0.1', resolve));
+  logSink.on('message', () => {});
+  const logPort = logSink.address().port;
+  const startHaproxy = async (name, port, stats, plain) => {
     const cfg = join(dir, `${name}.cfg`);
+    const logGlobal = plain ? '' : `    log 127.0.0.1:${logPort} local0\n`;
+    const asDeployed = plain ? '' : '    log global\n    log-format "bulwark %b/%s %ST %Ta"\n    option forwardfor\n';
+    const forwardedHeaders = plain
+      ? ''
+      : `    http-request set-header X-Forwarded-Proto http
+    http-request set-header X-Forwarded-Host %[req.hdr(host)] if { req.hdr(host) -m found }
+`;
     writeFileSync(
       cfg,
       `global
     nbthread 1
     maxconn 4000
     stats socket ${stats} mode 600 level admin
-defaults
+${logGlobal}defaults
     mode http
-    option http-keep-alive
+${asDeployed}    option http-keep-alive
     timeout connect 2s
     timeout client 30s
     timeout server 30s
     timeout http-keep-alive 30s
 frontend fe
     bind 127.0.0.1:${port}
-    default_backend be
+${forwardedHeaders}    default_backend be
 backend be
     balance roundrobin
     server blue 127.0.0.1:${bluePort} weight 100
@@ -219,8 +256,12 @@ backend be
     children.push(spawn('haproxy', ['-f', cfg, '-db'], { stdio: 'ignore' }));
     await waitSocket(stats);
   };
-  await startHaproxy('haproxy', hapPort, socket);
-  if (CONTROL) await startHaproxy('control', controlPort, join(dir, 'control.sock'));
+  await startHaproxy('haproxy', hapPort, socket, HAPROXY_PLAIN);
+  if (CONTROL) await startHaproxy('control', controlPort, join(dir, 'control.sock'), HAPROXY_PLAIN || CONTROL_PLAIN);
+  console.log(
+    `haproxy: ${HAPROXY_PLAIN ? 'bare' : 'forwarded headers + per-request log, as deployed'}` +
+      (CONTROL ? `; control: ${HAPROXY_PLAIN || CONTROL_PLAIN ? 'bare' : 'the same'}` : ''),
+  );
 
   const targets = {
     direct: blue,
@@ -297,17 +338,22 @@ backend be
         rfail: xs.reduce((n, r) => n + r.failures, 0),
         achieved: median(xs.map((r) => r.rps)),
         perRep: xs.map((r) => f(r.p99)).join(' / '),
+        steal: xs.map((r) => f(r.steal, 0)).join(' / '),
       };
     };
     const rows = names.map(row);
     const rowOf = Object.fromEntries(rows.map((r) => [r.name, r]));
     const d = rowOf.direct;
     console.log(`\nfixed rate ${rate}/s (bulwark load, open model):\n`);
-    console.log('| target | achieved/s | p50 ms | p99 ms | added p99 ms | failures | p99 ms per rep |');
-    console.log('|---|---|---|---|---|---|---|');
+    // Steal: CPU the hypervisor gave to other guests during the rep, % of this machine's CPU time. A rep
+    // with much of it measured the neighbours as much as the router.
+    console.log(
+      '| target | achieved/s | p50 ms | p99 ms | added p99 ms | failures | p99 ms per rep | steal % per rep |',
+    );
+    console.log('|---|---|---|---|---|---|---|---|');
     for (const r of rows)
       console.log(
-        `| ${r.name} | ${f(r.achieved, 0)} | ${f(r.rp50)} | ${f(r.rp99)} | ${r.name === 'direct' ? '-' : f(r.rp99 - d.rp99)} | ${r.rfail} | ${r.perRep} |`,
+        `| ${r.name} | ${f(r.achieved, 0)} | ${f(r.rp50)} | ${f(r.rp99)} | ${r.name === 'direct' ? '-' : f(r.rp99 - d.rp99)} | ${r.rfail} | ${r.perRep} | ${r.steal} |`,
       );
     const addH = rowOf.haproxy.rp99 - d.rp99;
     // A ratio to a non-positive HAProxy figure means nothing: say so instead of printing one.
@@ -321,7 +367,11 @@ backend be
   console.log('\nsame-run ratios:');
   for (const line of ratios) console.log(`  ${line}`);
   if (CONTROL) {
-    console.log('A/A control (a second HAProxy, same config, measured like the others):');
+    console.log(
+      HAPROXY_PLAIN || !CONTROL_PLAIN
+        ? 'A/A control (a second HAProxy, same config, measured like the others):'
+        : 'control: a bare HAProxy (no forwarded headers, no request log), measured like the others:',
+    );
     for (const line of control) console.log(`  ${line}`);
   }
   console.log(
@@ -351,5 +401,6 @@ backend be
       });
     }
   }
+  logSink?.close();
   rmSync(dir, { recursive: true, force: true });
 }
