@@ -7,6 +7,7 @@
 //   flock /tmp/bulwark-heavy.lock node bench/router/run.mjs
 //   DURATION=10 CONNS=50 RATE=2000 REPS=3 SWITCHES=5 flock /tmp/bulwark-heavy.lock node bench/router/run.mjs
 //   RATE=2000,5000 ... measures each fixed rate in the same run (same processes, interleaved reps).
+//   QUIET_STEAL=5: a second reading of each fixed-rate ratio, from the reps with less steal than that.
 //   CONTROL=1 adds a second, identical HAProxy as a fourth target and prints its ratios to the first:
 //   an A/A control, the spread this machine gives two routers that are the same. CONTROL=plain makes
 //   that fourth target a bare HAProxy instead (see below), which measures what the shared features cost.
@@ -40,6 +41,8 @@ const SWITCHES = Number(process.env.SWITCHES ?? 5);
 const CONTROL = process.env.CONTROL === '1' || process.env.CONTROL === 'plain';
 const CONTROL_PLAIN = process.env.CONTROL === 'plain';
 const HAPROXY_PLAIN = process.env.HAPROXY === 'plain';
+// A rep counts as quiet when the hypervisor's steal during it stayed below this many % (second reading).
+const QUIET_STEAL = Number(process.env.QUIET_STEAL ?? 5);
 const dir = mkdtempSync(join(tmpdir(), 'bulwark-bench-router-'));
 const children = [];
 let logSink;
@@ -363,6 +366,18 @@ backend be
     };
     ratios.push(`added p99 at ${rate}/s embedded/haproxy: ${versus('embedded')}; goal <= 1.5)`);
     if (CONTROL) control.push(`added p99 at ${rate}/s control/haproxy: ${versus('control')})`);
+    // Second reading, the headline above stays over all reps: the same ratio from each target's quiet reps
+    // only, where the machine's neighbours took (almost) nothing. Needs two quiet reps per target.
+    const quiet = (name) => rated[rate][name].filter((r) => r.steal < QUIET_STEAL).map((r) => r.p99);
+    const q = Object.fromEntries(['direct', 'embedded', 'haproxy'].map((n) => [n, quiet(n)]));
+    const counts = `quiet reps direct/embedded/haproxy: ${q.direct.length}/${q.embedded.length}/${q.haproxy.length}`;
+    if (Object.values(q).every((xs) => xs.length >= 2)) {
+      const qe = median(q.embedded) - median(q.direct);
+      const qh = median(q.haproxy) - median(q.direct);
+      ratios.push(
+        `  over reps with steal < ${QUIET_STEAL} % only: ${qh > 0 ? f(qe / qh) : 'n/a'} (${f(qe)} ms vs ${f(qh)} ms; ${counts})`,
+      );
+    } else ratios.push(`  over reps with steal < ${QUIET_STEAL} % only: n/a (${counts}; needs 2 each)`);
   }
   console.log('\nsame-run ratios:');
   for (const line of ratios) console.log(`  ${line}`);
