@@ -30,6 +30,8 @@ import { Pool, request } from 'undici';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const MAIN = join(here, '../../dist/cli/main.js');
+// The log-format Bulwark's haproxy driver reads, from the build itself, so the bench cannot drift from it.
+const { HAPROXY_LOG_FORMAT } = await import(new URL('../../dist/deploy/index.js', import.meta.url).href);
 const DURATION = Number(process.env.DURATION ?? 10);
 const CONNS = Number(process.env.CONNS ?? 50);
 const RATES = String(process.env.RATE ?? 2000)
@@ -228,7 +230,7 @@ try {
   const startHaproxy = async (name, port, stats, plain) => {
     const cfg = join(dir, `${name}.cfg`);
     const logGlobal = plain ? '' : `    log 127.0.0.1:${logPort} local0\n`;
-    const asDeployed = plain ? '' : '    log global\n    log-format "bulwark %b/%s %ST %Ta"\n    option forwardfor\n';
+    const asDeployed = plain ? '' : `    log global\n    log-format "${HAPROXY_LOG_FORMAT}"\n    option forwardfor\n`;
     const forwardedHeaders = plain
       ? ''
       : `    http-request set-header X-Forwarded-Proto http
