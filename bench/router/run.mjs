@@ -11,6 +11,8 @@
 //   CONTROL=1 adds a second, identical HAProxy as a fourth target and prints its ratios to the first:
 //   an A/A control, the spread this machine gives two routers that are the same. CONTROL=plain makes
 //   that fourth target a bare HAProxy instead (see below), which measures what the shared features cost.
+//   FLOOR=1 adds a reference target, pipe.mjs: a bare Node byte pipe (no HTTP parsing, one upstream
+//   connection per client connection), and prints its ratios to HAProxy: the floor for any Node proxy here.
 //
 // HAProxy is configured to do the embedded router's job, as a Bulwark deploy runs it: it adds
 // X-Forwarded-For/-Proto/-Host to every request (the embedded router always does, #10 item 4) and sends
@@ -43,6 +45,7 @@ const SWITCHES = Number(process.env.SWITCHES ?? 5);
 const CONTROL = process.env.CONTROL === '1' || process.env.CONTROL === 'plain';
 const CONTROL_PLAIN = process.env.CONTROL === 'plain';
 const HAPROXY_PLAIN = process.env.HAPROXY === 'plain';
+const FLOOR = process.env.FLOOR === '1';
 // A rep counts as quiet when the hypervisor's steal during it stayed below this many % (second reading).
 const QUIET_STEAL = Number(process.env.QUIET_STEAL ?? 5);
 const dir = mkdtempSync(join(tmpdir(), 'bulwark-bench-router-'));
@@ -207,8 +210,8 @@ const median = (xs) => {
 const f = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : 'n/a');
 
 try {
-  const [bluePort, greenPort, routerPort, adminPort, hapPort, controlPort] = await Promise.all(
-    [1, 2, 3, 4, 5, 6].map(() => freePort()),
+  const [bluePort, greenPort, routerPort, adminPort, hapPort, controlPort, pipePort] = await Promise.all(
+    [1, 2, 3, 4, 5, 6, 7].map(() => freePort()),
   );
   await start(process.execPath, [join(here, 'upstream.mjs'), bluePort, 'blue'], /listening/);
   await start(process.execPath, [join(here, 'upstream.mjs'), greenPort, 'green'], /listening/);
@@ -220,6 +223,7 @@ try {
     [join(here, 'embedded.mjs'), routerPort, adminPort, token, blue, green],
     /listening router/,
   );
+  if (FLOOR) await start(process.execPath, [join(here, 'pipe.mjs'), pipePort, bluePort], /listening pipe/);
   const socket = join(dir, 'haproxy.sock');
   // The request log goes to a socket that is bound but not read while a measurement runs (this process
   // waits in spawnSync): HAProxy pays for each line as in a deploy, the datagrams cost no reader CPU.
@@ -273,6 +277,7 @@ backend be
     embedded: `http://127.0.0.1:${routerPort}`,
     haproxy: `http://127.0.0.1:${hapPort}`,
     ...(CONTROL ? { control: `http://127.0.0.1:${controlPort}` } : {}),
+    ...(FLOOR ? { pipe: `http://127.0.0.1:${pipePort}` } : {}),
   };
   const names = Object.keys(targets);
   for (const url of Object.values(targets)) wrk(url); // warm-up (JIT, connections) — not recorded
@@ -333,6 +338,7 @@ backend be
   for (const r of w) console.log(`| ${r.name} | ${f(r.rps, 0)} | ${f(r.rps / w[0].rps)} | ${f(r.p99)} | ${r.err} |`);
   const ratios = [`closed-loop throughput embedded/haproxy: ${f(wOf.embedded.rps / wOf.haproxy.rps)} (goal >= 0.75)`];
   const control = CONTROL ? [`closed-loop throughput control/haproxy: ${f(wOf.control.rps / wOf.haproxy.rps)}`] : [];
+  const floor = FLOOR ? [`closed-loop throughput pipe/haproxy: ${f(wOf.pipe.rps / wOf.haproxy.rps)}`] : [];
   for (const rate of RATES) {
     const row = (name) => {
       const xs = rated[rate][name];
@@ -368,6 +374,7 @@ backend be
     };
     ratios.push(`added p99 at ${rate}/s embedded/haproxy: ${versus('embedded')}; goal <= 1.5)`);
     if (CONTROL) control.push(`added p99 at ${rate}/s control/haproxy: ${versus('control')})`);
+    if (FLOOR) floor.push(`added p99 at ${rate}/s pipe/haproxy: ${versus('pipe')})`);
     // Second reading, the headline above stays over all reps: the same ratio from each target's quiet reps
     // only, where the machine's neighbours took (almost) nothing. Needs two quiet reps per target.
     const quiet = (name) => rated[rate][name].filter((r) => r.steal < QUIET_STEAL).map((r) => r.p99);
@@ -390,6 +397,10 @@ backend be
         : 'control: a bare HAProxy (no forwarded headers, no request log), measured like the others:',
     );
     for (const line of control) console.log(`  ${line}`);
+  }
+  if (FLOOR) {
+    console.log('floor: a bare Node byte pipe (pipe.mjs, no HTTP parsing), measured like the others:');
+    for (const line of floor) console.log(`  ${line}`);
   }
   console.log(
     `\nswitch (16 keep-alive clients, ${SWITCHES} switches each): switch call -> first response from the new slot\n`,
