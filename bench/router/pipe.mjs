@@ -1,7 +1,7 @@
-// Reference target for run.mjs (FLOOR=1): the thinnest proxy Node can be. Each client connection is
-// piped byte for byte to its own upstream connection: no HTTP parsing, no header rewriting, no pool,
-// no metrics. Whatever its tail latency is beside HAProxy's, no Node proxy can expect to do better on
-// the same machine. usage: node pipe.mjs PORT UPSTREAM_PORT
+// Reference target for run.mjs (FLOOR=1): about the simplest proxy Node can run. Each client connection
+// is piped byte for byte to its own upstream connection: no HTTP parsing, no header rewriting, no pool,
+// no metrics. Its tail latency beside HAProxy's shows what Node's runtime alone gives on this machine,
+// so a router's ratio can be read against it. usage: node pipe.mjs PORT UPSTREAM_PORT
 import { connect, createServer } from 'node:net';
 
 const [port, upstreamPort] = process.argv.slice(2).map(Number);

@@ -12,7 +12,7 @@
 //   an A/A control, the spread this machine gives two routers that are the same. CONTROL=plain makes
 //   that fourth target a bare HAProxy instead (see below), which measures what the shared features cost.
 //   FLOOR=1 adds a reference target, pipe.mjs: a bare Node byte pipe (no HTTP parsing, one upstream
-//   connection per client connection), and prints its ratios to HAProxy: the floor for any Node proxy here.
+//   connection per client connection), and prints its ratios to HAProxy: what Node's runtime alone gives here.
 //
 // HAProxy is configured to do the embedded router's job, as a Bulwark deploy runs it: it adds
 // X-Forwarded-For/-Proto/-Host to every request (the embedded router always does, #10 item 4) and sends
