@@ -29,6 +29,7 @@ export interface RepoLock {
 
 const REFRESH_MS = 30_000;
 const LOCK_ATTEMPTS = 5;
+const READ_ATTEMPTS = 5;
 
 /** True when `holder` can no longer be running (pure apart from the pid probe). */
 export function lockIsStale(
@@ -72,19 +73,37 @@ export async function acquireRepoLock(
     held: false,
   };
   const write = () => repo.storage.put(key, `${JSON.stringify(me)}\n`);
+  /**
+   * A lock object as its owner last wrote it, or undefined once it is gone. Its owner rewrites it to
+   * mark it held; a store without atomic PUT (s3rver rewrites the file in place) can then serve a torn
+   * copy: a body cut short of its Content-Length ("aborted") or cut JSON. Read again after a pause.
+   */
+  const readHolder = async (lockKey: string): Promise<LockHolder | undefined> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const chunks: Buffer[] = [];
+        for await (const c of await repo.storage.get(lockKey)) chunks.push(c as Buffer);
+        const holder = JSON.parse(Buffer.concat(chunks).toString('utf8')) as LockHolder;
+        if (typeof holder?.pid !== 'number' || typeof holder.command !== 'string')
+          throw new SyntaxError('not a lock holder record');
+        return holder;
+      } catch (err) {
+        if (err instanceof BackupError && err.code === 'BULWARK_E_NOT_FOUND') return undefined;
+        if (attempt >= READ_ATTEMPTS)
+          throw new BackupError(
+            'BULWARK_E_STORAGE',
+            `cannot read the repository lock ${lockKey} in ${repo.description} (${READ_ATTEMPTS} tries): ${(err as Error).message}`,
+          );
+        await new Promise((res) => setTimeout(res, 20 + Math.random() * 80));
+      }
+    }
+  };
   const others = async (): Promise<{ key: string; holder: LockHolder }[]> => {
     const live: { key: string; holder: LockHolder }[] = [];
     for (const obj of await repo.storage.list('locks/')) {
       if (obj.key === key || !obj.key.endsWith('.json')) continue;
-      let holder: LockHolder;
-      try {
-        const chunks: Buffer[] = [];
-        for await (const c of await repo.storage.get(obj.key)) chunks.push(c as Buffer);
-        holder = JSON.parse(Buffer.concat(chunks).toString('utf8')) as LockHolder;
-      } catch (err) {
-        if (err instanceof BackupError && err.code === 'BULWARK_E_NOT_FOUND') continue; // released meanwhile
-        throw err;
-      }
+      const holder = await readHolder(obj.key);
+      if (!holder) continue; // released meanwhile
       const stale = lockIsStale(holder, obj.modified, staleMs);
       if (stale) {
         o.log?.(`removed stale lock of ${describe(holder)}: ${stale}`);
