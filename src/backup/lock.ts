@@ -102,7 +102,18 @@ export async function acquireRepoLock(
     const live: { key: string; holder: LockHolder }[] = [];
     for (const obj of await repo.storage.list('locks/')) {
       if (obj.key === key || !obj.key.endsWith('.json')) continue;
-      const holder = await readHolder(obj.key);
+      let holder: LockHolder | undefined;
+      try {
+        holder = await readHolder(obj.key);
+      } catch (err) {
+        // Unreadable for good (a writer that died mid-PUT on a store without atomic PUT): once it is
+        // older than staleMs nobody refreshes it, so it cannot belong to a running holder.
+        const age = obj.modified ? Date.now() - obj.modified.getTime() : 0;
+        if (age <= staleMs) throw err;
+        o.log?.(`removed unreadable stale lock ${obj.key}: not refreshed for ${Math.round(age / 1000)}s`);
+        await repo.storage.delete([obj.key]);
+        continue;
+      }
       if (!holder) continue; // released meanwhile
       const stale = lockIsStale(holder, obj.modified, staleMs);
       if (stale) {

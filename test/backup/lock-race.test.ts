@@ -58,6 +58,27 @@ function lockRace(name: string, open: () => Promise<StorageDriver>) {
   });
 }
 
+function unreadableLock(name: string, open: () => Promise<StorageDriver>) {
+  it(`${name}: a lock object that stays unreadable is an error naming it, and is removed once older than the stale age`, async () => {
+    const storage = await open();
+    const repo = { storage, description: name } as unknown as Repository;
+    const torn = 'locks/000000000000001-0123456789ab.json';
+    await storage.put(torn, '{"command":"backup create","pid":12'); // a writer that died mid-PUT
+    const fresh = await acquireRepoLock(repo, 'backup create').then(
+      () => 'acquired',
+      (err: { code?: string; message?: string }) => `${err.code}: ${err.message}`,
+    );
+    expect(fresh).toMatch(new RegExp(`^BULWARK_E_STORAGE: cannot read the repository lock ${torn} `));
+    expect((await storage.list('locks/')).map((o) => o.key)).toEqual([torn]); // kept: it may be live
+    await new Promise((r) => setTimeout(r, 2500)); // S3 LastModified has whole seconds
+    const logged: string[] = [];
+    const lock = await acquireRepoLock(repo, 'backup create', { staleMs: 1000, log: (m) => logged.push(m) });
+    await lock.release();
+    expect(logged.join('\n')).toMatch(new RegExp(`removed unreadable stale lock ${torn}: not refreshed for \\d+s`));
+    expect(await storage.list('locks/')).toEqual([]);
+  });
+}
+
 describe('repository lock under contention', () => {
   let s3: TestS3;
   let dir: string;
@@ -70,6 +91,8 @@ describe('repository lock under contention', () => {
     await s3?.stop();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
+  unreadableLock('fs', async () => new FsStorage(join(dir, 'torn')));
+  unreadableLock('s3 (s3rver on loopback)', async () => openStorage(s3.repoUri('torn')));
   let fsRepo: string;
   lockRace('fs', async () => {
     fsRepo ??= join(dir, `repo-${++n}`);
